@@ -1,0 +1,1 @@
+"""Complexity measures, statistics, plots and reports."""

@@ -1,0 +1,1 @@
+"""NNGP kernels, orthant probabilities and log P_B(f|S)."""

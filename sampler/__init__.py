@@ -1,0 +1,13 @@
+"""sgd-bayes sampler: data splits, architectures, P_SGD and P_B by sampling, run folders, CLI."""
+
+from .architectures import CNN, FCN, LSTM, Architecture, make_architecture
+from .data import Pool, Split, load_pool, load_split
+from .functions import FunctionCounts
+from .seeding import derive_seed, make_generator
+from .store import RunFolder
+
+__all__ = [
+    "Architecture", "FCN", "CNN", "LSTM", "make_architecture",
+    "Pool", "Split", "load_pool", "load_split",
+    "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
+]

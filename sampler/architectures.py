@@ -1,0 +1,305 @@
+"""Architecture specs: frozen, validated descriptions that build finite torch networks.
+
+Each spec builds a network for a given single-example ``input_shape`` and names its NNGP kernel
+(see ``nngp.kernel``). The networks take *flattened* inputs of shape ``(n, d)``, the layout of
+``sampler.Split``, reshape them internally and return one scalar output per example, shape ``(n,)``.
+
+Parameterisation (DESIGN.md, "standard"): every weight ``W ~ N(0, sigma_w**2 / fan_in)``, every
+bias ``b ~ N(0, sigma_b**2)``, no output activation. Parameters are drawn from an explicit
+``torch.Generator`` in the order of ``module.parameters()``, so a network is a pure function of
+its spec, its input shape and its generator's state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_float, check_int
+
+ACTIVATIONS = ("relu", "erf", "tanh")
+
+
+def activation_fn(name: str):
+    """The elementwise activation called ``name`` (``relu``, ``erf`` or ``tanh``)."""
+    check_choice("activation", name, ACTIVATIONS)
+    return {"relu": torch.relu, "erf": torch.erf, "tanh": torch.tanh}[name]
+
+
+def _check_input_shape(input_shape) -> tuple[int, ...]:
+    if not isinstance(input_shape, (tuple, list)) or not input_shape:
+        raise TypeError(f"input_shape must be a non-empty tuple of positive ints, got {input_shape!r}")
+    for i, s in enumerate(input_shape):
+        check_int(f"input_shape[{i}]", s, minimum=1)
+    return tuple(int(s) for s in input_shape)
+
+
+def init_standard_(module: nn.Module, sigma_w: float, sigma_b: float, generator: torch.Generator) -> nn.Module:
+    """Draw every parameter of ``module`` in place, in ``module.named_parameters()`` order.
+
+    Parameters whose name ends in ``bias`` (or starts ``bias``) get ``N(0, sigma_b**2)``; every
+    other parameter is a weight with ``fan_in`` = product of all its dimensions but the first and
+    gets ``N(0, sigma_w**2 / fan_in)``. Returns ``module``.
+    """
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+            if leaf.startswith("bias"):
+                p.copy_(noise * sigma_b)
+            else:
+                fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
+                p.copy_(noise * (sigma_w / math.sqrt(fan_in)))
+    return module
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Common base of the architecture specs; ``kind`` names the subclass."""
+
+    kind: ClassVar[str] = ""
+
+    def build(
+        self,
+        input_shape: tuple[int, ...],
+        *,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> nn.Module:
+        """A freshly initialised network for examples of shape ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one example before flattening, e.g. ``(1, 28, 28)`` or ``(7,)``.
+        generator : torch.Generator
+            Source of the initialisation (keyword-only; no global RNG is used). It must live on
+            ``device``.
+        dtype, device
+            Of the parameters.
+
+        Returns
+        -------
+        torch.nn.Module
+            Maps ``(n, d)`` inputs, ``d = prod(input_shape)``, to ``(n,)`` outputs.
+        """
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        shape = _check_input_shape(input_shape)
+        module = self._make(shape).to(device=device, dtype=dtype)
+        return init_standard_(module, self.sigma_w, self.sigma_b, generator)  # type: ignore[attr-defined]
+
+    def _make(self, input_shape: tuple[int, ...]) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a plain dict with a ``kind`` key (for configs and manifests)."""
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    def describe(self) -> str:
+        """A short human-readable description, e.g. ``FCN 2x512 relu (sigma_w=1, sigma_b=0.0357)``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FCN(Architecture):
+    """Fully connected network: ``depth`` hidden layers of ``width`` units, scalar readout.
+
+    Attributes
+    ----------
+    depth : int
+        Number of hidden layers (>= 0; 0 is a linear model).
+    width : int
+        Units per hidden layer.
+    activation : {"relu", "erf", "tanh"}
+    sigma_w, sigma_b : float
+        Weight and bias scales of the standard parameterisation (dimensionless).
+    """
+
+    kind: ClassVar[str] = "fcn"
+    depth: int = 2
+    width: int = 512
+    activation: str = "relu"
+    sigma_w: float = 1.0
+    sigma_b: float = 0.0357
+
+    def __post_init__(self):
+        check_int("depth", self.depth, minimum=0)
+        check_int("width", self.width, minimum=1)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
+        check_float("sigma_b", self.sigma_b, minimum=0.0)
+
+    def _make(self, input_shape):
+        return FCNNet(math.prod(input_shape), self.depth, self.width, self.activation)
+
+    def describe(self) -> str:
+        return (f"FCN {self.depth}x{self.width} {self.activation} "
+                f"(sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g})")
+
+
+@dataclass(frozen=True)
+class CNN(Architecture):
+    """Convolutional network: ``depth`` conv layers (stride 1, 'same' padding), scalar readout.
+
+    Attributes
+    ----------
+    depth : int
+        Number of convolutional layers (>= 1).
+    channels : int
+        Channels of every conv layer.
+    kernel_size : int
+        Odd spatial filter size.
+    activation : {"relu", "erf", "tanh"}
+    readout : {"flatten", "gap"}
+        Dense readout of the flattened feature map, or global average pooling then a dense
+        readout. The NNGP kernel with ``gap`` couples all pairs of pixels and costs far more
+        (about H*W times) per kernel entry than ``flatten``.
+    sigma_w, sigma_b : float
+    """
+
+    kind: ClassVar[str] = "cnn"
+    depth: int = 2
+    channels: int = 64
+    kernel_size: int = 3
+    activation: str = "relu"
+    readout: str = "flatten"
+    sigma_w: float = 1.0
+    sigma_b: float = 0.0357
+
+    def __post_init__(self):
+        check_int("depth", self.depth, minimum=1)
+        check_int("channels", self.channels, minimum=1)
+        check_int("kernel_size", self.kernel_size, minimum=1)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (for 'same' padding), got kernel_size={self.kernel_size}")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("readout", self.readout, ("flatten", "gap"))
+        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
+        check_float("sigma_b", self.sigma_b, minimum=0.0)
+
+    def _make(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"CNN needs image inputs of shape (channels, height, width), got input_shape={input_shape}")
+        return CNNNet(input_shape, self.depth, self.channels, self.kernel_size, self.activation, self.readout)
+
+    def describe(self) -> str:
+        return (f"CNN {self.depth}x{self.channels}ch k{self.kernel_size} {self.activation} {self.readout} "
+                f"(sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g})")
+
+
+@dataclass(frozen=True)
+class LSTM(Architecture):
+    """Single-layer LSTM over a sequence, readout of the last hidden state.
+
+    Images ``(C, H, W)`` are read row by row (``H`` steps of ``C*W`` features); flat inputs
+    ``(d,)`` as ``d`` steps of one feature.
+
+    Attributes
+    ----------
+    hidden : int
+        Hidden units.
+    sigma_w, sigma_b : float
+    """
+
+    kind: ClassVar[str] = "lstm"
+    hidden: int = 64
+    sigma_w: float = 1.0
+    sigma_b: float = 0.0357
+
+    def __post_init__(self):
+        check_int("hidden", self.hidden, minimum=1)
+        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
+        check_float("sigma_b", self.sigma_b, minimum=0.0)
+
+    def _make(self, input_shape):
+        return LSTMNet(input_shape, self.hidden)
+
+    def describe(self) -> str:
+        return f"LSTM {self.hidden} (sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g})"
+
+
+ARCHITECTURES: dict[str, type[Architecture]] = {"fcn": FCN, "cnn": CNN, "lstm": LSTM}
+
+
+def make_architecture(kind: str, **fields) -> Architecture:
+    """The spec of ``kind`` (``fcn``, ``cnn``, ``lstm``) built from keyword ``fields``."""
+    check_choice("arch.kind", kind, ARCHITECTURES)
+    cls = ARCHITECTURES[kind]
+    valid = {f.name for f in dataclasses.fields(cls)}
+    for key in fields:
+        if key not in valid:
+            from ._checks import did_you_mean
+            raise ValueError(f"unknown field {key!r} for architecture {kind!r}; valid fields: "
+                             f"{sorted(valid)}{did_you_mean(key, valid)}")
+    return cls(**fields)
+
+
+class FCNNet(nn.Module):
+    """The finite FCN; ``layers[i]`` are hidden layers, ``readout`` the scalar output layer."""
+
+    def __init__(self, d_in: int, depth: int, width: int, activation: str):
+        super().__init__()
+        sizes = [d_in] + [width] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.readout = nn.Linear(sizes[-1], 1)
+        self.activation = activation
+        self._phi = activation_fn(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.reshape(x.shape[0], -1)
+        for layer in self.layers:
+            h = self._phi(layer(h))
+        return self.readout(h).squeeze(-1)
+
+
+class CNNNet(nn.Module):
+    def __init__(self, input_shape, depth, channels, kernel_size, activation, readout):
+        super().__init__()
+        c, h, w = input_shape
+        self.input_shape = tuple(input_shape)
+        ins = [c] + [channels] * (depth - 1)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, channels, kernel_size, padding=kernel_size // 2) for a in ins)
+        self.readout_kind = readout
+        self.readout = nn.Linear(channels * h * w if readout == "flatten" else channels, 1)
+        self._phi = activation_fn(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.reshape(x.shape[0], *self.input_shape)
+        for conv in self.convs:
+            h = self._phi(conv(h))
+        h = h.flatten(1) if self.readout_kind == "flatten" else h.mean(dim=(2, 3))
+        return self.readout(h).squeeze(-1)
+
+
+def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(steps, features)`` in which an LSTM reads one example of ``input_shape``."""
+    if len(input_shape) == 3:
+        c, h, w = input_shape
+        return h, c * w
+    return math.prod(input_shape), 1
+
+
+class LSTMNet(nn.Module):
+    def __init__(self, input_shape, hidden):
+        super().__init__()
+        self.steps, self.features = sequence_shape(tuple(input_shape))
+        self.input_shape = tuple(input_shape)
+        self.lstm = nn.LSTM(self.features, hidden, batch_first=True)
+        self.readout = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.input_shape) == 3:
+            c, h, w = self.input_shape
+            seq = x.reshape(x.shape[0], c, h, w).permute(0, 2, 1, 3).reshape(x.shape[0], h, c * w)
+        else:
+            seq = x.reshape(x.shape[0], self.steps, 1)
+        out, _ = self.lstm(seq)
+        return self.readout(out[:, -1]).squeeze(-1)

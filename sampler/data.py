@@ -1,0 +1,390 @@
+"""Dataset pools, binarisation and seeded train/test splits.
+
+A *pool* is a labelled set of examples ``x`` of shape ``(N, *input_shape)`` with integer class
+labels. It is binarised (``half``: class >= ceil(C/2) -> 1; ``parity``: class % 2) and split by
+a seed into a training set S of size m and a test set E of size k; E's order is fixed by the
+split (DESIGN.md).
+
+Input scaling: image pixels are divided by their maximum possible value (255 for MNIST,
+Fashion-MNIST and CIFAR-10, 16 for scikit-learn's digits) so they lie in [0, 1]; Ionosphere's
+features are used as given (already in [-1, 1]); Boolean inputs are bits in {0, 1}. Inputs are
+stored flattened, ``(n, d)`` with ``d = prod(input_shape)``; ``Split.input_shape`` says how to
+unflatten them (``(C, H, W)`` for images).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import check_choice, check_int
+from .functions import check_bitstring
+from .seeding import derive_seed
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits", "ionosphere", "boolean")
+BINARIZATIONS = ("half", "parity")
+BOOLEAN_N = 7
+BOOLEAN_TARGETS = ("parity", "majority", "constant", "first-bit", "alternating")
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A labelled pool of examples.
+
+    Attributes
+    ----------
+    name : str
+        Dataset name.
+    x : np.ndarray, float32, shape (N, d)
+        Flattened, scaled inputs.
+    labels : np.ndarray, int64, shape (N,)
+        Class labels ``0..n_classes-1`` (for ``boolean``, already 0/1 target bits).
+    n_classes : int
+    input_shape : tuple of int
+        Shape of one example before flattening.
+    source : str
+        Where the pool was read from (a path or a description).
+    """
+
+    name: str
+    x: np.ndarray
+    labels: np.ndarray
+    n_classes: int
+    input_shape: tuple[int, ...]
+    source: str
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class Split:
+    """A training set S and a test set E drawn from one pool.
+
+    Attributes
+    ----------
+    x_train : torch.Tensor, float32, shape (m, d)
+    y_train : torch.Tensor, int64 in {0, 1}, shape (m,)
+    x_test : torch.Tensor, float32, shape (k, d)
+    y_test : torch.Tensor, int64 in {0, 1}, shape (k,)
+        E in the fixed order that defines functions as bitstrings.
+    input_shape : tuple of int
+        Shape of one example before flattening, e.g. ``(1, 28, 28)``.
+    dataset, binarize, seed, source
+        Provenance: dataset name, binarisation, split seed, where the pool came from.
+    train_index, test_index : np.ndarray of int64
+        Positions of S and E in the pool.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    input_shape: tuple[int, ...]
+    dataset: str
+    binarize: str
+    seed: int
+    source: str
+    train_index: np.ndarray = field(repr=False)
+    test_index: np.ndarray = field(repr=False)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    @property
+    def test_target(self) -> str:
+        """E's true labels as a bitstring (the zero-error function)."""
+        return "".join(str(int(v)) for v in self.y_test.tolist())
+
+    def x_all(self) -> torch.Tensor:
+        """S then E stacked, shape ``(m + k, d)``."""
+        return torch.cat([self.x_train, self.x_test])
+
+    def summary(self) -> str:
+        """A short human-readable description of the split."""
+        m, k = self.n_train, self.n_test
+        return "\n".join([
+            f"dataset     {self.dataset}  ({self.source})",
+            f"binarize    {self.binarize}",
+            f"split seed  {self.seed}",
+            f"input shape {self.input_shape}  (d = {self.x_train.shape[1]})",
+            f"train S     m = {m}, class 1 share {self.y_train.float().mean().item():.3f}",
+            f"test E      k = {k}, class 1 share {self.y_test.float().mean().item():.3f}",
+        ])
+
+
+# --- file readers ------------------------------------------------------------------------------
+
+def _open_maybe_gz(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array of its stored dtype (uint8)."""
+    path = Path(path)
+    with _open_maybe_gz(path) as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number {data[:4]!r})")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != math.prod(dims):
+        raise ValueError(f"{path}: header says {dims} but holds {arr.size} values")
+    return arr.reshape(dims)
+
+
+def _find(directory: Path, stems: list[str]) -> Path | None:
+    for stem in stems:
+        for candidate in (directory / stem, directory / (stem + ".gz")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _missing(dataset: str, files: list[str], where: list[Path], hint: str = "") -> FileNotFoundError:
+    places = ", ".join(str(w) for w in where) or "(no folder given: pass data_dir)"
+    return FileNotFoundError(
+        f"dataset {dataset!r} needs the files {files} (optionally .gz); looked in: {places}. {hint}".strip())
+
+
+def _idx_pool(name: str, images: Path, labels: Path, source: str) -> Pool:
+    x = read_idx(images)
+    y = read_idx(labels).astype(np.int64)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{images} holds {x.shape[0]} images but {labels} holds {y.shape[0]} labels")
+    x = x.reshape(x.shape[0], -1).astype(np.float32) / 255.0
+    return Pool(name, x, y, 10, (1, 28, 28), source)
+
+
+def _idx_from_dir(name: str, directory: Path) -> Pool | None:
+    images = _find(directory, ["train-images-idx3-ubyte", "train-images.idx3-ubyte"])
+    labels = _find(directory, ["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"])
+    if images and labels:
+        return _idx_pool(name, images, labels, str(directory))
+    images = _find(directory, ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"])
+    labels = _find(directory, ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"])
+    if images and labels:
+        return _idx_pool(name, images, labels, str(directory))
+    return None
+
+
+def _mnist(data_dir: Path | None) -> Pool:
+    if data_dir is not None:
+        pool = _idx_from_dir("mnist", data_dir)
+        if pool is None:
+            raise _missing("mnist", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"], [data_dir],
+                           "Leave data_dir empty to use the MNIST test split that ships with sgd-bayes.")
+        return pool
+    shipped = resources.files("sampler") / "data"
+    with resources.as_file(shipped) as folder:
+        folder = Path(folder)
+        return _idx_pool("mnist", folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz",
+                         "MNIST test split shipped with sgd-bayes (CC BY-SA 3.0)")
+
+
+def _fashion(data_dir: Path | None) -> Pool:
+    where = [d for d in (data_dir, FASHION_MNIST_SYSTEM_DIR) if d is not None]
+    for directory in where:
+        if directory.is_dir():
+            pool = _idx_from_dir("fashion-mnist", directory)
+            if pool is not None:
+                return pool
+    raise _missing("fashion-mnist", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"], where,
+                   "On Debian, `apt-get install dataset-fashion-mnist` puts them in "
+                   f"{FASHION_MNIST_SYSTEM_DIR}.")
+
+
+def _cifar10(data_dir: Path | None) -> Pool:
+    names = [f"data_batch_{i}" for i in range(1, 6)]
+    where = [] if data_dir is None else [data_dir, data_dir / "cifar-10-batches-py"]
+    for directory in where:
+        if all((directory / n).is_file() for n in names):
+            xs, ys = [], []
+            for n in names:
+                with open(directory / n, "rb") as fh:
+                    batch = pickle.load(fh, encoding="bytes")
+                xs.append(np.asarray(batch[b"data"], dtype=np.uint8))
+                ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+            x = np.concatenate(xs).astype(np.float32) / 255.0
+            return Pool("cifar10", x, np.concatenate(ys), 10, (3, 32, 32), str(directory))
+    raise _missing("cifar10", names, where, "Point data_dir at the CIFAR-10 'python version' folder.")
+
+
+def _digits() -> Pool:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.data.astype(np.float32) / 16.0
+    return Pool("digits", x, bunch.target.astype(np.int64), 10, (1, 8, 8), "scikit-learn bundled digits")
+
+
+def _ionosphere(data_dir: Path | None) -> Pool:
+    stems = ["ionosphere.data", "ionosphere.csv"]
+    where = [] if data_dir is None else [data_dir]
+    for directory in where:
+        for stem in stems:
+            path = directory / stem
+            if path.is_file():
+                rows = [line.strip().split(",") for line in path.read_text().splitlines() if line.strip()]
+                try:
+                    x = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float32)
+                except ValueError as exc:
+                    raise ValueError(f"{path}: expected 34 numeric columns then a 'g'/'b' label ({exc})") from exc
+                classes = sorted({r[-1] for r in rows})
+                if len(classes) != 2:
+                    raise ValueError(f"{path}: expected 2 classes in the last column, found {classes}")
+                y = np.array([classes.index(r[-1]) for r in rows], dtype=np.int64)
+                return Pool("ionosphere", x, y, 2, (x.shape[1],), str(path))
+    raise _missing("ionosphere", stems, where, "The UCI Ionosphere CSV: 34 features then 'g' or 'b'.")
+
+
+def boolean_inputs(n: int = BOOLEAN_N) -> np.ndarray:
+    """All ``2**n`` inputs of ``n`` bits, row i is the binary expansion of i (MSB first), float32 0/1."""
+    idx = np.arange(2 ** n)
+    return ((idx[:, None] >> np.arange(n - 1, -1, -1)) & 1).astype(np.float32)
+
+
+def boolean_target(target: str, n: int = BOOLEAN_N) -> str:
+    """A named Boolean target (``parity``, ``majority``, ``constant``, ``first-bit``,
+    ``alternating``) or a ``2**n``-character bitstring, as the bitstring over all inputs."""
+    size = 2 ** n
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a {size}-character bitstring or one of {list(BOOLEAN_TARGETS)}, "
+                        f"got {type(target).__name__}")
+    if target in BOOLEAN_TARGETS:
+        x = boolean_inputs(n).astype(int)
+        ones = x.sum(1)
+        bits = {
+            "parity": ones % 2,
+            "majority": (ones > n / 2).astype(int),
+            "constant": np.zeros(size, dtype=int),
+            "first-bit": x[:, 0],
+            "alternating": np.arange(size) % 2,
+        }[target]
+        return "".join(map(str, bits))
+    if set(target) <= {"0", "1"} and target:
+        return check_bitstring("target", target, length=size)
+    raise ValueError(f"target must be a {size}-character bitstring or one of {list(BOOLEAN_TARGETS)}, "
+                     f"got {target[:40]!r}")
+
+
+def _boolean(target: str) -> Pool:
+    bits = boolean_target(target)
+    y = np.frombuffer(bits.encode(), dtype=np.uint8).astype(np.int64) - ord("0")
+    return Pool("boolean", boolean_inputs(), y, 2, (BOOLEAN_N,), f"all 2^{BOOLEAN_N} inputs, target {bits[:16]}...")
+
+
+def load_pool(dataset: str, *, data_dir: str | os.PathLike | None = None, target: str | None = None) -> Pool:
+    """The labelled pool of ``dataset``.
+
+    Parameters
+    ----------
+    dataset : {"mnist", "fashion-mnist", "cifar10", "digits", "ionosphere", "boolean"}
+    data_dir : path, optional
+        Folder holding the dataset's files where it does not ship. For ``mnist`` an empty value
+        uses the shipped MNIST test split (10,000 images); a folder with the training IDX files
+        uses those (60,000) instead.
+    target : str, optional
+        For ``boolean`` only: a 128-character bitstring or a named target (default ``parity``).
+    """
+    check_choice("dataset", dataset, DATASETS)
+    if data_dir in ("", None):
+        folder = None
+    else:
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data_dir={str(data_dir)!r} is not a folder")
+    if target is not None and dataset != "boolean":
+        raise ValueError(f"target is only for dataset='boolean', got target with dataset={dataset!r}")
+    if dataset == "mnist":
+        return _mnist(folder)
+    if dataset == "fashion-mnist":
+        return _fashion(folder)
+    if dataset == "cifar10":
+        return _cifar10(folder)
+    if dataset == "digits":
+        return _digits()
+    if dataset == "ionosphere":
+        return _ionosphere(folder)
+    return _boolean("parity" if target is None else target)
+
+
+def binarize_labels(labels: np.ndarray, n_classes: int, how: str) -> np.ndarray:
+    """0/1 labels from class labels: ``half`` (class >= ceil(C/2) -> 1) or ``parity`` (class % 2)."""
+    check_choice("binarize", how, BINARIZATIONS)
+    labels = np.asarray(labels, dtype=np.int64)
+    if how == "half":
+        return (labels >= math.ceil(n_classes / 2)).astype(np.int64)
+    return (labels % 2).astype(np.int64)
+
+
+def split_pool(pool: Pool, *, n_train: int, n_test: int, seed: int, binarize: str = "half") -> Split:
+    """Seeded disjoint split of ``pool`` into S (``n_train``) and E (``n_test``)."""
+    n_train = check_int("n_train", n_train, minimum=1)
+    n_test = check_int("n_test", n_test, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    check_choice("binarize", binarize, BINARIZATIONS)
+    if n_train + n_test > pool.size:
+        raise ValueError(f"n_train + n_test must be <= the pool size {pool.size} of {pool.name!r}, "
+                         f"got n_train + n_test = {n_train} + {n_test} = {n_train + n_test}")
+    rng = np.random.default_rng(derive_seed(seed, "split", pool.name))
+    order = rng.permutation(pool.size)
+    train_idx, test_idx = order[:n_train], order[n_train:n_train + n_test]
+    y = pool.labels if pool.name == "boolean" else binarize_labels(pool.labels, pool.n_classes, binarize)
+    as_x = lambda idx: torch.from_numpy(np.ascontiguousarray(pool.x[idx]))  # noqa: E731
+    as_y = lambda idx: torch.from_numpy(np.ascontiguousarray(y[idx]))  # noqa: E731
+    return Split(as_x(train_idx), as_y(train_idx), as_x(test_idx), as_y(test_idx), pool.input_shape,
+                 pool.name, binarize if pool.name != "boolean" else "target", seed, pool.source,
+                 train_idx.astype(np.int64), test_idx.astype(np.int64))
+
+
+def load_split(
+    dataset: str,
+    n_train: int = 1000,
+    n_test: int = 100,
+    seed: int = 0,
+    *,
+    binarize: str = "half",
+    data_dir: str | os.PathLike | None = None,
+    target: str | None = None,
+) -> Split:
+    """Load ``dataset``, binarise its labels and split it by ``seed`` into S and E.
+
+    Parameters
+    ----------
+    dataset : str
+        One of ``mnist`` (ships), ``fashion-mnist``, ``cifar10``, ``digits`` (ships with
+        scikit-learn), ``ionosphere``, ``boolean`` (all 128 inputs of 7 bits).
+    n_train, n_test : int
+        Sizes m of S and k of E; ``m + k`` must not exceed the pool.
+    seed : int
+        Split seed: the same seed gives the same S and E in the same order.
+    binarize : {"half", "parity"}
+        Ignored for ``boolean``, whose labels are the target's bits.
+    data_dir : path, optional
+        Folder with the dataset's files (see :func:`load_pool`).
+    target : str, optional
+        ``boolean`` only: a 128-character bitstring or a name (``parity``, ``majority``, ...).
+
+    Returns
+    -------
+    Split
+    """
+    pool = load_pool(dataset, data_dir=data_dir, target=target)
+    return split_pool(pool, n_train=n_train, n_test=n_test, seed=seed, binarize=binarize)
