@@ -18,14 +18,14 @@ import gzip
 import math
 import os
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_int
+from ._checks import check_choice, check_float, check_int
 from .functions import check_bitstring
 from .seeding import derive_seed
 
@@ -84,6 +84,8 @@ class Split:
         Provenance: dataset name, binarisation, split seed, where the pool came from.
     train_index, test_index : np.ndarray of int64
         Positions of S and E in the pool.
+    corrupted_index : np.ndarray of int64
+        Positions in S whose labels were replaced by random bits (see :func:`corrupt_labels`).
     """
 
     x_train: torch.Tensor
@@ -97,6 +99,7 @@ class Split:
     source: str
     train_index: np.ndarray = field(repr=False)
     test_index: np.ndarray = field(repr=False)
+    corrupted_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     @property
     def n_train(self) -> int:
@@ -125,6 +128,7 @@ class Split:
             f"input shape {self.input_shape}  (d = {self.x_train.shape[1]})",
             f"train S     m = {m}, class 1 share {self.y_train.float().mean().item():.3f}",
             f"test E      k = {k}, class 1 share {self.y_test.float().mean().item():.3f}",
+            f"corrupted   {len(self.corrupted_index)} of S's labels replaced by random bits",
         ])
 
 
@@ -388,3 +392,22 @@ def load_split(
     """
     pool = load_pool(dataset, data_dir=data_dir, target=target)
     return split_pool(pool, n_train=n_train, n_test=n_test, seed=seed, binarize=binarize)
+
+
+def corrupt_labels(split: Split, fraction: float, *, seed: int) -> Split:
+    """A copy of ``split`` whose S has ``round(fraction * m)`` labels replaced by random bits.
+
+    Exactly ``round(fraction * m)`` positions of S, chosen uniformly without replacement, get a
+    label drawn uniformly from {0, 1} (so about half of them change); E keeps its true labels, so
+    the test error still measures generalisation. The replaced positions are recorded in
+    ``corrupted_index``. Same seed, same corruption.
+    """
+    fraction = check_float("corrupt_fraction", fraction, minimum=0.0, maximum=1.0)
+    seed = check_int("seed", seed, minimum=0)
+    m = split.n_train
+    n_replace = int(round(fraction * m))
+    rng = np.random.default_rng(derive_seed(seed, "corrupt", split.dataset))
+    where = np.sort(rng.choice(m, size=n_replace, replace=False)).astype(np.int64)
+    y = split.y_train.clone()
+    y[torch.from_numpy(where)] = torch.from_numpy(rng.integers(0, 2, size=n_replace).astype(np.int64))
+    return replace(split, y_train=y, corrupted_index=where)

@@ -1,0 +1,107 @@
+"""The ``sgdbayes`` command line.
+
+``sgdbayes data DATASET [--n-train M] ...`` prints a split's summary; ``sgdbayes run [CONFIG]
+[--set key=value ...] [--out DIR] [--executor local|ray]`` runs a whole experiment into a run
+folder; ``sgdbayes analyze RUN_DIR`` re-makes its report. Bad input becomes one line on stderr and
+exit status 2, never a traceback (set ``SGDBAYES_TRACEBACK=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sgdbayes",
+        description="Is SGD a Bayesian sampler? Compare P_SGD(f|S) from many training runs with the "
+                    "NNGP posterior P_B(f|S) on your architecture and data.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("data", help="print the summary of a dataset split")
+    d.add_argument("dataset", help="mnist, fashion-mnist, cifar10, digits, ionosphere or boolean")
+    d.add_argument("--n-train", type=int, default=1000)
+    d.add_argument("--n-test", type=int, default=100)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--binarize", default="half", help="half (default) or parity")
+    d.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    d.add_argument("--target", default=None, help="boolean only: 128-char bitstring or a name (parity, ...)")
+
+    r = sub.add_parser("run", help="run an experiment (P_SGD, P_B, analysis, report) into a run folder")
+    r.add_argument("config", nargs="?", default=None, help="TOML experiment file (default: built-in defaults)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key, e.g. --set sgd.n_runs=64 (repeatable)")
+    r.add_argument("--out", default=None, help="run folder (default: runs/<config name>-<time>)")
+    r.add_argument("--executor", default="local", choices=["local", "ray"], help="where shards run")
+    r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    a = sub.add_parser("analyze", help="re-make the statistics, figures and report of a finished run folder")
+    a.add_argument("run_dir")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="analysis.KEY=VALUE",
+                   help="override an [analysis] key, e.g. --set analysis.min_count=5")
+    return p
+
+
+def _cmd_data(args) -> int:
+    from .data import load_split
+
+    split = load_split(args.dataset, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                       binarize=args.binarize, data_dir=args.data_dir, target=args.target)
+    print(split.summary())
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .config import load_config
+    from .experiment import run_experiment
+
+    config = load_config(args.config, args.overrides)
+    out = args.out
+    if out is None:
+        name = Path(args.config).stem if args.config else "default"
+        out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = run_experiment(config, out, executor=args.executor, address=args.address,
+                            progress=not args.no_progress)
+    print(result.summary_text())
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from .experiment import analyze_run
+
+    result = analyze_run(args.run_dir, overrides=args.overrides)
+    print(result.summary_text())
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze}[args.command]
+    try:
+        return handler(args)
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:
+        if os.environ.get("SGDBAYES_TRACEBACK"):
+            raise
+        print(f"sgdbayes {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"sgdbayes {args.command}: interrupted; finished shards are kept, rerun to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

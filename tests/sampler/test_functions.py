@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from sampler import FunctionCounts
+from sampler.functions import bits_to_strings, hamming_error, outputs_to_strings, strings_to_bits
+
+
+def test_outputs_to_strings_uses_strict_positive_threshold():
+    out = torch.tensor([[0.5, -0.1, 0.0, 2.0], [-1.0, 1e-9, -0.0, 0.0]])
+    assert outputs_to_strings(out) == ["1001", "0100"]
+
+
+def test_bits_round_trip():
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(50, 37)).astype(np.uint8)
+    assert np.array_equal(strings_to_bits(bits_to_strings(bits)), bits)
+
+
+def test_from_bits_counts_only_fitted_runs():
+    bits = np.array([[1, 0], [1, 0], [0, 1], [1, 1]])
+    c = FunctionCounts.from_bits(bits, fitted=np.array([True, True, True, False]))
+    assert c.counts == {"10": 2, "01": 1} and c.n_runs == 4 and c.n_fit == 3
+    assert c.fit_fraction == 0.75 and c.k == 2 and c.n_functions == 2
+
+
+def test_merge_of_shards_is_exact():
+    rng = np.random.default_rng(1)
+    bits = rng.integers(0, 2, size=(1000, 4))
+    fitted = rng.random(1000) < 0.9
+    whole = FunctionCounts.from_bits(bits, fitted)
+    cuts = [0, 7, 300, 301, 1000]
+    parts = [FunctionCounts.from_bits(bits[a:b], fitted[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    assert FunctionCounts.merge_all(parts) == whole
+    assert parts[0] + parts[1] + parts[2] + parts[3] == whole
+
+
+def test_frame_and_parquet_round_trip(tmp_path):
+    c = FunctionCounts({"0011": 5, "1111": 2, "0000": 5}, n_runs=20, n_fit=12)
+    frame = c.to_frame()
+    assert frame["function"].tolist() == ["0000", "0011", "1111"]
+    assert frame.attrs == {"n_runs": 20, "n_fit": 12}
+    np.testing.assert_allclose(frame["p"].sum(), 1.0)
+    path = c.to_parquet(tmp_path / "c.parquet")
+    assert FunctionCounts.from_parquet(path) == c
+
+
+def test_log_probabilities():
+    c = FunctionCounts({"01": 3, "10": 1}, n_runs=5, n_fit=4)
+    np.testing.assert_allclose(c.log_probabilities(["01", "10", "11"]), [np.log(0.75), np.log(0.25), -np.inf])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(counts={"01": 2}, n_runs=5, n_fit=3), "n_fit must equal the sum"),
+    (dict(counts={"01": 2}, n_runs=1, n_fit=2), "n_fit must be <= n_runs"),
+    (dict(counts={"0a": 1}, n_runs=1, n_fit=1), "string of '0' and '1'"),
+    (dict(counts={"01": 1, "011": 1}, n_runs=2, n_fit=2), "same length"),
+])
+def test_invalid_counts(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FunctionCounts(**kwargs)
+
+
+def test_hamming_error():
+    assert hamming_error("0110", torch.tensor([0, 1, 0, 0])) == 0.25
