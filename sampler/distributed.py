@@ -1,0 +1,150 @@
+"""Fan-out of an experiment's shards: run here (``local``) or on a Ray cluster (``ray``).
+
+A shard task is a small, picklable, frozen description of one unit of work whose result is a
+shard file in the run folder (sampler/store.py). Tasks are idempotent: a task whose shard exists
+returns at once, and writing a shard that exists is a no-op, so a rerun after a crash, a killed
+worker or a lost node redoes only unfinished shards and no run is counted twice. Workers never
+write the manifest; the driver records which node did which shard from the shard's metadata.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ._checks import check_choice
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of work that writes shard ``index`` of ``kind`` into the run folder ``folder``.
+
+    Attributes
+    ----------
+    kind : str
+        Shard kind, e.g. ``"sgd"`` or ``"bayes"``.
+    index : int
+        Shard index within its kind.
+    folder : str
+        Run folder path (shared by all nodes).
+    config : dict
+        The experiment config as a nested dict (``ExperimentConfig.to_dict()``).
+    params : dict
+        Kind-specific parameters (e.g. ``start``/``stop`` run indices, function lists).
+    num_gpus : float
+        GPUs the task asks of Ray (0 for CPU work).
+    """
+
+    kind: str
+    index: int
+    folder: str
+    config: dict
+    params: dict = field(default_factory=dict)
+    num_gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What a finished task says: which shard, where it ran, how long it took (s), its size."""
+
+    kind: str
+    index: int
+    node: str
+    seconds: float
+    n_items: int
+    skipped: bool
+
+
+def run_task(task: ShardTask) -> ShardReport:
+    """Execute ``task`` in this process (a no-op if its shard is already on disk)."""
+    from .store import RunFolder
+    from .tasks import TASK_KINDS
+
+    folder = RunFolder(task.folder)
+    if folder.has_shard(task.kind, task.index):
+        return ShardReport(task.kind, task.index, socket.gethostname(), 0.0, 0, True)
+    t0 = time.perf_counter()
+    n_items = TASK_KINDS[task.kind](task, folder)
+    return ShardReport(task.kind, task.index, socket.gethostname(), time.perf_counter() - t0, n_items, False)
+
+
+class _Progress:
+    """A tqdm bar over items (runs or functions) of a whole fan-out, with shards done in the postfix."""
+
+    def __init__(self, total_items: int, n_shards: int, desc: str, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_items, desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
+        self.n_shards = n_shards
+        self.done = 0
+
+    def update(self, report: ShardReport, n_items: int) -> None:
+        self.done += 1
+        self.bar.update(n_items)
+        self.bar.set_postfix_str(f"shards {self.done}/{self.n_shards} last on {report.node}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def execute(
+    tasks: Sequence[ShardTask],
+    *,
+    executor: str = "local",
+    address: str | None = None,
+    progress: bool = True,
+    desc: str = "shards",
+    items_of: Callable[[ShardTask], int] = lambda t: 1,
+) -> list[ShardReport]:
+    """Run every task (skipping finished shards) and return their reports in task order.
+
+    Parameters
+    ----------
+    tasks : sequence of ShardTask
+    executor : {"local", "ray"}
+        ``local`` runs tasks one after another in this process. ``ray`` submits each task to
+        Ray with ``num_gpus`` resources (``ray.init(address=address)``, or a local Ray when
+        ``address`` is None and none is running).
+    progress : bool
+        Show a progress bar of items done (``items_of(task)`` per task) and shards done.
+    """
+    check_choice("executor", executor, EXECUTORS)
+    bar = _Progress(sum(items_of(t) for t in tasks), len(tasks), desc, progress)
+    try:
+        if executor == "local":
+            reports = []
+            for task in tasks:
+                report = run_task(task)
+                bar.update(report, items_of(task))
+                reports.append(report)
+            return reports
+        return _execute_ray(tasks, address, bar, items_of)
+    finally:
+        bar.close()
+
+
+def _execute_ray(tasks, address, bar, items_of) -> list[ShardReport]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("executor='ray' needs Ray: pip install 'sgd-bayes[ray]' (or pip install ray)") from exc
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                 **({} if address else {"include_dashboard": False}))
+    remote = ray.remote(run_task)
+    pending = {}
+    for i, task in enumerate(tasks):
+        ref = remote.options(num_gpus=task.num_gpus, max_retries=3, retry_exceptions=False).remote(task)
+        pending[ref] = i
+    reports: list[Any] = [None] * len(tasks)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            i = pending.pop(ref)
+            reports[i] = ray.get(ref)
+            bar.update(reports[i], items_of(tasks[i]))
+    return reports
