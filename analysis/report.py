@@ -28,7 +28,7 @@ def _finite(x) -> float | None:
 
 
 def compute_summary(frame, *, n_runs: int, n_fit: int, min_count: int, n_boot: int, seed: int,
-                    log_ps: float, n_train: int) -> dict[str, Any]:
+                    log_ps: float | None, n_train: int) -> dict[str, Any]:
     """Every number of ``summary.json`` from the per-function table ``frame``.
 
     Correlations use the functions seen at least ``min_count`` times whose log P_B is finite;
@@ -37,12 +37,16 @@ def compute_summary(frame, *, n_runs: int, n_fit: int, min_count: int, n_boot: i
     import analysis
 
     has_pb = np.isfinite(frame["log_pb"].to_numpy(dtype=float))
+    p = frame["count"].to_numpy(dtype=float) / max(n_fit, 1)
     used = has_pb & (frame["count"].to_numpy() >= min_count)
     summary: dict[str, Any] = {
         "n_runs": int(n_runs), "n_fit": int(n_fit), "fit_fraction": n_fit / n_runs if n_runs else None,
         "n_functions": int(len(frame)), "n_functions_used": int(used.sum()), "min_count": int(min_count),
         "runs_in_used_functions": int(frame["count"].to_numpy()[used].sum()),
         "sgd_mean_test_error": _finite(np.average(frame["test_error"], weights=frame["count"])) if len(frame) else None,
+        # Concentration of P_SGD: share of fitted runs in the most frequent function; entropy (nats).
+        "sgd_top_share": float(frame["count"].max() / n_fit) if n_fit and len(frame) else None,
+        "sgd_entropy": _finite(-np.sum(p * np.log(p))) if n_fit and len(frame) else None,
         "pearson_log": None, "pearson_log_ci": None, "spearman": None, "spearman_ci": None,
         "slope_log": None, "intercept_log": None, "correlation_note": "",
     }
@@ -61,6 +65,7 @@ def compute_summary(frame, *, n_runs: int, n_fit: int, min_count: int, n_boot: i
         summary.update({f"dist_{k}": _finite(v) if isinstance(v, (float, int, np.floating)) else v
                         for k, v in d.as_dict().items()})
     summary["log_p_s"] = _finite(log_ps) if log_ps is not None else None
+    summary["pac_bayes_bound"] = None
     if summary["log_p_s"] is not None:
         import nngp
 
@@ -114,6 +119,8 @@ SUMMARY_ROWS = [
     ("slope_log", "slope of log P_SGD on log P_B"),
     ("dist_kl", "KL(P_SGD || P_B) on shared support (nats)"), ("dist_tv", "total variation on shared support"),
     ("sgd_mean_test_error", "mean test error of SGD's functions"),
+    ("sgd_top_share", "share of runs in the commonest function"), ("sgd_entropy", "entropy of P_SGD (nats)"),
+    ("sgd_mean_epochs", "mean epochs to fit"), ("gp_test_error", "test error of the GP posterior mean's sign"),
     ("log_p_s", "log P(S) (EP, natural log)"), ("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound"),
 ]
 
@@ -127,8 +134,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def make_report(folder: str | Path, config, frame, *, n_runs: int, n_fit: int, log_ps: float,
-                manifest: dict | None = None) -> tuple[dict[str, Any], Path]:
+def make_report(folder: str | Path, config, frame, *, n_runs: int, n_fit: int, log_ps: float | None,
+                extra: dict[str, Any] | None = None, manifest: dict | None = None) -> tuple[dict[str, Any], Path]:
     """Write ``summary.json``, the figures and ``report.md`` into ``folder``.
 
     Returns
@@ -142,6 +149,7 @@ def make_report(folder: str | Path, config, frame, *, n_runs: int, n_fit: int, l
     a = config.analysis
     summary = compute_summary(frame, n_runs=n_runs, n_fit=n_fit, min_count=a.min_count, n_boot=a.n_boot,
                               seed=a.seed, log_ps=log_ps, n_train=config.data.n_train)
+    summary.update(extra or {})
     figures = make_figures(frame, folder, min_count=a.min_count)
     summary["figures"] = {k: str(p.relative_to(folder)) for k, p in figures.items()}
     atomic_write_json(folder / "summary.json", summary)

@@ -1,8 +1,8 @@
 """The ``sgdbayes`` command line.
 
 ``sgdbayes data DATASET [--n-train M] ...`` prints a split's summary; ``sgdbayes run [CONFIG]
-[--set key=value ...] [--out DIR] [--executor local|ray]`` runs a whole experiment into a run
-folder; ``sgdbayes analyze RUN_DIR`` re-makes its report. Bad input becomes one line on stderr and
+[--set key=value ...] [--out DIR] [--executor local|ray]`` runs a whole experiment (or, for a file
+with a ``[sweep]`` section, each of its points) into a run folder; ``sgdbayes analyze RUN_DIR`` re-makes its report. Bad input becomes one line on stderr and
 exit status 2, never a traceback (set ``SGDBAYES_TRACEBACK=1`` to see one).
 """
 
@@ -61,14 +61,18 @@ def _cmd_data(args) -> int:
 def _cmd_run(args) -> int:
     from .config import load_config
     from .experiment import run_experiment
+    from .sweep import is_sweep_file, load_sweep, run_sweep
 
-    config = load_config(args.config, args.overrides)
     out = args.out
     if out is None:
         name = Path(args.config).stem if args.config else "default"
         out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = run_experiment(config, out, executor=args.executor, address=args.address,
-                            progress=not args.no_progress)
+    if args.config is not None and is_sweep_file(args.config):
+        result = run_sweep(load_sweep(args.config, args.overrides), out, executor=args.executor,
+                           address=args.address, progress=not args.no_progress)
+    else:
+        result = run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
+                                address=args.address, progress=not args.no_progress)
     print(result.summary_text())
     print(f"report: {result.report_path}")
     return 0

@@ -11,12 +11,11 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from .config import ExperimentConfig, apply_overrides, load_config, parse_config
 from .distributed import ShardTask, execute
 from .functions import FunctionCounts
-from .store import RunFolder, atomic_write_table
+from .store import RunFolder, atomic_write_json, atomic_write_table
 
 BAYES_GROUP = 2000  # functions per P_B shard: one EP on S per shard, so large groups amortise it
 
@@ -117,7 +116,6 @@ def run_experiment(
 
     functions = [f for f, _ in counts.most_common()]
     log_pb: dict[str, float] = {}
-    log_ps = math.nan
     if config.bayes.method != "none" and functions:
         import nngp
 
@@ -128,15 +126,34 @@ def run_experiment(
                            progress=progress, desc="P_B functions", items_of=lambda t: len(t.params["functions"]))
         for _, table, _ in folder.iter_shards("bayes"):
             log_pb.update(zip(table.column("function").to_pylist(), table.column("log_pb").to_pylist()))
-        log_ps = float(nngp.log_ps(config.arch, split_for(config.data)))
+        split = split_for(config.data)
+        bayes = {"method": config.bayes.method, "log_p_s": float(nngp.log_ps(config.arch, split)),
+                 "gp_test_error": float(nngp.gp_test_error(config.arch, split))}
+        atomic_write_json(folder.path / "bayes.json", bayes)
         folder.update_manifest(timings={"bayes_s": time.perf_counter() - t1}, nodes={"bayes": _nodes(breports)})
 
     write_functions_table(folder, config, counts, log_pb)
-    result = analyze_folder(folder, config, counts_meta={"n_runs": counts.n_runs, "n_fit": counts.n_fit},
-                            log_ps=log_ps)
+    result = analyze_folder(folder, config)
     folder.update_manifest(timings={"total_s": time.perf_counter() - t0},
                            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return result
+
+
+def sgd_run_stats(folder: RunFolder) -> dict[str, float | None]:
+    """Mean and median epochs to fit, and mean final training loss, over the fitted SGD runs."""
+    import numpy as np
+
+    epochs, losses = [], []
+    for _, table, _ in folder.iter_shards("sgd"):
+        fit = np.asarray(table.column("fit").to_pylist(), dtype=bool)
+        epochs.append(np.asarray(table.column("epochs").to_pylist(), dtype=float)[fit])
+        losses.append(np.asarray(table.column("final_loss").to_pylist(), dtype=float)[fit])
+    e = np.concatenate(epochs) if epochs else np.zeros(0)
+    loss = np.concatenate(losses) if losses else np.zeros(0)
+    if e.size == 0:
+        return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None}
+    return {"sgd_mean_epochs": float(e.mean()), "sgd_median_epochs": float(np.median(e)),
+            "sgd_mean_final_loss": float(loss.mean())}
 
 
 def write_functions_table(folder: RunFolder, config: ExperimentConfig, counts: FunctionCounts,
@@ -165,9 +182,9 @@ def write_functions_table(folder: RunFolder, config: ExperimentConfig, counts: F
     return atomic_write_table(table, folder.path / "functions.parquet")
 
 
-def analyze_folder(folder: RunFolder, config: ExperimentConfig, *, counts_meta: dict[str, int] | None = None,
-                   log_ps: float | None = None) -> ExperimentResult:
-    """Statistics, figures, ``summary.json`` and ``report.md`` from ``functions.parquet``."""
+def analyze_folder(folder: RunFolder, config: ExperimentConfig) -> ExperimentResult:
+    """Statistics, figures, ``summary.json`` and ``report.md`` from ``functions.parquet``,
+    ``bayes.json`` and the SGD shards of a run folder."""
     import pyarrow.parquet as pq
 
     from analysis.report import make_report
@@ -178,19 +195,13 @@ def analyze_folder(folder: RunFolder, config: ExperimentConfig, *, counts_meta: 
                                 f"rerun `sgdbayes run` with --out {folder.path} to resume it")
     table = pq.read_table(path)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if counts_meta is None:
-        counts_meta = {"n_runs": int(meta["n_runs"]), "n_fit": int(meta["n_fit"])}
-    previous = _read_summary(folder)
-    if log_ps is None:
-        log_ps = previous.get("log_p_s", math.nan)
-    summary, report = make_report(folder.path, config, table.to_pandas(), n_runs=counts_meta["n_runs"],
-                                  n_fit=counts_meta["n_fit"], log_ps=log_ps, manifest=folder.read_manifest())
+    bayes_path = folder.path / "bayes.json"
+    bayes = json.loads(bayes_path.read_text()) if bayes_path.is_file() else {}
+    extra = {**sgd_run_stats(folder), "gp_test_error": bayes.get("gp_test_error")}
+    summary, report = make_report(folder.path, config, table.to_pandas(), n_runs=int(meta["n_runs"]),
+                                  n_fit=int(meta["n_fit"]), log_ps=bayes.get("log_p_s"), extra=extra,
+                                  manifest=folder.read_manifest())
     return ExperimentResult(folder.path, summary, report)
-
-
-def _read_summary(folder: RunFolder) -> dict[str, Any]:
-    p = folder.path / "summary.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def analyze_run(run_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentResult:

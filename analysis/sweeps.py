@@ -1,0 +1,122 @@
+"""Sweep reports: one figure and one table over the points of a sweep (random labels, width,
+optimiser settings), from the points' ``summary.json`` numbers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# (summary key, column title) shown in the sweep table, per sweep kind.
+COLUMNS = {
+    "random_labels": [("sgd_mean_epochs", "SGD epochs to fit"), ("fit_fraction", "fit fraction"),
+                      ("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP test error"),
+                      ("log_p_s", "log P(S)"), ("pac_bayes_bound", "PAC-Bayes bound")],
+    "width": [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "NNGP test error"),
+              ("sgd_top_share", "top-function share"), ("sgd_entropy", "P_SGD entropy"),
+              ("n_functions", "functions"), ("sgd_mean_epochs", "epochs to fit")],
+    "optimizer": [("pearson_log", "Pearson (log)"), ("spearman", "Spearman"), ("dist_kl", "KL"),
+                  ("dist_tv", "TV"), ("n_functions_used", "functions used"), ("sgd_mean_test_error", "test error")],
+}
+COLUMNS["generic"] = COLUMNS["optimizer"]
+
+
+def _num(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def sweep_table_lines(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> list[str]:
+    """The sweep's table as Markdown lines."""
+    cols = COLUMNS[kind]
+    lines = ["| point | " + " | ".join(t for _, t in cols) + " |", "| --- " * (len(cols) + 1) + "|"]
+    for name, s in zip(names, summaries):
+        lines.append(f"| {name} | " + " | ".join(_fmt(s.get(k)) for k, _ in cols) + " |")
+    return lines
+
+
+def _axis(settings: Sequence[tuple[tuple[str, Any], ...]], key: str) -> np.ndarray:
+    return np.array([dict(s).get(key, math.nan) for s in settings], dtype=float)
+
+
+def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
+    """Draw the sweep figure of ``kind`` to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    get = lambda key: np.array([_num(s.get(key)) for s in summaries])  # noqa: E731
+    if kind == "random_labels":
+        x = _axis(settings, "data.corrupt_fraction")
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        axes[0].plot(x, get("sgd_mean_epochs"), "o-")
+        axes[0].set(xlabel="fraction of S's labels random", ylabel="SGD epochs to 100% train accuracy")
+        for key, label in [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP (EP) test error"),
+                           ("pac_bayes_bound", "PAC-Bayes bound (from log P(S))")]:
+            axes[1].plot(x, get(key), "o-", label=label)
+        axes[1].axhline(0.5, color="grey", ls=":", label="chance")
+        axes[1].set(xlabel="fraction of S's labels random", ylabel="error", ylim=(0, 1.05))
+        axes[1].legend(fontsize=8)
+        axes[2].plot(x, get("log_p_s"), "o-")
+        axes[2].set(xlabel="fraction of S's labels random", ylabel="log P(S) (natural log, EP)")
+    elif kind == "width":
+        widths = _axis(settings, "arch.width")
+        depths = _axis(settings, "arch.depth")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for d in sorted(set(depths[np.isfinite(depths)]) or {math.nan}):
+            sel = (depths == d) if math.isfinite(d) else np.ones(len(widths), bool)
+            label = f"depth {d:g}" if math.isfinite(d) else "SGD"
+            order = np.argsort(widths[sel])
+            axes[0].plot(widths[sel][order], get("sgd_mean_test_error")[sel][order], "o-", label=f"SGD, {label}")
+            gp = get("gp_test_error")[sel]
+            if np.isfinite(gp).any():
+                axes[0].axhline(np.nanmean(gp), ls="--", color=axes[0].lines[-1].get_color(),
+                                label=f"NNGP (infinite width), {label}")
+            axes[1].plot(widths[sel][order], get("sgd_top_share")[sel][order], "o-", label=label)
+        axes[0].set(xscale="log", xlabel="width", ylabel="test error on E")
+        axes[0].legend(fontsize=8)
+        axes[1].set(xscale="log", xlabel="width", ylabel="share of runs in the commonest function")
+        axes[1].legend(fontsize=8)
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4))
+        x = np.arange(len(names))
+        for off, key, label in [(-0.15, "pearson_log", "Pearson (log)"), (0.15, "spearman", "Spearman")]:
+            y = get(key)
+            ci = np.array([s.get(key + "_ci") or [math.nan, math.nan] for s in summaries], dtype=float)
+            yerr = np.abs(np.vstack([y - ci[:, 0], ci[:, 1] - y]))
+            axes[0].errorbar(x + off, y, yerr=np.nan_to_num(yerr), fmt="o", capsize=3, label=label)
+        axes[0].set(xticks=x, ylabel="correlation of P_SGD with P_B", ylim=(-1.05, 1.05))
+        axes[0].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        axes[0].legend(fontsize=8)
+        axes[1].bar(x - 0.2, get("dist_kl"), 0.4, label="KL(P_SGD||P_B), nats")
+        axes[1].bar(x + 0.2, get("dist_tv"), 0.4, label="total variation")
+        axes[1].set(xticks=x)
+        axes[1].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def make_sweep_report(out: Path, kind: str, names, settings, summaries) -> Path:
+    """Write ``sweep.json``, ``figures/sweep.png`` and ``report.md`` into the sweep folder ``out``."""
+    from sampler.store import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    fig = plot_sweep(kind, names, settings, summaries, out / "figures" / "sweep.png")
+    atomic_write_json(out / "sweep.json", {"kind": kind, "points": [
+        {"name": n, "settings": dict(s), "summary": sm} for n, s, sm in zip(names, settings, summaries)]})
+    lines = [f"# sgd-bayes sweep: {kind}", "", *sweep_table_lines(kind, names, summaries), "",
+             f"![sweep]({fig.relative_to(out)})", "",
+             "Each point's own report is in its sub-folder: " + ", ".join(f"[{n}]({n}/report.md)" for n in names), ""]
+    return atomic_write_text(out / "report.md", "\n".join(lines))
