@@ -3,6 +3,7 @@
 from .architectures import CNN, FCN, LSTM, Architecture, make_architecture
 from .data import Pool, Split, load_pool, load_split
 from .functions import FunctionCounts
+from .prior import PriorResult, prior_sampling, sample_prior
 from .seeding import derive_seed, make_generator
 from .store import RunFolder
 
@@ -10,4 +11,5 @@ __all__ = [
     "Architecture", "FCN", "CNN", "LSTM", "make_architecture",
     "Pool", "Split", "load_pool", "load_split",
     "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
+    "PriorResult", "prior_sampling", "sample_prior",
 ]

@@ -1,0 +1,385 @@
+"""P_B(f|S) of the finite network by prior (rejection) sampling.
+
+Draw random initialisations of the network (the prior of DESIGN.md: ``W ~ N(0, sigma_w**2 /
+fan_in)``, ``b ~ N(0, sigma_b**2)``), keep those whose function reproduces every label of S and
+count their functions on E. This is exact for the finite network up to Monte Carlo error, and
+practical where P(S) is not tiny (the Boolean n = 7 system with |S| = 32 or 64).
+
+Randomness and invariance
+-------------------------
+Samples are grouped into consecutive *blocks* of ``block_size`` samples (default
+:data:`BLOCK_SIZE`). Block ``b`` draws all its parameters from ``make_generator(seed, "prior",
+b)``: each layer's weights for the whole block as one ``(block_size, fan_out, fan_in)`` tensor,
+then its biases, layer after layer (for FCN); for other architectures ``arch.build`` is called
+``block_size`` times in a row on that generator. Sample ``j`` is therefore a pure function of
+``(seed, block_size, j)`` (and the device's generator): the counts do not depend on
+``batch_size``, on ``shard_size``, on how many shards were done before an interruption, and the
+first ``n`` samples are the same whatever ``n_samples`` is. They do depend on ``block_size``.
+
+Vectorisation: FCNs (any depth, relu/erf/tanh) are evaluated for a whole batch of networks at once
+with batched matrix products. CNN and LSTM fall back to building and evaluating one module per
+sample through ``arch.build``: correct, but hundreds of times slower.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ._checks import check_int
+from .architectures import FCN, Architecture, activation_fn
+from .data import Split
+from .functions import FunctionCounts
+from .seeding import make_generator
+
+#: Samples per block of randomness (see the module docstring).
+BLOCK_SIZE = 4096
+#: Shard size (samples) used with a run folder, a multiple of the block size.
+SHARD_SIZE = 1 << 20
+PRIOR_KIND = "prior"
+
+
+@dataclass(frozen=True)
+class PriorResult:
+    """Prior-sampling estimate of P_B(f|S) and P(S).
+
+    Attributes
+    ----------
+    counts : FunctionCounts
+        Functions on E of the accepted samples; ``n_runs`` samples drawn, ``n_fit`` accepted.
+    acceptance_rate : float
+        ``n_fit / n_runs``: the estimate of P(S), the prior probability that the network
+        reproduces every label of S.
+    p_s_se : float
+        Binomial standard error of ``acceptance_rate``, ``sqrt(p (1 - p) / n)``.
+    p_s_interval : tuple of float
+        Clopper-Pearson 95% interval for P(S) (well defined also when nothing was accepted).
+    log_p_s : float
+        Natural log of ``acceptance_rate``; ``-inf`` when nothing was accepted (then use
+        ``p_s_interval`` for an upper bound).
+    log_p_s_se : float
+        Delta-method standard error of ``log_p_s``, ``p_s_se / p``; ``inf`` when nothing was accepted.
+    seconds : float
+        Wall time of the sampling done in this call (resumed shards excluded).
+    samples_per_second : float
+        Samples drawn in this call per second of wall time (``nan`` when all came from disk).
+    seed, block_size : int
+        What the random stream is a function of.
+    vectorised : bool
+        Whether the batched FCN path was used (False: one module per sample).
+    """
+
+    counts: FunctionCounts
+    acceptance_rate: float
+    p_s_se: float
+    p_s_interval: tuple[float, float]
+    log_p_s: float
+    log_p_s_se: float
+    seconds: float
+    samples_per_second: float
+    seed: int
+    block_size: int
+    vectorised: bool
+
+    @property
+    def n_samples(self) -> int:
+        return self.counts.n_runs
+
+    @property
+    def n_fit(self) -> int:
+        return self.counts.n_fit
+
+
+def binomial_summary(n_fit: int, n_runs: int) -> dict:
+    """P(S) estimate, its binomial standard error, Clopper-Pearson 95% interval, log and its s.e."""
+    from scipy.stats import beta
+
+    p = n_fit / n_runs
+    se = math.sqrt(p * (1 - p) / n_runs)
+    lo = 0.0 if n_fit == 0 else float(beta.ppf(0.025, n_fit, n_runs - n_fit + 1))
+    hi = 1.0 if n_fit == n_runs else float(beta.ppf(0.975, n_fit + 1, n_runs - n_fit))
+    log_p = math.log(p) if p > 0 else -math.inf
+    log_se = se / p if p > 0 else math.inf
+    return dict(acceptance_rate=p, p_s_se=se, p_s_interval=(lo, hi), log_p_s=log_p, log_p_s_se=log_se)
+
+
+# --- drawing and evaluating batches of networks ---------------------------------------------------
+
+def draw_fcn_block(arch: FCN, d_in: int, n: int, *, generator: torch.Generator,
+                   dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Parameters of ``n`` random FCNs, the prior of ``arch.build``.
+
+    Returns
+    -------
+    list of (W, b)
+        One pair per layer (hidden layers then the readout): ``W`` of shape ``(n, fan_out,
+        fan_in)`` with entries ``N(0, sigma_w**2 / fan_in)``, ``b`` of shape ``(n, fan_out)``
+        with entries ``N(0, sigma_b**2)`` (None when ``sigma_b == 0``).
+    """
+    device = generator.device
+    sizes = [d_in] + [arch.width] * arch.depth + [1]
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = torch.randn((n, fan_out, fan_in), generator=generator, dtype=dtype, device=device)
+        w.mul_(arch.sigma_w / math.sqrt(fan_in))
+        b = None
+        if arch.sigma_b > 0:
+            b = torch.randn((n, fan_out), generator=generator, dtype=dtype, device=device).mul_(arch.sigma_b)
+        params.append((w, b))
+    return params
+
+
+def fcn_forward_batched(arch: FCN, params, x: torch.Tensor) -> torch.Tensor:
+    """Outputs of a batch of FCNs on shared inputs.
+
+    Parameters
+    ----------
+    params : list of (W, b)
+        As returned by :func:`draw_fcn_block` (batch size B).
+    x : torch.Tensor, shape (n, d)
+
+    Returns
+    -------
+    torch.Tensor, shape (B, n)
+    """
+    phi = activation_fn(arch.activation)
+    h = x.unsqueeze(0)  # (1, n, d): broadcast over the batch
+    for i, (w, b) in enumerate(params):
+        h = torch.matmul(h, w.transpose(1, 2))  # (B, n, fan_out)
+        if b is not None:
+            h = h + b.unsqueeze(1)
+        if i < len(params) - 1:
+            h = phi(h)
+    return h.squeeze(-1)
+
+
+def _slice_params(params, lo: int, hi: int):
+    return [(w[lo:hi], None if b is None else b[lo:hi]) for w, b in params]
+
+
+def block_outputs(arch: Architecture, split_x: torch.Tensor, input_shape, block: int, n: int, *,
+                  seed: int, block_size: int, batch_size: int, device) -> torch.Tensor:
+    """Outputs ``(n, n_points)`` on ``split_x`` of the first ``n`` samples of block ``block``."""
+    gen = make_generator(seed, PRIOR_KIND, block, device=device)
+    if isinstance(arch, FCN):
+        # Draw the whole block so that sample j does not depend on n or on batch_size.
+        params = draw_fcn_block(arch, split_x.shape[1], block_size, generator=gen)
+        outs = [fcn_forward_batched(arch, _slice_params(params, lo, min(lo + batch_size, n)), split_x)
+                for lo in range(0, n, batch_size)]
+        return torch.cat(outs)
+    # Fallback: one module per sample, built in sequence from the block's generator.
+    outs = []
+    with torch.no_grad():
+        for _ in range(n):
+            net = arch.build(input_shape, generator=gen, device=device)
+            outs.append(net(split_x))
+    return torch.stack(outs)
+
+
+def _count_rows(bits: np.ndarray) -> Counter:
+    """Counts of the distinct rows of a ``(n, k)`` 0/1 uint8 array, keyed by bitstring."""
+    if bits.shape[0] == 0:
+        return Counter()
+    k = bits.shape[1]
+    # Packing and np.unique are ~100x faster than one string per accepted sample.
+    packed = np.packbits(bits, axis=1)
+    uniq, cnt = np.unique(packed, axis=0, return_counts=True)
+    rows = np.unpackbits(uniq, axis=1, count=k)
+    strings = [r.tobytes().decode("ascii") for r in (rows + ord("0")).astype(np.uint8)]
+    return Counter(dict(zip(strings, cnt.tolist())))
+
+
+def _sample_range(arch, x_all, y_train_bool, m, input_shape, lo: int, hi: int, *, seed, block_size,
+                  batch_size, device) -> tuple[Counter, int]:
+    """Counts and n_fit of samples ``[lo, hi)``; ``lo`` is a multiple of ``block_size``."""
+    counts: Counter = Counter()
+    n_fit = 0
+    for start in range(lo, hi, block_size):
+        n = min(block_size, hi - start)
+        out = block_outputs(arch, x_all, input_shape, start // block_size, n, seed=seed,
+                            block_size=block_size, batch_size=batch_size, device=device)
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(f"non-finite network outputs in prior block {start // block_size}")
+        pos = out > 0
+        fit = (pos[:, :m] == y_train_bool).all(dim=1)
+        n_fit += int(fit.sum())
+        if fit.any():
+            counts.update(_count_rows(pos[fit, m:].to(torch.uint8).cpu().numpy()))
+    return counts, n_fit
+
+
+def _check_inputs(arch, split, n_samples, seed, batch_size, block_size, shard_size):
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
+    check_int("n_samples", n_samples, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("block_size", block_size, minimum=1)
+    check_int("shard_size", shard_size, minimum=1)
+    if shard_size % block_size:
+        raise ValueError(f"shard_size must be a multiple of block_size={block_size}, got shard_size={shard_size}")
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc="prior samples", unit="sample", unit_scale=True)
+
+
+def prior_sampling(
+    arch: Architecture,
+    split: Split,
+    n_samples: int,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    block_size: int = BLOCK_SIZE,
+    progress: bool = True,
+    run_folder=None,
+    shard_size: int = SHARD_SIZE,
+) -> PriorResult:
+    """Estimate P_B(f|S) and P(S) by drawing ``n_samples`` random initialisations of ``arch``.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network; FCNs are vectorised, CNN/LSTM built one module per sample (slow).
+    split : Split
+        S (the constraint) and E (where functions are read).
+    n_samples : int
+        Prior samples to draw in all (including those already on disk in ``run_folder``).
+    seed : int
+        Keyword-only; sample j is a function of ``(seed, block_size, j)`` (module docstring).
+    device : str or torch.device
+        Where the networks are drawn and evaluated.
+    batch_size : int
+        Networks evaluated per batched forward pass (memory ~ ``batch_size * (m + k) * width``
+        floats); does not change the results.
+    block_size : int
+        Samples per block of randomness; changes the random stream, not the distribution.
+    progress : bool
+        Show a tqdm progress bar.
+    run_folder : RunFolder or path, optional
+        Write one aggregated shard (``function``, ``count``; ``n_runs`` in the metadata) per
+        ``shard_size`` samples under ``shards/prior``; finished shards are read, not redrawn, so an
+        interrupted call resumes. Shards written with another seed, block size, architecture or
+        split size raise ``ValueError``.
+    shard_size : int
+        Samples per shard, a multiple of ``block_size``; does not change the results.
+
+    Returns
+    -------
+    PriorResult
+    """
+    from .store import RunFolder
+
+    _check_inputs(arch, split, n_samples, seed, batch_size, block_size, shard_size)
+    device = torch.device(device)
+    x_all = split.x_all().to(device=device, dtype=torch.float32)
+    y_train = split.y_train.to(device) == 1
+    m = split.n_train
+    folder = None
+    if run_folder is not None:
+        folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
+    n_shards = math.ceil(n_samples / shard_size)
+    stream = {"seed": int(seed), "block_size": int(block_size), "shard_size": int(shard_size),
+              "arch": arch.to_dict(), "n_train": m, "n_test": split.n_test}
+    counts: Counter = Counter()
+    n_fit_total = 0
+    drawn = 0
+    seconds = 0.0
+    bar = _progress(n_samples, progress)
+    try:
+        for shard in range(n_shards):
+            lo, hi = shard * shard_size, min((shard + 1) * shard_size, n_samples)
+            if folder is not None and folder.has_shard(PRIOR_KIND, shard):
+                part, part_fit = _read_prior_shard(folder, shard, hi - lo, stream)
+            else:
+                t0 = time.perf_counter()
+                part, part_fit = _sample_range(arch, x_all, y_train, m, split.input_shape, lo, hi, seed=seed,
+                                               block_size=block_size, batch_size=batch_size, device=device)
+                seconds += time.perf_counter() - t0
+                drawn += hi - lo
+                if folder is not None:
+                    _write_prior_shard(folder, shard, part, hi - lo, stream)
+            counts.update(part)
+            n_fit_total += part_fit
+            bar.update(hi - lo)
+    finally:
+        bar.close()
+    fc = FunctionCounts(dict(counts), n_runs=n_samples, n_fit=n_fit_total)
+    return PriorResult(counts=fc, **binomial_summary(n_fit_total, n_samples), seconds=seconds,
+                       samples_per_second=drawn / seconds if drawn and seconds > 0 else math.nan,
+                       seed=int(seed), block_size=int(block_size), vectorised=isinstance(arch, FCN))
+
+
+def _write_prior_shard(folder, shard: int, counts: Counter, n_runs: int, stream: dict) -> None:
+    import pyarrow as pa
+
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    table = pa.table({"function": pa.array([f for f, _ in items], pa.string()),
+                      "count": pa.array([c for _, c in items], pa.int64())})
+    folder.write_shard(PRIOR_KIND, shard, table, n_runs=n_runs, stream=stream)
+
+
+def _read_prior_shard(folder, shard: int, n_expected: int, stream: dict) -> tuple[Counter, int]:
+    table, meta = folder.read_shard(PRIOR_KIND, shard)
+    if meta.get("stream") != stream:
+        raise ValueError(f"prior shard {shard} in {folder.path} was drawn with {meta.get('stream')}, "
+                         f"not with this call's {stream}; use another run folder")
+    if int(meta.get("n_runs", -1)) != n_expected:
+        raise ValueError(f"prior shard {shard} in {folder.path} holds {meta.get('n_runs')} samples but this "
+                         f"call needs {n_expected} there (n_samples changed within a shard); use another run "
+                         f"folder or an n_samples that keeps finished shards whole")
+    part = Counter(dict(zip(table.column("function").to_pylist(), table.column("count").to_pylist())))
+    return part, sum(part.values())
+
+
+def sample_prior(
+    arch: Architecture,
+    split: Split,
+    n_samples: int,
+    *,
+    seed: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    block_size: int = BLOCK_SIZE,
+    progress: bool = True,
+    run_folder=None,
+    shard_size: int = SHARD_SIZE,
+) -> FunctionCounts:
+    """Functions on E of the random initialisations of ``arch`` that fit S.
+
+    Same parameters as :func:`prior_sampling`; returns only its ``counts``: ``n_runs`` samples
+    drawn, ``n_fit`` of them reproduce every label of S, ``counts`` their functions on E.
+    """
+    return prior_sampling(arch, split, n_samples, seed=seed, device=device, batch_size=batch_size,
+                          block_size=block_size, progress=progress, run_folder=run_folder,
+                          shard_size=shard_size).counts
+
+
+def iter_prior_outputs(arch: Architecture, x: torch.Tensor, n_samples: int, *, seed: int,
+                       input_shape=None, block_size: int = BLOCK_SIZE, batch_size: int = 256,
+                       device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+    """Raw outputs of the same random networks :func:`prior_sampling` draws, block by block.
+
+    Yields tensors of shape ``(n_block, n)`` for inputs ``x`` of shape ``(n, d)``; useful for
+    Monte Carlo kernels and tests.
+    """
+    check_int("n_samples", n_samples, minimum=1)
+    device = torch.device(device)
+    shape = tuple(input_shape) if input_shape is not None else (x.shape[1],)
+    x = x.to(device=device, dtype=torch.float32)
+    for start in range(0, n_samples, block_size):
+        n = min(block_size, n_samples - start)
+        yield block_outputs(arch, x, shape, start // block_size, n, seed=seed, block_size=block_size,
+                            batch_size=batch_size, device=device)

@@ -1,0 +1,165 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+import sampler
+from sampler.data import Split
+from sampler.functions import strings_to_bits
+from sampler.prior import iter_prior_outputs, prior_sampling, sample_prior
+
+
+def make_split(x_train, y_train, x_test, input_shape=None):
+    x_train = torch.as_tensor(np.asarray(x_train, np.float32))
+    x_test = torch.as_tensor(np.asarray(x_test, np.float32))
+    y_train = torch.as_tensor(np.asarray(y_train, np.int64))
+    return Split(x_train, y_train, x_test, torch.zeros(len(x_test), dtype=torch.int64),
+                 tuple(input_shape or (x_train.shape[1],)), "test", "target", 0, "test",
+                 np.arange(len(x_train)), np.arange(len(x_test)))
+
+
+def orthant(cov, signs):
+    """P[sign(g_i) == signs_i for all i], g ~ N(0, cov), by scipy's Genz integrator."""
+    d = np.diag(signs.astype(float))
+    return multivariate_normal(mean=np.zeros(len(signs)), cov=d @ cov @ d, abseps=1e-7,
+                               releps=1e-7).cdf(np.zeros(len(signs)))
+
+
+def test_linear_model_matches_exact_orthant_probabilities():
+    # depth 0: f(x) = w.x + b is Gaussian with covariance sigma_w^2/d x x^T + sigma_b^2 (exact P_B).
+    x = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 1, 1]], np.float64)
+    arch = sampler.FCN(depth=0, width=1, sigma_w=1.3, sigma_b=0.4)
+    split = make_split(x[:1], [1], x[1:])
+    cov = 1.3 ** 2 / 3 * x @ x.T + 0.4 ** 2
+    n = 200_000
+    res = prior_sampling(arch, split, n, seed=3, progress=False)
+    p_s = orthant(cov[:1, :1], np.array([1]))
+    assert abs(res.acceptance_rate - p_s) < 5 * math.sqrt(p_s * (1 - p_s) / n)
+    for f in ["000", "111", "101"]:
+        signs = np.concatenate([[1], 2 * strings_to_bits([f])[0].astype(int) - 1])
+        p = orthant(cov, signs)  # P(S and f)
+        assert abs(res.counts[f] / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-6, f
+
+
+def test_constant_functions_match_plain_loop_over_arch_build():
+    # 1 hidden layer, 3 inputs: the vectorised sampler against an independent loop over arch.build.
+    x = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [1, 1, 1], [1, 0, 1]], np.float32)
+    arch = sampler.FCN(depth=1, width=5, activation="relu", sigma_w=1.5, sigma_b=0.3)
+    split = make_split(x[:1], [0], x[1:])
+    n_vec, n_loop = 100_000, 4000
+    res = prior_sampling(arch, split, n_vec, seed=11, progress=False)
+    gen = torch.Generator().manual_seed(12345)
+    xs = torch.from_numpy(x)
+    loop = {"0000": 0, "1111": 0}
+    fits = 0
+    with torch.no_grad():
+        for _ in range(n_loop):
+            out = arch.build((3,), generator=gen)(xs)
+            if out[0] > 0:
+                continue
+            fits += 1
+            f = "".join("1" if v > 0 else "0" for v in out[1:].tolist())
+            if f in loop:
+                loop[f] += 1
+    p_loop = fits / n_loop
+    assert abs(res.acceptance_rate - p_loop) < 5 * math.sqrt(p_loop * (1 - p_loop) * (1 / n_loop + 1 / n_vec))
+    for f, c in loop.items():
+        p1, p2 = c / n_loop, res.counts[f] / n_vec  # joint P(S and f)
+        pbar = (c + res.counts[f]) / (n_loop + n_vec)
+        assert abs(p1 - p2) < 5 * math.sqrt(pbar * (1 - pbar) * (1 / n_loop + 1 / n_vec)), f
+    assert res.counts["0000"] > 0.1 * n_vec  # the constant function is the most likely one
+
+
+def test_output_second_moment_matches_the_nngp_recursion():
+    # depth 1 relu: E f(x)^2 = sigma_b^2 + sigma_w^2 * q / 2, q = sigma_b^2 + sigma_w^2 |x|^2 / d.
+    arch = sampler.FCN(depth=1, width=7, activation="relu", sigma_w=1.2, sigma_b=0.5)
+    x = torch.tensor([[1.0, 2.0, 0.0, -1.0]])
+    out = torch.cat(list(iter_prior_outputs(arch, x, 60_000, seed=2))).double()[:, 0]
+    q = 0.25 + 1.44 * 6.0 / 4
+    expect = 0.25 + 1.44 * q / 2
+    se = out.pow(2).std().item() / math.sqrt(len(out))
+    assert abs(out.pow(2).mean().item() - expect) < 5 * se
+    assert abs(out.mean().item()) < 5 * out.std().item() / math.sqrt(len(out))
+
+
+def boolean_split(m=16, k=24):
+    return sampler.load_split("boolean", n_train=m, n_test=k, seed=1, target="constant")
+
+
+def test_invariant_to_batch_and_shard_size(tmp_path):
+    arch = sampler.FCN(depth=2, width=8, activation="tanh", sigma_w=1.0, sigma_b=0.1)
+    split = boolean_split()
+    kw = dict(seed=5, block_size=512, progress=False)
+    a = sample_prior(arch, split, 3000, batch_size=100, **kw)
+    b = sample_prior(arch, split, 3000, batch_size=512, **kw)
+    c = sample_prior(arch, split, 3000, batch_size=64, run_folder=tmp_path / "r", shard_size=1024, **kw)
+    assert a.n_fit > 0
+    assert a == b == c
+
+
+def test_first_samples_do_not_depend_on_n_samples():
+    arch = sampler.FCN(depth=1, width=6, activation="erf")
+    x = torch.rand(5, 3)
+    short = torch.cat(list(iter_prior_outputs(arch, x, 300, seed=1, block_size=128)))
+    long = torch.cat(list(iter_prior_outputs(arch, x, 700, seed=1, block_size=128)))
+    torch.testing.assert_close(short, long[:300], rtol=0, atol=0)
+    other = torch.cat(list(iter_prior_outputs(arch, x, 300, seed=2, block_size=128)))
+    assert not torch.equal(short, other)
+
+
+def test_run_folder_resumes_and_refuses_other_streams(tmp_path):
+    arch = sampler.FCN(depth=1, width=8)
+    split = boolean_split()
+    kw = dict(block_size=256, shard_size=512, progress=False)
+    full = sample_prior(arch, split, 2000, seed=0, run_folder=tmp_path, **kw)
+    folder = sampler.RunFolder(tmp_path)
+    assert folder.shard_indices("prior") == [0, 1, 2, 3]
+    assert folder.merge_counts("prior") == full
+    folder.shard_path("prior", 2).unlink()  # an interrupted run
+    res = prior_sampling(arch, split, 2000, seed=0, run_folder=tmp_path, **kw)
+    assert res.counts == full
+    with pytest.raises(ValueError, match="drawn with"):
+        sample_prior(arch, split, 2000, seed=1, run_folder=tmp_path, **kw)
+    with pytest.raises(ValueError, match="n_samples changed"):
+        sample_prior(arch, split, 1900, seed=0, run_folder=tmp_path, **kw)
+
+
+def test_fallback_for_other_architectures_runs_and_is_reproducible():
+    arch = sampler.LSTM(hidden=3)
+    split = boolean_split(m=2, k=4)
+    a = prior_sampling(arch, split, 60, seed=0, block_size=32, progress=False)
+    b = prior_sampling(arch, split, 60, seed=0, block_size=32, progress=False)
+    assert not a.vectorised
+    assert a.counts == b.counts and a.counts.n_runs == 60
+
+
+def test_result_statistics_and_no_acceptance():
+    arch = sampler.FCN(depth=1, width=4)
+    split = sampler.load_split("boolean", n_train=64, n_test=8, seed=0, target="parity")
+    res = prior_sampling(arch, split, 1000, seed=0, progress=False)
+    assert res.n_fit == 0 and res.log_p_s == -math.inf and res.log_p_s_se == math.inf
+    lo, hi = res.p_s_interval
+    assert lo == 0.0 and 0 < hi < 0.004  # Clopper-Pearson: 1 - 0.025^(1/1000) = 0.0037
+    ok = prior_sampling(arch, boolean_split(m=2, k=4), 4000, seed=0, progress=False)
+    p = ok.acceptance_rate
+    assert 0 < p < 1 and ok.p_s_se == pytest.approx(math.sqrt(p * (1 - p) / 4000))
+    assert ok.p_s_interval[0] < p < ok.p_s_interval[1]
+    assert ok.log_p_s == pytest.approx(math.log(p)) and ok.log_p_s_se == pytest.approx(ok.p_s_se / p)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(n_samples=0), ValueError, "n_samples"),
+    (dict(n_samples=1.5), TypeError, "n_samples"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(block_size=100, shard_size=150), ValueError, "shard_size must be a multiple"),
+    (dict(arch="fcn"), TypeError, "arch must be"),
+    (dict(split=None), TypeError, "split must be"),
+])
+def test_bad_input_gives_named_errors(kwargs, exc, match):
+    args = dict(arch=sampler.FCN(depth=1, width=4), split=boolean_split(), n_samples=10, seed=0, progress=False)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        prior_sampling(**args)
