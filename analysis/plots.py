@@ -1,0 +1,261 @@
+"""Figures comparing P_SGD with P_B. Only drawing happens here; numbers come from
+:mod:`analysis.stats`.
+
+Each ``figure_*`` function builds and returns a ``matplotlib.figure.Figure`` (no pyplot, so no global
+state and no interactive backend; rendering is Agg); each ``plot_*`` function builds the same figure,
+writes it atomically as PNG to ``path`` and returns the ``Path``. Inputs are natural logs; axes show
+log10 and say so. Points with a non-finite coordinate are not drawn, and the figure says how many.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+LN10 = math.log(10.0)
+_DPI = 120
+
+
+def _arr(name: str, x, n: int | None = None) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array, got shape {a.shape}")
+    if n is not None and a.size != n:
+        raise ValueError(f"{name} must have length {n} to match the other arrays, got {a.size}")
+    return a
+
+
+def _err(name: str, e, n: int) -> np.ndarray | None:
+    """Error bars in natural-log units -> log10 units, shape (n,) or (2, n) (lower, upper)."""
+    if e is None:
+        return None
+    a = np.asarray(e, dtype=float)
+    if a.shape not in ((n,), (2, n)):
+        raise ValueError(f"{name} must have shape ({n},) or (2, {n}) (lower, upper), got {a.shape}")
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise ValueError(f"{name} must hold finite non-negative half-widths (natural-log units)")
+    return a / LN10
+
+
+def _new_figure(figsize=(6.0, 5.0)):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _sizes(counts: np.ndarray | None, n: int) -> np.ndarray:
+    """Marker areas (points^2) growing with the square root of the count, 12 to 120."""
+    if counts is None:
+        return np.full(n, 24.0)
+    c = np.maximum(counts, 0)
+    top = c.max() if c.size and c.max() > 0 else 1.0
+    return 12.0 + 108.0 * np.sqrt(c / top)
+
+
+def _note_dropped(ax, dropped: int, why: str = "non-finite") -> None:
+    if dropped:
+        ax.text(0.01, 0.01, f"{dropped} point(s) not shown ({why})", transform=ax.transAxes, fontsize=8,
+                ha="left", va="bottom", color="0.3")
+
+
+def save_figure(fig, path) -> Path:
+    """Render ``fig`` as PNG and write it atomically to ``path`` (folders created)."""
+    from sampler.store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(Path(path), buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_label: str = "",
+                      yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True):
+    """P_SGD against P_B on log10 axes with the diagonal P_SGD = P_B.
+
+    Parameters
+    ----------
+    log_p_b, log_p_sgd : (n,) arrays
+        Natural logs of P_B(f|S) (x) and P_SGD(f|S) (y), one entry per function.
+    counts : (n,) array, optional
+        SGD counts: marker area grows with sqrt(count); a legend shows the extremes.
+    color : (n,) array, optional
+        A value per function (e.g. test error or LZ complexity) for a colour scale.
+    color_label : str
+        Label of the colour bar.
+    yerr, xerr : (n,) or (2, n) arrays, optional
+        Error bar half-widths in natural-log units (symmetric, or lower and upper rows); drawn in
+        log10 units.
+    title : str
+    diagonal : bool
+        Draw y = x.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes 0 holds the scatter as its first collection (``fig.axes[0].collections[0]``).
+    """
+    x = _arr("log_p_b", log_p_b)
+    n = x.size
+    y = _arr("log_p_sgd", log_p_sgd, n)
+    c = None if counts is None else _arr("counts", counts, n)
+    col = None if color is None else _arr("color", color, n)
+    ye, xe = _err("yerr", yerr, n), _err("xerr", xerr, n)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if col is not None:
+        keep &= np.isfinite(col)
+    fig, ax = _new_figure()
+    xs, ys = x[keep] / LN10, y[keep] / LN10
+    sizes = _sizes(None if c is None else c[keep], int(keep.sum()))
+    sc = ax.scatter(xs, ys, s=sizes, c=None if col is None else col[keep], cmap="viridis" if col is not None else None,
+                    alpha=0.8, edgecolors="k", linewidths=0.3, zorder=3)
+    if ye is not None or xe is not None:
+        ax.errorbar(xs, ys, yerr=None if ye is None else ye[..., keep], xerr=None if xe is None else xe[..., keep],
+                    fmt="none", ecolor="0.5", elinewidth=0.7, zorder=2)
+    if col is not None and keep.any():
+        fig.colorbar(sc, ax=ax, label=color_label)
+    if diagonal and keep.any():
+        lo, hi = min(xs.min(), ys.min()), max(xs.max(), ys.max())
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=1, label="P_SGD = P_B", zorder=1)
+    if c is not None and keep.any():
+        cmin, cmax = int(np.min(c[keep])), int(np.max(c[keep]))
+        for v in sorted({cmin, cmax}):
+            ax.scatter([], [], s=_sizes(np.array([v, cmax], dtype=float), 2)[0], color="0.7", edgecolors="k",
+                       linewidths=0.3, label=f"count {v}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlabel("log10 P_B(f|S)")
+    ax.set_ylabel("log10 P_SGD(f|S)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    _note_dropped(ax, int((~keep).sum()))
+    return fig
+
+
+def plot_psgd_vs_pb(log_p_b, log_p_sgd, path, *, counts=None, color=None, color_label: str = "",
+                    yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True) -> Path:
+    """Write :func:`figure_psgd_vs_pb` (which documents the parameters) as PNG to ``path``;
+    returns the path."""
+    return save_figure(figure_psgd_vs_pb(log_p_b, log_p_sgd, counts=counts, color=color, color_label=color_label,
+                                         yerr=yerr, xerr=xerr, title=title, diagonal=diagonal), path)
+
+
+# --------------------------------------------------------------------------------------------
+def _figure_p_vs(value, log_p_sgd, log_p_b, *, xlabel: str, title: str, counts=None, yerr_b=None):
+    v = _arr("x values", value)
+    n = v.size
+    series = [("P_SGD", _arr("log_p_sgd", log_p_sgd, n), "o", "tab:blue", None)]
+    if log_p_b is not None:
+        series.append(("P_B", _arr("log_p_b", log_p_b, n), "s", "tab:orange", _err("yerr_b", yerr_b, n)))
+    c = None if counts is None else _arr("counts", counts, n)
+    fig, ax = _new_figure()
+    dropped = 0
+    for label, lp, marker, colour, err in series:
+        keep = np.isfinite(v) & np.isfinite(lp)
+        dropped += int((~keep).sum())
+        ax.scatter(v[keep], lp[keep] / LN10, s=_sizes(None if c is None else c[keep], int(keep.sum())),
+                   marker=marker, color=colour, alpha=0.6, edgecolors="k", linewidths=0.3, label=label, zorder=3)
+        if err is not None:
+            ax.errorbar(v[keep], lp[keep] / LN10, yerr=err[..., keep], fmt="none", ecolor=colour, elinewidth=0.7,
+                        alpha=0.6, zorder=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("log10 P(f|S)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _note_dropped(ax, dropped)
+    return fig
+
+
+def figure_p_vs_complexity(complexity, log_p_sgd, log_p_b=None, *, counts=None, yerr_b=None,
+                           complexity_label: str = "LZ complexity", title: str = "P(f|S) vs complexity"):
+    """P_SGD (circles) and P_B (squares) of each function against its complexity, log10 y axis.
+
+    Parameters
+    ----------
+    complexity : (n,) array
+        Complexity of each function (e.g. :func:`analysis.lz_complexity`).
+    log_p_sgd : (n,) array
+        Natural log of P_SGD(f|S).
+    log_p_b : (n,) array, optional
+        Natural log of P_B(f|S); omitted if None.
+    counts : (n,) array, optional
+        SGD counts for the marker area.
+    yerr_b : (n,) or (2, n) array, optional
+        Error bars of log P_B in natural-log units.
+    complexity_label, title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One scatter collection per series in ``fig.axes[0].collections`` (P_SGD first).
+    """
+    return _figure_p_vs(complexity, log_p_sgd, log_p_b, xlabel=complexity_label, title=title, counts=counts,
+                        yerr_b=yerr_b)
+
+
+def plot_p_vs_complexity(complexity, log_p_sgd, log_p_b, path, *, counts=None, yerr_b=None,
+                         complexity_label: str = "LZ complexity", title: str = "P(f|S) vs complexity") -> Path:
+    """Write :func:`figure_p_vs_complexity` as PNG to ``path``; returns the path."""
+    return save_figure(figure_p_vs_complexity(complexity, log_p_sgd, log_p_b, counts=counts, yerr_b=yerr_b,
+                                              complexity_label=complexity_label, title=title), path)
+
+
+def figure_p_vs_error(test_error, log_p_sgd, log_p_b=None, *, counts=None, yerr_b=None,
+                      title: str = "P(f|S) vs test error"):
+    """P_SGD and P_B of each function against its test error on E (fraction, x axis); as
+    :func:`figure_p_vs_complexity` otherwise."""
+    return _figure_p_vs(test_error, log_p_sgd, log_p_b, xlabel="test error on E", title=title, counts=counts,
+                        yerr_b=yerr_b)
+
+
+def plot_p_vs_error(test_error, log_p_sgd, log_p_b, path, *, counts=None, yerr_b=None,
+                    title: str = "P(f|S) vs test error") -> Path:
+    """Write :func:`figure_p_vs_error` as PNG to ``path``; returns the path."""
+    return save_figure(figure_p_vs_error(test_error, log_p_sgd, log_p_b, counts=counts, yerr_b=yerr_b,
+                                         title=title), path)
+
+
+# --------------------------------------------------------------------------------------------
+def figure_cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False,
+                           title: str = "Cumulative P_SGD mass"):
+    """Cumulative P_SGD mass of the functions ranked by P_B (how much of SGD's mass P_B's favourites
+    carry) and ranked by P_SGD (the most any set of that size can carry); log x axis.
+
+    Parameters
+    ----------
+    log_p_sgd, log_p_b : (n,) arrays
+        Natural logs, one entry per function (see :func:`analysis.cumulative_mass`).
+    normalise : bool
+        Renormalise P_SGD over these functions so that the curves end at 1.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two lines in ``fig.axes[0].lines``: ranked by P_B, then by P_SGD.
+    """
+    from .stats import cumulative_mass
+
+    cm = cumulative_mass(log_p_sgd, log_p_b, normalise=normalise)
+    fig, ax = _new_figure()
+    ax.step(cm.rank, cm.by_pb, where="post", color="tab:orange", label="functions ranked by P_B")
+    ax.step(cm.rank, cm.by_sgd, where="post", color="tab:blue", ls="--", label="functions ranked by P_SGD")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of functions (rank)")
+    ax.set_ylabel("cumulative P_SGD mass" + (" (renormalised)" if normalise else ""))
+    ax.set_ylim(0, 1.02 if normalise else max(1.02 * float(cm.by_sgd[-1]), 1e-12))
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_cumulative_mass(log_p_sgd, log_p_b, path, *, normalise: bool = False,
+                         title: str = "Cumulative P_SGD mass") -> Path:
+    """Write :func:`figure_cumulative_mass` as PNG to ``path``; returns the path."""
+    return save_figure(figure_cumulative_mass(log_p_sgd, log_p_b, normalise=normalise, title=title), path)

@@ -1,0 +1,453 @@
+"""Statistics comparing P_SGD with P_B: correlations of the logs, distances between the
+distributions, cumulative mass. Pure functions over numpy arrays; results are frozen dataclasses.
+
+Logs are natural (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats as sps
+from scipy.special import logsumexp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sampler.functions import FunctionCounts
+
+# Bootstrap resamples are processed in blocks of at most this many (resample, point) entries.
+_BLOCK_ELEMENTS = 4_000_000
+
+
+def _check_int(name, value, **kw) -> int:
+    from sampler._checks import check_int  # lazily: importing sampler imports torch
+
+    return check_int(name, value, **kw)
+
+
+def _as_1d(name: str, x) -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array, got shape {arr.shape}")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# Correlation of log P_SGD with log P_B
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Correlation:
+    """Correlation of log P_SGD (y) with log P_B (x) over n functions.
+
+    Attributes
+    ----------
+    n : int
+        Number of functions (points).
+    pearson, pearson_pvalue : float
+        Pearson r of the natural logs and its two-sided p-value (scipy.stats.pearsonr).
+    spearman, spearman_pvalue : float
+        Spearman rho (ties get average ranks) and its p-value (scipy.stats.spearmanr).
+    slope, intercept : float
+        Least-squares fit ``log P_SGD = slope * log P_B + intercept`` (natural logs; the intercept
+        is in nats). A slope of 1 and intercept 0 is the diagonal P_SGD = P_B.
+    pearson_ci, spearman_ci, slope_ci : (float, float)
+        Percentile bootstrap confidence intervals at level ``ci``, from ``n_boot`` paired resamples
+        of the n functions. ``(nan, nan)`` when ``n_boot == 0`` or no resample was usable (see
+        ``notes``).
+    ci : float
+        Confidence level, e.g. 0.95.
+    n_boot : int
+        Resamples drawn.
+    n_boot_used : int
+        Resamples in which both variables varied (others have no defined correlation and are left
+        out of the intervals; how many is stated in ``notes``).
+    notes : tuple of str
+        Why any field is nan, or what was left out. Empty when everything is defined.
+    """
+
+    n: int
+    pearson: float
+    spearman: float
+    slope: float
+    intercept: float
+    pearson_ci: tuple[float, float]
+    spearman_ci: tuple[float, float]
+    slope_ci: tuple[float, float]
+    pearson_pvalue: float
+    spearman_pvalue: float
+    ci: float
+    n_boot: int
+    n_boot_used: int
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain Python values (tuples as lists), ready for JSON; nan stays nan."""
+        out: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of ``(b, n)`` arrays; nan where a row is constant."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    sxx, syy = (xc * xc).sum(axis=1), (yc * yc).sum(axis=1)
+    ok = (sxx > 0) & (syy > 0)
+    r = np.full(x.shape[0], np.nan)
+    r[ok] = (xc * yc).sum(axis=1)[ok] / np.sqrt(sxx[ok] * syy[ok])
+    return np.clip(r, -1.0, 1.0)
+
+
+def _rowwise_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of y on x for each row; nan where x is constant."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    sxx = (xc * xc).sum(axis=1)
+    s = np.full(x.shape[0], np.nan)
+    ok = sxx > 0
+    s[ok] = (xc * (y - y.mean(axis=1, keepdims=True))).sum(axis=1)[ok] / sxx[ok]
+    return s
+
+
+def _bootstrap_stats(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Pearson, Spearman and slope of ``y`` on ``x`` for each resample ``idx[b]`` of the points.
+
+    Returns ``(b, 3)``, nan where a resample leaves a variable constant.
+    """
+    out = np.empty((idx.shape[0], 3))
+    xb, yb = x[idx], y[idx]
+    out[:, 0] = _rowwise_pearson(xb, yb)
+    out[:, 1] = _rowwise_pearson(sps.rankdata(xb, axis=1), sps.rankdata(yb, axis=1))
+    out[:, 2] = _rowwise_slope(xb, yb)
+    return out
+
+
+def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.Generator = 0,
+              ci: float = 0.95) -> Correlation:
+    """Pearson and Spearman correlation of log P_SGD with log P_B, the log-log fit and bootstrap
+    confidence intervals.
+
+    Parameters
+    ----------
+    log_p_sgd : (n,) array
+        Natural log of P_SGD(f|S) for each function (the y axis), finite.
+    log_p_b : (n,) array
+        Natural log of P_B(f|S) for the same functions (the x axis), finite.
+    n_boot : int
+        Paired bootstrap resamples of the n functions (0: no intervals).
+    seed : int or numpy.random.Generator
+        Randomness of the bootstrap.
+    ci : float
+        Confidence level in (0, 1).
+
+    Returns
+    -------
+    Correlation
+
+    Raises
+    ------
+    ValueError
+        If the arrays differ in length, are not 1-d, hold a non-finite value (filter functions
+        with an unknown or zero probability before calling), or n < 3.
+
+    Notes
+    -----
+    A constant input (every function with the same log probability) has no correlation: the
+    fields that need variation are nan and ``notes`` says why, rather than raising, so that a
+    report can still be written. Intervals are percentile intervals over the resamples in which
+    both variables vary; the number used is ``n_boot_used``.
+    """
+    y = _as_1d("log_p_sgd", log_p_sgd)
+    x = _as_1d("log_p_b", log_p_b)
+    if x.shape != y.shape:
+        raise ValueError(f"log_p_sgd and log_p_b must have the same length, got {y.size} and {x.size}")
+    for name, arr in (("log_p_sgd", y), ("log_p_b", x)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"{name} must be finite, got {int(bad.sum())} non-finite values "
+                             f"(first at index {int(np.flatnonzero(bad)[0])}: {arr[bad][0]})")
+    n = int(x.size)
+    if n < 3:
+        raise ValueError(f"correlate needs at least 3 functions, got n={n}")
+    n_boot = _check_int("n_boot", n_boot, minimum=0)
+    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0.0 < float(ci) < 1.0:
+        raise ValueError(f"ci must be a confidence level in (0, 1), got ci={ci!r}")
+    ci = float(ci)
+    if isinstance(seed, np.random.Generator):
+        rng = seed
+    else:
+        rng = np.random.default_rng(_check_int("seed", seed, minimum=0))
+
+    notes: list[str] = []
+    nan = math.nan
+    x_var, y_var = bool(np.ptp(x) > 0), bool(np.ptp(y) > 0)
+    if x_var and y_var:
+        pr = sps.pearsonr(x, y)
+        sr = sps.spearmanr(x, y)
+        pearson, pearson_p = float(pr.statistic), float(pr.pvalue)
+        spearman, spearman_p = float(sr.statistic), float(sr.pvalue)
+    else:
+        pearson = pearson_p = spearman = spearman_p = nan
+        which = " and ".join(nm for nm, v in (("log_p_b", x_var), ("log_p_sgd", y_var)) if not v)
+        notes.append(f"{which} is constant over the {n} functions: correlations are undefined (nan)")
+    if x_var:
+        lr = sps.linregress(x, y)
+        slope, intercept = float(lr.slope), float(lr.intercept)
+    else:
+        slope = intercept = nan
+        notes.append("log_p_b is constant: the log-log slope is undefined (nan)")
+
+    cis = [(nan, nan)] * 3
+    n_used = 0
+    if n_boot == 0:
+        notes.append("n_boot=0: no bootstrap confidence intervals (nan)")
+    else:
+        block = max(1, _BLOCK_ELEMENTS // n)
+        parts = []
+        for start in range(0, n_boot, block):
+            idx = rng.integers(0, n, size=(min(block, n_boot - start), n))
+            parts.append(_bootstrap_stats(x, y, idx))
+        boot = np.concatenate(parts)
+        q = [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]
+        cis = []
+        for j, name in enumerate(("pearson", "spearman", "slope")):
+            vals = boot[:, j][np.isfinite(boot[:, j])]
+            if j == 0:
+                n_used = int(vals.size)
+            cis.append(tuple(float(v) for v in np.percentile(vals, q)) if vals.size else (nan, nan))
+            if vals.size < n_boot:
+                notes.append(f"{name}: {n_boot - vals.size} of {n_boot} bootstrap resamples had a constant "
+                             f"variable and were left out of the interval")
+    return Correlation(n=n, pearson=pearson, spearman=spearman, slope=slope, intercept=intercept,
+                       pearson_ci=cis[0], spearman_ci=cis[1], slope_ci=cis[2], pearson_pvalue=pearson_p,
+                       spearman_pvalue=spearman_p, ci=ci, n_boot=n_boot, n_boot_used=n_used, notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------------------------
+# Distances between P_SGD and P_B
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Distances:
+    """How close P_SGD is to P_B over the functions both give positive probability.
+
+    Both distributions are restricted to the shared support (the functions with a positive
+    probability under both) and **renormalised on it**; every distance below is between the
+    renormalised distributions. ``mass_sgd`` and ``mass_b`` say how much of each input was there
+    before renormalising.
+
+    Attributes
+    ----------
+    n_shared : int
+        Functions in the shared support.
+    n_sgd, n_b : int
+        Functions with positive probability in each input.
+    mass_sgd, mass_b : float
+        Sum of each input over the shared support, as given (not renormalised): e.g. the fraction
+        of fitted runs whose function has a P_B, and the total P_B of the functions SGD found.
+    kl : float
+        KL(P_SGD || P_B) in nats.
+    kl_reverse : float
+        KL(P_B || P_SGD) in nats.
+    tv : float
+        Total variation, ``0.5 * sum |P_SGD - P_B|``, in [0, 1].
+    js : float
+        Jensen-Shannon divergence in nats, in [0, log 2].
+    top_share : dict int -> float
+        For each N: share of the (renormalised) P_SGD mass carried by the N functions that P_B
+        ranks highest (ties in P_B keep input order). N larger than ``n_shared`` uses all.
+    top_share_by_sgd : dict int -> float
+        The same share for the N functions P_SGD itself ranks highest: the most any N functions
+        can carry, to read ``top_share`` against.
+    """
+
+    n_shared: int
+    n_sgd: int
+    n_b: int
+    mass_sgd: float
+    mass_b: float
+    kl: float
+    kl_reverse: float
+    tv: float
+    js: float
+    top_share: Mapping[int, float] = field(default_factory=dict)
+    top_share_by_sgd: Mapping[int, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat plain-Python dict: the scalar fields, then ``top{N}_share`` and
+        ``top{N}_share_by_sgd`` for each N."""
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if not isinstance(v, Mapping)}
+        for k, v in self.top_share.items():
+            out[f"top{k}_share"] = v
+        for k, v in self.top_share_by_sgd.items():
+            out[f"top{k}_share_by_sgd"] = v
+        return out
+
+
+def _to_log_arrays(p_sgd, p_b, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Align the two inputs and return their natural logs (-inf where the probability is 0)."""
+    if isinstance(p_sgd, Mapping) != isinstance(p_b, Mapping):
+        raise TypeError(f"p_sgd and p_b must both be mappings (function -> p) or both arrays, got "
+                        f"{type(p_sgd).__name__} and {type(p_b).__name__}")
+    if isinstance(p_sgd, Mapping):
+        keys = list(p_sgd)
+        extra = [k for k in p_b if k not in p_sgd]
+        keys += extra
+        fill = -math.inf if log else 0.0
+        a = np.array([p_sgd.get(k, fill) for k in keys], dtype=float)
+        b = np.array([p_b.get(k, fill) for k in keys], dtype=float)
+    else:
+        a, b = _as_1d("p_sgd", p_sgd), _as_1d("p_b", p_b)
+        if a.shape != b.shape:
+            raise ValueError(f"p_sgd and p_b must have the same length, got {a.size} and {b.size}")
+    out = []
+    for name, arr in (("p_sgd", a), ("p_b", b)):
+        if log:
+            if np.isnan(arr).any() or (arr == np.inf).any():
+                raise ValueError(f"{name} (natural logs, log=True) must be finite or -inf, got NaN or +inf")
+            out.append(arr)
+        else:
+            if not np.isfinite(arr).all() or (arr < 0).any():
+                raise ValueError(f"{name} must hold finite probabilities >= 0, got "
+                                 f"{arr[~np.isfinite(arr) | (arr < 0)][:3].tolist()} (pass log=True for logs)")
+            with np.errstate(divide="ignore"):
+                out.append(np.log(arr))
+    return out[0], out[1]
+
+
+def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int] = (1, 10, 100)) -> Distances:
+    """KL, total variation and Jensen-Shannon between P_SGD and P_B on their shared support, and
+    the share of P_SGD mass carried by the functions P_B ranks highest.
+
+    Parameters
+    ----------
+    p_sgd, p_b : mapping str -> float, or (n,) arrays
+        Probabilities of functions: either two mappings (function -> p; a function missing from
+        one has probability 0 there) or two aligned arrays (entry i is the same function).
+        They need not sum to 1: both are renormalised on the shared support.
+    log : bool
+        The inputs are natural logs (``-inf`` for probability 0). Prefer this for P_B: tiny
+        probabilities such as ``exp(-800)`` underflow to 0 and would leave the support.
+    top_n : sequence of int
+        The N for ``top_share``, each >= 1.
+
+    Returns
+    -------
+    Distances
+
+    Raises
+    ------
+    ValueError
+        On NaN, negative or infinite probabilities (or NaN / +inf logs), misaligned arrays, or
+        when no function has positive probability under both.
+    """
+    if not isinstance(log, bool):
+        raise TypeError(f"log must be a bool, got {log!r}")
+    tops = [_check_int("top_n entry", t, minimum=1) for t in top_n]
+    la, lb = _to_log_arrays(p_sgd, p_b, log)
+    pos_a, pos_b = np.isfinite(la), np.isfinite(lb)
+    shared = pos_a & pos_b
+    n_shared = int(shared.sum())
+    if n_shared == 0:
+        raise ValueError(f"p_sgd and p_b share no function with positive probability (p_sgd has "
+                         f"{int(pos_a.sum())}, p_b has {int(pos_b.sum())}): the distances are undefined")
+    la, lb = la[shared], lb[shared]
+    mass_a, mass_b = float(np.exp(logsumexp(la))), float(np.exp(logsumexp(lb)))
+    # Renormalise in log space so that tiny probabilities keep their ratios.
+    la, lb = la - logsumexp(la), lb - logsumexp(lb)
+    pa, pb = np.exp(la), np.exp(lb)
+    kl = float(np.sum(pa * (la - lb)))
+    kl_rev = float(np.sum(pb * (lb - la)))
+    tv = float(0.5 * np.abs(pa - pb).sum())
+    lm = np.logaddexp(la, lb) - math.log(2.0)
+    js = float(0.5 * np.sum(pa * (la - lm)) + 0.5 * np.sum(pb * (lb - lm)))
+    cum_by_b = np.cumsum(pa[np.argsort(-lb, kind="stable")])
+    cum_by_a = np.cumsum(np.sort(pa)[::-1])
+    top = {t: float(cum_by_b[min(t, n_shared) - 1]) for t in tops}
+    top_a = {t: float(cum_by_a[min(t, n_shared) - 1]) for t in tops}
+    return Distances(n_shared=n_shared, n_sgd=int(pos_a.sum()), n_b=int(pos_b.sum()), mass_sgd=mass_a,
+                     mass_b=mass_b, kl=max(kl, 0.0), kl_reverse=max(kl_rev, 0.0), tv=min(tv, 1.0),
+                     js=min(max(js, 0.0), math.log(2.0)), top_share=top, top_share_by_sgd=top_a)
+
+
+# --------------------------------------------------------------------------------------------
+# Cumulative mass and function selection
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CumulativeMass:
+    """Cumulative P_SGD mass of functions ranked by P_B and by P_SGD.
+
+    Attributes
+    ----------
+    rank : (n,) int array
+        1..n.
+    by_pb : (n,) float array
+        ``by_pb[i]`` = P_SGD mass of the ``i+1`` functions with the highest P_B (ties keep input
+        order).
+    by_sgd : (n,) float array
+        The same for the ``i+1`` functions with the highest P_SGD (the upper envelope).
+    normalised : bool
+        Whether P_SGD was renormalised to sum to 1 over the n functions (else the curves end at
+        the mass the n functions carry).
+    """
+
+    rank: np.ndarray
+    by_pb: np.ndarray
+    by_sgd: np.ndarray
+    normalised: bool
+
+
+def cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False) -> CumulativeMass:
+    """Cumulative P_SGD mass of the functions ranked by P_B, and ranked by P_SGD.
+
+    Parameters
+    ----------
+    log_p_sgd : (n,) array
+        Natural log of P_SGD for each function; -inf allowed (contributes 0).
+    log_p_b : (n,) array
+        Natural log of P_B for the same functions (only their order matters); -inf ranks last.
+    normalise : bool
+        Renormalise P_SGD to sum to 1 over these functions.
+
+    Returns
+    -------
+    CumulativeMass
+    """
+    ls, lb = _as_1d("log_p_sgd", log_p_sgd), _as_1d("log_p_b", log_p_b)
+    if ls.shape != lb.shape:
+        raise ValueError(f"log_p_sgd and log_p_b must have the same length, got {ls.size} and {lb.size}")
+    if ls.size == 0:
+        raise ValueError("cumulative_mass needs at least one function, got none")
+    for name, arr in (("log_p_sgd", ls), ("log_p_b", lb)):
+        if np.isnan(arr).any() or (arr == np.inf).any():
+            raise ValueError(f"{name} must be finite or -inf, got NaN or +inf")
+    if normalise:
+        if not np.isfinite(ls).any():
+            raise ValueError("cannot normalise: every log_p_sgd is -inf")
+        ls = ls - logsumexp(ls)
+    p = np.exp(ls)
+    return CumulativeMass(rank=np.arange(1, p.size + 1), by_pb=np.cumsum(p[np.argsort(-lb, kind="stable")]),
+                          by_sgd=np.cumsum(np.sort(p)[::-1]), normalised=bool(normalise))
+
+
+def select_functions(counts: "FunctionCounts", min_count: int = 1) -> list[str]:
+    """The functions found at least ``min_count`` times, most frequent first (ties by bitstring).
+
+    Parameters
+    ----------
+    counts : sampler.FunctionCounts
+        Counts of functions (anything with a ``counts`` mapping str -> int works).
+    min_count : int
+        Threshold, >= 1.
+
+    Returns
+    -------
+    list of str
+    """
+    min_count = _check_int("min_count", min_count, minimum=1)
+    mapping = getattr(counts, "counts", None)
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"counts must be a sampler.FunctionCounts, got {type(counts).__name__}")
+    items = sorted(((f, c) for f, c in mapping.items() if c >= min_count), key=lambda kv: (-kv[1], kv[0]))
+    return [f for f, _ in items]
