@@ -22,7 +22,12 @@ FIGURES = {
 }
 
 
-def _finite(x) -> float | None:
+def _finite(x):
+    """``x`` as a JSON number (ints stay ints), or None when it is nan or infinite."""
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
     x = float(x)
     return x if math.isfinite(x) else None
 
@@ -55,13 +60,16 @@ def compute_summary(frame, *, n_runs: int, n_fit: int, min_count: int, n_boot: i
                                   n_boot=n_boot, seed=seed)
         summary.update(pearson_log=_finite(corr.pearson), pearson_log_ci=[_finite(v) for v in corr.pearson_ci],
                        spearman=_finite(corr.spearman), spearman_ci=[_finite(v) for v in corr.spearman_ci],
-                       slope_log=_finite(corr.slope), intercept_log=_finite(corr.intercept))
+                       slope_log=_finite(corr.slope), intercept_log=_finite(corr.intercept),
+                       slope_log_ci=[_finite(v) for v in corr.slope_ci], n_boot_used=_finite(corr.n_boot_used),
+                       correlation_note="; ".join(corr.notes))
     else:
         summary["correlation_note"] = (f"only {int(used.sum())} functions were seen at least {min_count} times "
                                        f"with a finite log P_B: too few for a correlation (need 3)")
     if has_pb.any() and n_fit:
-        d = analysis.compare_distributions(frame["count"].to_numpy()[has_pb] / n_fit,
-                                           np.exp(frame["log_pb"].to_numpy()[has_pb]))
+        # Logs in, so that P_B below ~e^-745 does not underflow out of the shared support.
+        d = analysis.compare_distributions(frame["log_p_sgd"].to_numpy()[has_pb],
+                                           frame["log_pb"].to_numpy()[has_pb], log=True)
         summary.update({f"dist_{k}": _finite(v) if isinstance(v, (float, int, np.floating)) else v
                         for k, v in d.as_dict().items()})
     summary["log_p_s"] = _finite(log_ps) if log_ps is not None else None
