@@ -1,7 +1,8 @@
 """P_B(f|S) in the GP limit by elliptical slice sampling (Murray, Adams & MacKay 2010).
 
 The latent values ``g ~ N(0, K)`` on S + E (S first) are conditioned on reproducing S:
-``g_i > 0`` iff ``y_i = 1`` for every i in S. This is a 0/1 likelihood, so ESS's slice level is
+``g_i > 0`` iff ``y_i = 1`` for every i in S (as for networks, ``g_i = 0`` reads as label 0, which
+matters only for zero-variance points such as the zero input without biases). This is a 0/1 likelihood, so ESS's slice level is
 irrelevant: from a feasible ``g`` and an auxiliary draw ``nu ~ N(0, K)``, a point
 ``g cos(t) + nu sin(t)`` on the ellipse is accepted iff it satisfies every constraint, and the
 angle bracket shrinks towards ``t = 0`` (the current, feasible point) otherwise. The chain leaves
@@ -113,7 +114,7 @@ def kernel_factor(K, *, name: str = "K") -> torch.Tensor:
     return U * torch.where(lam > zero, lam, torch.zeros_like(lam)).sqrt()
 
 
-def _initial_states(A, s, m, n_chains, gen, max_tries=4096):
+def _initial_states(A, s, pos, m, n_chains, gen, max_tries=4096):
     """Feasible starting states ``(n_chains, n)``: sign-corrected prior draws (module docstring)."""
     n = A.shape[0]
     w = torch.randn((n_chains, n), generator=gen, dtype=A.dtype, device=A.device)
@@ -127,11 +128,12 @@ def _initial_states(A, s, m, n_chains, gen, max_tries=4096):
     # A start must clear S's thresholds by more than rounding: with a singular K_SS the
     # least-squares correction can give signs that are rounding noise (e.g. conflicting duplicates).
     margin = 1e-6 * (A_S * A_S).sum(dim=1).sqrt()
-    feasible = (s * g[:, :m] > margin).all(dim=1)
+    clear = lambda v: ((v > 0) == pos) & ((v.abs() > margin) | (margin == 0))  # noqa: E731
+    feasible = clear(g[:, :m]).all(dim=1)
     tries = 0
     while not feasible.all() and tries < max_tries:  # K_SS singular: fall back to prior draws
         cand = torch.randn((n_chains, n), generator=gen, dtype=A.dtype, device=A.device) @ A.T
-        ok = (s * cand[:, :m] > margin).all(dim=1) & ~feasible
+        ok = clear(cand[:, :m]).all(dim=1) & ~feasible
         g[ok] = cand[ok]
         feasible |= ok
         tries += n_chains
@@ -213,7 +215,8 @@ def ess_sample(
     t0 = time.perf_counter()
     gen = make_generator(seed, "ess", device=device)
     s = (2 * y - 1).to(torch.float64)
-    g = _initial_states(A, s, m, n_chains, gen)
+    pos = y == 1
+    g = _initial_states(A, s, pos, m, n_chains, gen)
     n_kept = math.ceil(n_samples / n_chains)
     kept = torch.empty((n_chains, n_kept, k), dtype=torch.uint8, device=device)
     proposals = 0
@@ -226,7 +229,7 @@ def ess_sample(
         new = g.clone()
         for _ in range(max_shrink):
             prop = g * torch.cos(theta)[:, None] + nu * torch.sin(theta)[:, None]
-            ok = active & (s * prop[:, :m] > 0).all(dim=1)
+            ok = active & ((prop[:, :m] > 0) == pos).all(dim=1)
             proposals += int(active.sum())
             new[ok] = prop[ok]
             active &= ~ok

@@ -108,6 +108,15 @@ def test_singular_kernel_with_duplicate_inputs():
         ess_sample(K, [1, 0], 2, n_samples=10, seed=0)
 
 
+def test_zero_variance_point_reads_as_label_zero():
+    # The zero input of a bias-free network has K_ii = 0: g_i = 0 is label 0, like the network.
+    K = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.5, 1.0]])
+    res = ess_sample(K, [0, 1], 2, n_samples=400, n_chains=4, burn_in=10, seed=0, diagnostics=False)
+    assert res.counts.n_fit == 400
+    with pytest.raises(ValueError, match="P\\(S\\) may be 0"):
+        ess_sample(K, [1, 1], 2, n_samples=10, seed=0)
+
+
 def test_same_seed_same_samples_and_seed_matters():
     K = random_psd(4, seed=5)
     a = ess_sample(K, [1, 0], 2, n_samples=200, seed=7, diagnostics=False)
