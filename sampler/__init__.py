@@ -5,11 +5,13 @@ from .data import Pool, Split, load_pool, load_split
 from .functions import FunctionCounts
 from .prior import PriorResult, prior_sampling, sample_prior
 from .seeding import derive_seed, make_generator
+from .sgd import TrainSpec, sample_sgd, train_runs
 from .store import RunFolder
 
 __all__ = [
     "Architecture", "FCN", "CNN", "LSTM", "make_architecture",
     "Pool", "Split", "load_pool", "load_split",
     "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
+    "TrainSpec", "sample_sgd", "train_runs",
     "PriorResult", "prior_sampling", "sample_prior",
 ]

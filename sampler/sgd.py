@@ -1,0 +1,689 @@
+"""P_SGD(f|S): train many networks at once, each to 100% training accuracy, and count their functions.
+
+One training engine (:func:`iter_runs`) serves :func:`train_runs` (one shard of runs -> a table),
+:func:`sample_sgd` (many runs -> :class:`~sampler.functions.FunctionCounts`, optionally in resumable
+shards of a run folder), the command line, the tests and the benchmarks.
+
+The engine keeps an *ensemble* of ``E`` networks of one architecture as stacked parameters
+(:mod:`sampler.ensemble`) and trains them together: one forward pass through batched matmuls,
+one autograd pass over the sum of the members' losses (which keeps each member's gradient its
+own), one batched optimiser step (:mod:`sampler.optimizers`, ``torch.optim``'s rules). A member
+that has finished is replaced by the next run, so the ensemble stays full.
+
+Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and the
+:class:`TrainSpec`:
+
+- its initialisation is ``arch.build(split.input_shape, generator=make_generator(seed, "init", i))``;
+- its minibatch order: at each epoch's start, ``torch.randperm(m, generator=g)`` with
+  ``g = make_generator(seed, "batches", i)`` created once for the run (see :func:`batch_generator`),
+  cut into consecutive batches of ``batch_size`` (the last one smaller when ``batch_size`` does
+  not divide ``m``, like a ``DataLoader`` without ``drop_last``).
+
+So results do not depend on the ensemble size, the shard layout or the executor on the same
+device type (the tests check this bit for bit on the CPU).
+
+Losses (mean over the minibatch, per member):
+
+- ``ce``: logistic loss on the scalar output, ``BCEWithLogits(output, y)`` with ``y`` in {0, 1};
+- ``mse``: ``(output - t)**2`` with targets ``t = 2y - 1`` in {-1, +1}, so that the prediction
+  ``1{output > 0}`` sits in the middle of the two targets.
+
+Stopping: a run has *fit* S when every training example is classified right (``1{output > 0} ==
+y``), checked on the whole training set at each epoch's end (as in the paper) or every
+``check_every`` steps. It then trains ``epochs_after_fit`` more epochs and its function on E is
+read. A run that has not fit after ``max_epochs`` epochs ends unfit. A run whose outputs or loss
+become non-finite ends unfit with ``final_loss = nan`` and a ``RuntimeWarning`` says how many did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import socket
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_choice, check_float, check_int
+from .architectures import Architecture
+from .data import Split
+from .ensemble import EnsembleNet
+from .functions import FunctionCounts, outputs_to_strings
+from .optimizers import OPTIMIZERS, EnsembleOptimizer, torch_optimizer
+from .seeding import make_generator
+
+LOSSES = ("ce", "mse")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How each run is trained.
+
+    Attributes
+    ----------
+    optimizer : {"sgd", "adam", "adagrad", "adadelta", "rmsprop"}
+        ``torch.optim`` rule with its default hyper-parameters (see :mod:`sampler.optimizers`).
+    lr : float
+        Learning rate (> 0).
+    batch_size : int
+        Minibatch size (>= 1, and <= m, checked when training).
+    loss : {"ce", "mse"}
+        Logistic loss on 0/1 labels, or squared error on -1/+1 targets.
+    momentum : float
+        SGD momentum (>= 0; only with ``optimizer="sgd"``).
+    max_epochs : int
+        A run that has not fit after this many epochs ends unfit (>= 1).
+    epochs_after_fit : int
+        Epochs trained after fitting before the function is read (>= 0). A run that no longer
+        fits S at the end of them is reported ``fit = False`` (its ``epochs`` still says when
+        it first fit): P_SGD(f|S) counts only functions that fit S.
+    check_every : int or None
+        None: check training accuracy on the whole training set at each epoch's end (the
+        paper's way); N >= 1: every N steps (and at ``max_epochs``).
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    batch_size: int = 128
+    loss: str = "ce"
+    momentum: float = 0.0
+    max_epochs: int = 200
+    epochs_after_fit: int = 0
+    check_every: int | None = None
+
+    def __post_init__(self):
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_float("lr", self.lr, minimum=0.0, strict_minimum=True)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_choice("loss", self.loss, LOSSES)
+        check_float("momentum", self.momentum, minimum=0.0)
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum is only for optimizer 'sgd', got momentum={self.momentum} "
+                             f"with optimizer={self.optimizer!r}")
+        check_int("max_epochs", self.max_epochs, minimum=1)
+        check_int("epochs_after_fit", self.epochs_after_fit, minimum=0)
+        if self.check_every is not None:
+            if not isinstance(self.check_every, bool) and self.check_every == 0:
+                raise ValueError("check_every must be None (check at each epoch's end) or an integer >= 1, "
+                                 "got check_every=0")
+            check_int("check_every", self.check_every, minimum=1)
+
+    def check_train_size(self, m: int) -> None:
+        """Raise ``ValueError`` if ``batch_size`` exceeds the training set size ``m``."""
+        if self.batch_size > m:
+            raise ValueError(f"batch_size must be <= the training set size m={m}, got batch_size={self.batch_size}")
+
+    def steps_per_epoch(self, m: int) -> int:
+        """Minibatches per epoch, ``ceil(m / batch_size)``."""
+        return math.ceil(m / self.batch_size)
+
+
+# losses ------------------------------------------------------------------------------------------
+def pointwise_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
+    """Loss of each output against its 0/1 label, same shape as ``outputs``.
+
+    ``ce``: ``softplus(o) - y*o`` (BCE with logits); ``mse``: ``(o - (2y - 1))**2``.
+    """
+    y = labels.to(outputs.dtype).expand_as(outputs)
+    if loss == "ce":
+        return F.binary_cross_entropy_with_logits(outputs, y, reduction="none")
+    return (outputs - (2 * y - 1)) ** 2
+
+
+_LANES = 64  # a multiple of every CPU vector width torch uses, in elements
+
+
+def member_losses(outputs: torch.Tensor, labels: torch.Tensor, loss: str,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean loss of each member over its examples: ``(E, n)`` outputs -> ``(E,)``.
+
+    ``labels`` are ``(E, n)`` or ``(n,)`` 0/1; ``weights`` ``(E, n)`` (0 for padding) or None.
+
+    Rows are padded to a multiple of 64 elements before the elementwise loss: torch's CPU
+    kernels compute transcendental functions (exp, log, sigmoid) slightly differently in their
+    vectorised body and in the scalar tail, and which elements fall in the tail depends on the
+    tensor's total size; with padded rows no element does (for up to two threads), so a
+    member's loss and gradient do not depend on how many members share the tensor.
+    """
+    e, n = outputs.shape
+    labels = labels.expand(e, n)
+    if weights is None:
+        weights = outputs.new_ones(e, n)
+    pad = -n % _LANES
+    if pad:
+        outputs, labels, weights = (F.pad(t, (0, pad)) for t in (outputs, labels, weights))
+    return (pointwise_loss(outputs, labels, loss) * weights).sum(1) / weights.sum(1)
+
+
+def reference_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
+    """The mean minibatch loss with plain torch losses (what a lone torch.optim run uses)."""
+    y = labels.to(outputs.dtype)
+    if loss == "ce":
+        return F.binary_cross_entropy_with_logits(outputs, y)
+    return F.mse_loss(outputs, 2 * y - 1)
+
+
+def batch_generator(seed: int, run: int) -> torch.Generator:
+    """The CPU generator of run ``run``'s minibatch order (one ``randperm`` per epoch)."""
+    return make_generator(seed, "batches", int(run))
+
+
+def resolve_device(device) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, a ``torch.device``) or ``"auto"`` -> a torch.device."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        if device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"device must be one of {list(DEVICES)} (or 'cuda:N'), got device={device!r}")
+        dev = torch.device(device)
+    else:
+        raise TypeError(f"device must be a string {list(DEVICES)} or torch.device, got {type(device).__name__}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+class _tf32:
+    """Allow TF32 matmuls and convolutions on CUDA while training; restore the settings after."""
+
+    def __init__(self, device: torch.device):
+        self.on = device.type == "cuda"
+
+    def __enter__(self):
+        if self.on:
+            self.saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+            torch.set_float32_matmul_precision("high")
+            torch.backends.cudnn.allow_tf32 = True
+
+    def __exit__(self, *exc):
+        if self.on:
+            torch.set_float32_matmul_precision(self.saved[0])
+            torch.backends.cudnn.allow_tf32 = self.saved[1]
+
+
+# the engine -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunsChunk:
+    """Runs that finished together (all arrays of length n, in no particular run order).
+
+    Attributes
+    ----------
+    runs : np.ndarray int64
+    functions : list of str
+        Function on E (bitstring of length k).
+    fit : np.ndarray bool
+        Reached (and, after ``epochs_after_fit``, kept) 100% training accuracy.
+    epochs : np.ndarray int32
+        Epochs taken to fit (started epochs when ``check_every`` is set), or ``max_epochs``.
+    final_loss : np.ndarray float64
+        Mean loss over the whole training set at the run's end (nan if it diverged).
+    """
+
+    runs: np.ndarray
+    functions: list
+    fit: np.ndarray
+    epochs: np.ndarray
+    final_loss: np.ndarray
+
+
+def iter_runs(
+    arch: Architecture,
+    split: Split,
+    spec: TrainSpec,
+    runs: Sequence[int],
+    *,
+    seed: int,
+    ensemble: int = 256,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+    keep_members: Sequence[int] = (),
+    members: dict | None = None,
+    on_step: Callable | None = None,
+) -> Iterator[RunsChunk]:
+    """Train ``runs`` (run indices) in an ensemble of ``ensemble`` networks; yield results as they finish.
+
+    Parameters
+    ----------
+    arch, split, spec
+        What to train, on what, how.
+    runs : sequence of int
+        Run indices (>= 0); each is trained exactly once.
+    seed : int
+        Seeds initialisation and minibatch order together with the run index.
+    ensemble : int
+        Networks trained at once (memory ~ ``ensemble * batch_size * width`` activations).
+    device : "cpu", "cuda", "auto" or torch.device
+    dtype : torch.dtype
+        float32 by default (TF32 matmuls on CUDA); float64 for exact comparisons.
+    keep_members, members
+        For the runs listed in ``keep_members``, ``members[run]`` receives the trained network
+        (a plain torch module on the CPU) when it finishes.
+    on_step : callable, optional
+        ``on_step(runs, params)`` after every optimiser step: ``runs`` (E,) int64 array of the
+        run in each member slot (-1 for an idle slot), ``params`` the stacked parameters (do not
+        modify them). For step-by-step tests.
+
+    Yields
+    ------
+    RunsChunk
+    """
+    if not isinstance(spec, TrainSpec):
+        raise TypeError(f"spec must be a TrainSpec, got {type(spec).__name__}")
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
+    check_int("seed", seed, minimum=0)
+    check_int("ensemble", ensemble, minimum=1)
+    runs = [check_int("run index", r, minimum=0) for r in runs]
+    dev = resolve_device(device)
+    m = split.n_train
+    spec.check_train_size(m)
+    keep = set(int(r) for r in keep_members)
+    if keep and members is None:
+        raise ValueError("keep_members needs a dict members to put the trained networks in")
+    if not runs:
+        return
+    with _tf32(dev):
+        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step)
+
+
+def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step):
+    net = EnsembleNet(arch, split.input_shape, dtype=dtype, device=dev)
+    x = split.x_train.to(dev, dtype)
+    y = split.y_train.to(dev)
+    y_bool = y.bool()
+    yf = y.to(dtype)
+    x_test = split.x_test.to(dev, dtype)
+    m, bs = split.n_train, spec.batch_size
+    spe = spec.steps_per_epoch(m)
+    max_steps = spec.max_epochs * spe
+    after = spec.epochs_after_fit * spe
+    every = spec.check_every
+
+    size = min(ensemble, len(runs))
+    params = net.zeros(size)
+    opt = EnsembleOptimizer(spec.optimizer, params, lr=spec.lr, momentum=spec.momentum)
+    slot_run = np.full(size, -1, dtype=np.int64)
+    step = np.zeros(size, dtype=np.int64)
+    fit_step = np.full(size, -1, dtype=np.int64)
+    end_step = np.full(size, max_steps, dtype=np.int64)
+    gens: list = [None] * size
+    perms = torch.zeros((size, m), dtype=torch.long, device=dev)
+    arange_b = torch.arange(bs, device=dev)
+    next_run = 0
+    n_diverged = 0
+
+    def assign(slots: np.ndarray) -> None:
+        nonlocal next_run
+        k = min(len(slots), len(runs) - next_run)
+        new, idle = slots[:k], slots[k:]
+        batch = runs[next_run:next_run + k]
+        next_run += k
+        slot_run[idle] = -1
+        if k:
+            net.init_(params, new.tolist(), batch, seed=seed)
+            opt.reset(torch.as_tensor(new, device=dev))
+            slot_run[new] = batch
+            step[new] = 0
+            fit_step[new] = -1
+            end_step[new] = max_steps
+            for j, r in zip(new.tolist(), batch):
+                gens[j] = batch_generator(seed, r)
+
+    def subset(ps, sl):
+        if len(sl) == len(slot_run):
+            return [p.detach() for p in ps]
+        index = torch.as_tensor(sl, device=dev)
+        return [p.detach().index_select(0, index) for p in ps]
+
+    assign(np.arange(size))
+    while True:
+        active = slot_run >= 0
+        if not active.any():
+            break
+        # Members at an epoch's start draw that epoch's order.
+        pos = step % spe
+        starting = np.nonzero(active & (pos == 0))[0]
+        if starting.size:
+            new_perms = torch.stack([torch.randperm(m, generator=gens[j]) for j in starting.tolist()])
+            perms.index_copy_(0, torch.as_tensor(starting, device=dev), new_perms.to(dev))
+        # Each member's minibatch, padded to batch_size with zero weights for a short last batch.
+        offsets = torch.as_tensor(pos * bs, device=dev).unsqueeze(1) + arange_b
+        weights = (offsets < m).to(dtype)
+        index = perms.gather(1, offsets.clamp_(max=m - 1))
+        xb = x.index_select(0, index.reshape(-1)).reshape(len(slot_run), bs, -1)
+        outputs = net.forward(params, xb)
+        per_member = member_losses(outputs, y[index], spec.loss, weights)
+        grads = torch.autograd.grad(per_member.sum(), params)
+        opt.step(params, grads)
+        step += 1
+        if on_step is not None:
+            on_step(slot_run.copy(), params)
+
+        if every is None:
+            due = step % spe == 0
+        else:
+            due = step % every == 0
+        need = active & ((step == end_step) | ((fit_step < 0) & due))
+        if not need.any():
+            continue
+        sl = np.nonzero(need)[0]
+        with torch.no_grad():
+            out = net.forward(subset(params, sl), x)
+            fits_t = ((out > 0) == y_bool).all(1)
+            loss_t = member_losses(out, yf, spec.loss)
+            finite_t = torch.isfinite(out).all(1) & torch.isfinite(loss_t)
+        fits, loss, finite = fits_t.cpu().numpy(), loss_t.double().cpu().numpy(), finite_t.cpu().numpy()
+        in_train = fit_step[sl] < 0
+        newly = in_train & fits & finite
+        fit_step[sl[newly]] = step[sl[newly]]
+        end_step[sl[newly]] = step[sl[newly]] + after
+        done = ~finite | (step[sl] >= end_step[sl])
+        if not done.any():
+            continue
+        fin = sl[done]
+        fitted = fit_step[fin] >= 0
+        ok = fits[done] & finite[done] & fitted
+        epochs = np.where(fitted, -(-fit_step[fin] // spe), spec.max_epochs).astype(np.int32)
+        epochs = np.where(finite[done], epochs, -(-step[fin] // spe)).astype(np.int32)
+        final_loss = np.where(finite[done], loss[done], np.nan)
+        n_diverged += int((~finite[done]).sum())
+        with torch.no_grad():
+            functions = outputs_to_strings(net.forward(subset(params, fin), x_test))
+        for j in fin.tolist():
+            if int(slot_run[j]) in keep:
+                members[int(slot_run[j])] = net.member(params, j)
+        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64))
+
+        assign(fin)
+        # Once runs are used up, drop idle members so the tail trains only what is left.
+        idle = slot_run < 0
+        if next_run == len(runs) and idle.any() and idle.sum() * 4 >= len(slot_run) and not idle.all():
+            kept = np.nonzero(~idle)[0]
+            kept_t = torch.as_tensor(kept, device=dev)
+            params = [p.detach().index_select(0, kept_t).requires_grad_() for p in params]
+            opt.keep(kept_t)
+            perms = perms.index_select(0, kept_t)
+            slot_run, step, fit_step, end_step = slot_run[kept], step[kept], fit_step[kept], end_step[kept]
+            gens = [gens[j] for j in kept.tolist()]
+    if n_diverged:
+        warnings.warn(f"{n_diverged} of {len(runs)} runs diverged (non-finite outputs or loss; lr={spec.lr} too "
+                      f"large?); they are reported as not fit with final_loss nan", RuntimeWarning, stacklevel=3)
+
+
+# public API --------------------------------------------------------------------------------------
+class _Progress:
+    """Adapter for ``progress``: None, a callable ``(n_done, n_fit)`` or a tqdm-like bar."""
+
+    def __init__(self, progress, done: int = 0, fit: int = 0):
+        if progress is not None and not callable(progress) and not hasattr(progress, "update"):
+            raise TypeError(f"progress must be None, a callable (n_done, n_fit) or a tqdm bar, "
+                            f"got {type(progress).__name__}")
+        self.progress, self.done, self.fit = progress, done, fit
+
+    def __call__(self, chunk: RunsChunk) -> None:
+        n, f = len(chunk.runs), int(chunk.fit.sum())
+        self.done += n
+        self.fit += f
+        p = self.progress
+        if p is None:
+            return
+        if hasattr(p, "update"):
+            p.update(n)
+            if hasattr(p, "set_postfix_str"):
+                p.set_postfix_str(f"fit {self.fit / max(self.done, 1):.3f}", refresh=False)
+        else:
+            p(self.done, self.fit)
+
+
+def _table(chunks: list[RunsChunk]):
+    import pyarrow as pa
+
+    runs = np.concatenate([c.runs for c in chunks])
+    order = np.argsort(runs, kind="stable")
+    functions = [f for c in chunks for f in c.functions]
+    return pa.table({
+        "run": pa.array(runs[order], pa.int64()),
+        "function": pa.array([functions[i] for i in order], pa.string()),
+        "fit": pa.array(np.concatenate([c.fit for c in chunks])[order], pa.bool_()),
+        "epochs": pa.array(np.concatenate([c.epochs for c in chunks])[order], pa.int32()),
+        "final_loss": pa.array(np.concatenate([c.final_loss for c in chunks])[order], pa.float64()),
+    })
+
+
+def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
+               ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32):
+    """Train runs ``start, ..., stop - 1``; one row per run.
+
+    Parameters
+    ----------
+    arch : Architecture
+    split : Split
+    spec : TrainSpec
+    seed : int
+        With the run index, seeds initialisation and minibatch order (see the module docstring).
+    start, stop : int
+        Run indices ``[start, stop)``, ``0 <= start < stop``.
+    ensemble : int
+        Networks trained at once.
+    device : "cpu", "cuda", "auto" or torch.device
+    progress : None, callable or tqdm bar
+        Called as ``progress(n_done, n_fit)`` (runs finished and fitted so far in this call)
+        whenever runs finish; a tqdm-like bar gets ``update(n)`` instead. An exception raised
+        by it stops training (nothing is returned).
+    dtype : torch.dtype
+        float32 (default) or float64.
+
+    Returns
+    -------
+    pyarrow.Table
+        Sorted by ``run``, columns ``run`` int64, ``function`` str (bitstring on ``split.x_test``,
+        '1' where output > 0), ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``),
+        ``final_loss`` float64 (mean loss on the whole training set at the end).
+    """
+    start = check_int("start", start, minimum=0)
+    stop = check_int("stop", stop, minimum=0)
+    if stop <= start:
+        raise ValueError(f"stop must be > start, got start={start}, stop={stop}")
+    prog = _Progress(progress)
+    chunks = []
+    for chunk in iter_runs(arch, split, spec, range(start, stop), seed=seed, ensemble=ensemble, device=device,
+                           dtype=dtype):
+        chunks.append(chunk)
+        prog(chunk)
+    return _table(chunks)
+
+
+def train_members(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, runs: Sequence[int],
+                  ensemble: int = 256, device="cpu", dtype: torch.dtype = torch.float32) -> dict:
+    """The trained networks of ``runs``: ``{run: torch module}`` (for checks and inspection).
+
+    Run ``i`` ends with the same parameters as inside any other ensemble (same device type).
+    """
+    runs = list(runs)
+    members: dict = {}
+    for _ in iter_runs(arch, split, spec, runs, seed=seed, ensemble=ensemble, device=device, dtype=dtype,
+                       keep_members=runs, members=members):
+        pass
+    return members
+
+
+def _spec_meta(arch, spec, seed):
+    return {"seed": seed, "spec": dataclasses.asdict(spec), "arch": arch.to_dict()}
+
+
+def sample_sgd(
+    arch: Architecture,
+    split: Split,
+    n_runs: int,
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    batch_size: int = 128,
+    loss: str = "ce",
+    seed: int = 0,
+    device="cpu",
+    *,
+    momentum: float = 0.0,
+    max_epochs: int = 200,
+    epochs_after_fit: int = 0,
+    check_every: int | None = None,
+    ensemble: int = 256,
+    run_folder=None,
+    shard_size: int = 1024,
+    progress=True,
+    dtype: torch.dtype = torch.float32,
+) -> FunctionCounts:
+    """P_SGD by counting: train ``n_runs`` networks to 100% training accuracy and count their functions.
+
+    Parameters
+    ----------
+    arch : Architecture
+    split : Split
+    n_runs : int
+        Runs started (>= 1); runs that never fit are counted in ``n_runs`` and not in ``n_fit``.
+    optimizer, lr, batch_size, loss, momentum, max_epochs, epochs_after_fit, check_every
+        See :class:`TrainSpec`.
+    seed : int
+        Same seed, same counts (on the same device type), whatever ``ensemble`` or ``shard_size``.
+    device : "cpu", "cuda" or "auto"
+    ensemble : int
+        Networks trained at once.
+    run_folder : path or RunFolder, optional
+        If given, runs ``[s * shard_size, (s + 1) * shard_size)`` are written as shard ``s`` of
+        kind ``"sgd"`` (one row per run, atomically); finished shards are skipped, so an
+        interrupted call resumes, and the counts are the exact merge of the shards.
+        Without it, only counts are kept in memory.
+    shard_size : int
+        Runs per shard (with ``run_folder``).
+    progress : bool, callable or tqdm bar
+        True: a tqdm bar (runs/s and fit fraction); a callable gets ``(n_done, n_fit)``.
+    dtype : torch.dtype
+
+    Returns
+    -------
+    FunctionCounts
+    """
+    n_runs = check_int("n_runs", n_runs, minimum=1)
+    spec = TrainSpec(optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss, momentum=momentum,
+                     max_epochs=max_epochs, epochs_after_fit=epochs_after_fit, check_every=check_every)
+    check_int("ensemble", ensemble, minimum=1)
+    shard_size = check_int("shard_size", shard_size, minimum=1)
+    spec.check_train_size(split.n_train)
+    resolve_device(device)
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_runs, unit="run", desc=f"P_SGD {arch.describe()}", smoothing=0.1)
+        progress = bar
+    elif progress is False:
+        progress = None
+    try:
+        if run_folder is None:
+            prog = _Progress(progress)
+            counts: Counter = Counter()
+            for chunk in iter_runs(arch, split, spec, range(n_runs), seed=seed, ensemble=ensemble, device=device,
+                                   dtype=dtype):
+                counts.update(f for f, ok in zip(chunk.functions, chunk.fit) if ok)
+                prog(chunk)
+            return FunctionCounts(dict(counts), n_runs=n_runs, n_fit=prog.fit)
+        return _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_folder, shard_size,
+                                 progress, dtype)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_folder, shard_size, progress, dtype):
+    from .store import RunFolder
+
+    folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
+    n_shards = math.ceil(n_runs / shard_size)
+    meta = _spec_meta(arch, spec, seed)
+    todo, done_runs, done_fit = [], 0, 0
+    for s in range(n_shards):
+        start, stop = s * shard_size, min((s + 1) * shard_size, n_runs)
+        if not folder.has_shard("sgd", s):
+            todo.append((s, start, stop))
+            continue
+        table, old = folder.read_shard("sgd", s)
+        if (old.get("start"), old.get("stop")) != (start, stop):
+            raise ValueError(f"run folder {folder.path} holds sgd shard {s} for runs [{old.get('start')}, "
+                             f"{old.get('stop')}), this call wants [{start}, {stop}): use the shard_size and "
+                             f"n_runs it was written with, or another run folder")
+        for key in ("seed", "spec", "arch"):
+            if key in old and old[key] != meta[key]:
+                raise ValueError(f"run folder {folder.path} holds sgd shards written with {key}={old[key]!r}, "
+                                 f"this call has {key}={meta[key]!r}: use another run folder")
+        done_runs += table.num_rows
+        done_fit += sum(table.column("fit").to_pylist())
+    if progress is not None and hasattr(progress, "update") and done_runs:
+        progress.update(done_runs)
+    prog = _Progress(progress, done_runs, done_fit)
+    dev = str(resolve_device(device))
+    for s, start, stop in todo:
+        t0 = time.perf_counter()
+        chunks = []
+        for chunk in iter_runs(arch, split, spec, range(start, stop), seed=seed, ensemble=ensemble, device=device,
+                               dtype=dtype):
+            chunks.append(chunk)
+            prog(chunk)
+        folder.write_shard("sgd", s, _table(chunks), start=start, stop=stop, node=socket.gethostname(),
+                           device=dev, seconds=time.perf_counter() - t0, **meta)
+    return folder.merge_counts("sgd", indices=list(range(n_shards)))
+
+
+# the reference's way ----------------------------------------------------------------------------
+def reference_run(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, run: int,
+                  dtype: torch.dtype = torch.float32, callback: Callable | None = None) -> dict:
+    """Run ``run`` trained alone with plain ``torch.optim`` (the reference for tests and benchmarks).
+
+    Same initialisation, minibatch order, losses and stopping rule as the engine.
+    ``callback(module)`` is called after every optimiser step.
+
+    Returns
+    -------
+    dict with ``function``, ``fit``, ``epochs``, ``final_loss`` and the trained ``module``.
+    """
+    m, bs = split.n_train, spec.batch_size
+    spec.check_train_size(m)
+    net = arch.build(split.input_shape, generator=make_generator(seed, "init", run), dtype=dtype)
+    opt = torch_optimizer(spec.optimizer, net.parameters(), lr=spec.lr, momentum=spec.momentum)
+    x, y, x_test = split.x_train.to(dtype), split.y_train, split.x_test.to(dtype)
+    spe = spec.steps_per_epoch(m)
+    gen = batch_generator(seed, run)
+    max_steps, end, fit_at, steps = spec.max_epochs * spe, spec.max_epochs * spe, None, 0
+    fits, loss = False, math.nan
+    while steps < end:
+        for idx in torch.randperm(m, generator=gen).split(bs):
+            batch_loss = reference_loss(net(x[idx]), y[idx], spec.loss)
+            opt.zero_grad()
+            batch_loss.backward()
+            opt.step()
+            steps += 1
+            if callback is not None:
+                callback(net)
+            due = steps % spe == 0 if spec.check_every is None else steps % spec.check_every == 0
+            if steps == end or (fit_at is None and due):
+                with torch.no_grad():
+                    out = net(x)
+                fits = bool(((out > 0) == y.bool()).all())
+                loss = float(reference_loss(out, y, spec.loss))
+                if fit_at is None and fits:
+                    fit_at = steps
+                    end = steps + spec.epochs_after_fit * spe
+                if steps >= end:
+                    break
+    with torch.no_grad():
+        function = outputs_to_strings(net(x_test).unsqueeze(0))[0]
+    fit = fit_at is not None and fits and max_steps > 0
+    return {"function": function, "fit": fit, "epochs": -(-fit_at // spe) if fit_at else spec.max_epochs,
+            "final_loss": loss, "module": net}
