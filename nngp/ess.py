@@ -111,7 +111,11 @@ def kernel_factor(K, *, name: str = "K") -> torch.Tensor:
     # Eigenvalues at rounding level are exact zeros: keeping sqrt(1e-17) would let the starting
     # point's least-squares correction use a direction that is not really there.
     zero = 10 * K.shape[0] * torch.finfo(torch.float64).eps * max(lam.abs().max().item(), 1e-300)
-    return U * torch.where(lam > zero, lam, torch.zeros_like(lam)).sqrt()
+    A = U * torch.where(lam > zero, lam, torch.zeros_like(lam)).sqrt()
+    # Points of zero variance (the zero input without biases) get exactly g_i = 0, not rounding
+    # noise whose sign would be a coin flip.
+    A[K.diagonal() <= zero] = 0.0
+    return A
 
 
 def _initial_states(A, s, pos, m, n_chains, gen, max_tries=4096):

@@ -113,6 +113,9 @@ def test_zero_variance_point_reads_as_label_zero():
     K = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.5, 1.0]])
     res = ess_sample(K, [0, 1], 2, n_samples=400, n_chains=4, burn_in=10, seed=0, diagnostics=False)
     assert res.counts.n_fit == 400
+    res = ess_sample(K[::-1, ::-1].copy(), [0, 1], 2, n_samples=400, n_chains=4, burn_in=10, seed=0,
+                     diagnostics=False)
+    assert not res.test_bits.any()  # the zero-variance test point is exactly 0 -> bit 0, never noise
     with pytest.raises(ValueError, match="P\\(S\\) may be 0"):
         ess_sample(K, [1, 1], 2, n_samples=10, seed=0)
 
