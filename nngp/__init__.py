@@ -1,1 +1,31 @@
-"""NNGP kernels, orthant probabilities and log P_B(f|S)."""
+"""NNGP kernels, orthant probabilities and log P_B(f|S) in the infinite-width limit.
+
+Public API (DESIGN.md): :func:`kernel`, :func:`empirical_kernel`, :class:`NNGPKernel`,
+:func:`orthant` / :func:`log_orthant`, :func:`log_ps`, :func:`log_pb` (and
+:func:`log_pb_details`), :func:`train_posterior`, :func:`gp_test_error`,
+:func:`pac_bayes_bound`.
+"""
+
+from .bound import pac_bayes_bound
+from .empirical import empirical_kernel
+from .ep import EPResult, ep_orthant
+from .kernels import kernel, kernel_diag
+from .orthant import OrthantResult, log_orthant, orthant
+from .posterior import LogPBResult, TrainPosterior, gp_test_error, log_pb, log_pb_details, log_ps, train_posterior
+
+
+def __getattr__(name):
+    # gpytorch is imported only when the wrapper is used (it is slow to import)
+    if name == "NNGPKernel":
+        from .gp_wrappers import NNGPKernel
+
+        return NNGPKernel
+    raise AttributeError(f"module 'nngp' has no attribute {name!r}")
+
+
+__all__ = [
+    "kernel", "kernel_diag", "empirical_kernel", "NNGPKernel",
+    "orthant", "log_orthant", "OrthantResult", "ep_orthant", "EPResult",
+    "log_ps", "log_pb", "log_pb_details", "LogPBResult", "train_posterior", "TrainPosterior", "gp_test_error",
+    "pac_bayes_bound",
+]

@@ -1,0 +1,306 @@
+"""Analytic NNGP kernels of the architecture specs in :mod:`sampler.architectures`.
+
+The kernel of a spec is the covariance of its scalar output over random parameters, in the
+infinite-width limit, under the parameterisation of the finite networks (``W ~ N(0,
+sigma_w**2 / fan_in)``, ``b ~ N(0, sigma_b**2)``). Writing ``sw2 = sigma_w**2`` and ``sb2 =
+sigma_b**2``:
+
+FCN with ``depth`` hidden layers (inputs ``x`` of dimension ``d``)::
+
+    K_0(x, x') = sb2 + sw2 * <x, x'> / d                  # first pre-activations
+    K_{l+1}    = sb2 + sw2 * E[phi(u) phi(v)],  (u, v) ~ N(0, [[K_l(x,x), K_l(x,x')], [., K_l(x',x')]])
+
+applied ``depth`` times (the last application is the readout). ``E[phi(u) phi(v)]`` is the
+arc-cosine kernel of order 1 for relu (Cho & Saul 2009) and Williams' (1997) arcsine kernel for
+erf. tanh has no closed form: use :func:`nngp.empirical_kernel`.
+
+CNN (stride 1, zero 'same' padding as ``nn.Conv2d(padding=k // 2)``, ``depth`` conv layers with
+an activation after each): with ``A`` the k x k average over offsets, counting the zero padding
+(an out-of-image position contributes 0 to the sum and the division is always by ``k**2``,
+because the fan-in ``C * k**2`` counts padded taps too)::
+
+    S_1(p, p')     = sb2 + sw2 * A[ mean_c x_c(.) x'_c(.) ](p, p')
+    S_{l+1}(p, p') = sb2 + sw2 * A[ E[phi phi'] ](p, p')       # A shifts p and p' together
+    flatten readout: K = sb2 + sw2 * mean_p E[phi phi'](p, p)
+    gap readout:     K = sb2 + sw2 * mean_{p, p'} E[phi phi'](p, p')
+
+The flatten readout needs only same-position covariances (cost O(H W) per pair of inputs); the
+global-average-pooling readout needs all pairs of positions (cost O((H W)**2 k**2) per pair),
+about H*W times more: for 28 x 28 images that is hundreds of times slower.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sampler.architectures import CNN, FCN, LSTM, Architecture
+
+TWO_PI = 2.0 * math.pi
+
+
+def as_float64(name: str, x, *, device=None) -> torch.Tensor:
+    """``x`` (tensor or array of shape (n, d)) as a float64 tensor; checks shape and finiteness."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, d), got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}")
+    x = x.to(dtype=torch.float64, device=device if device is not None else x.device)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or inf values")
+    return x
+
+
+# --- E[phi(u) phi(v)] for the activations with closed forms --------------------------------------
+
+def relu_expectation(c: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+    """``E[relu(u) relu(v)]`` for ``(u, v) ~ N(0, [[q1, c], [c, q2]])`` (broadcasting).
+
+    Cho & Saul's arc-cosine kernel of order 1:
+    ``sqrt(q1 q2) (sin t + (pi - t) cos t) / (2 pi)`` with ``cos t = c / sqrt(q1 q2)``.
+    """
+    return _relu_inplace(c.clone(), q1, q2)
+
+
+def _relu_inplace(c: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+    # in place on c: the kernel of 10^4 inputs is memory-bound, temporaries cost time
+    tiny = torch.finfo(c.dtype).tiny
+    norm = torch.sqrt(q1).clamp_min(tiny) * torch.sqrt(q2).clamp_min(tiny)
+    rho = c.div_(norm).clamp_(-1.0, 1.0)  # q == 0 implies c == 0, so rho = 0 there
+    theta = torch.arccos(rho)
+    out = torch.sin(theta)
+    out.addcmul_(theta.neg_().add_(math.pi), rho)
+    return out.mul_(norm).mul_(1.0 / TWO_PI)
+
+
+def relu_expectation_diag(q: torch.Tensor) -> torch.Tensor:
+    """``E[relu(u)^2] = q / 2`` for ``u ~ N(0, q)``."""
+    return 0.5 * q
+
+
+def erf_expectation(c: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+    """``E[erf(u) erf(v)] = (2/pi) arcsin(2c / sqrt((1 + 2 q1)(1 + 2 q2)))`` (Williams 1997)."""
+    return (2.0 / math.pi) * torch.arcsin((2.0 * c / torch.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))).clamp(-1.0, 1.0))
+
+
+def erf_expectation_diag(q: torch.Tensor) -> torch.Tensor:
+    """``E[erf(u)^2] = (2/pi) arcsin(2q / (1 + 2q))``."""
+    return (2.0 / math.pi) * torch.arcsin(2.0 * q / (1.0 + 2.0 * q))
+
+
+_EXPECTATIONS: dict[str, tuple[Callable, Callable]] = {
+    "relu": (relu_expectation, relu_expectation_diag),
+    "erf": (erf_expectation, erf_expectation_diag),
+}
+
+
+def _activation_maps(arch: Architecture):
+    if isinstance(arch, LSTM):
+        raise ValueError("the LSTM has no analytic NNGP kernel here; use "
+                         "nngp.empirical_kernel(arch, x, n_samples=..., seed=..., input_shape=...) "
+                         "(Monte Carlo over random finite networks)")
+    if not isinstance(arch, (FCN, CNN)):
+        raise TypeError(f"arch must be a sampler.FCN, CNN or LSTM spec, got {type(arch).__name__}")
+    if arch.activation not in _EXPECTATIONS:
+        raise ValueError(f"activation {arch.activation!r} has no closed-form NNGP kernel (only "
+                         f"{sorted(_EXPECTATIONS)} do); use nngp.empirical_kernel(arch, x, n_samples=..., "
+                         f"seed=..., input_shape=...) for a Monte Carlo kernel")
+    return _EXPECTATIONS[arch.activation]
+
+
+# --- FCN --------------------------------------------------------------------------------------
+
+def _fcn_diag_layers(arch: FCN, x: torch.Tensor) -> list[torch.Tensor]:
+    """Per-input variances ``K_l(x, x)`` for l = 0..depth-1 (pre-activations), then the output's."""
+    _, ediag = _activation_maps(arch)
+    sw2, sb2 = arch.sigma_w ** 2, arch.sigma_b ** 2
+    q = sb2 + sw2 * (x * x).sum(1) / x.shape[1]
+    out = [q]
+    for _ in range(arch.depth):
+        q = sb2 + sw2 * ediag(q)
+        out.append(q)
+    return out
+
+
+def _fcn_block(arch: FCN, x1, x2, q1s, q2s) -> torch.Tensor:
+    e, _ = _activation_maps(arch)
+    sw2, sb2 = arch.sigma_w ** 2, arch.sigma_b ** 2
+    c = x1 @ x2.T
+    c.mul_(sw2 / x1.shape[1]).add_(sb2)
+    for layer in range(arch.depth):
+        fn = _relu_inplace if arch.activation == "relu" else e
+        c = fn(c, q1s[layer][:, None], q2s[layer][None, :])
+        c.mul_(sw2).add_(sb2)
+    return c
+
+
+# --- CNN --------------------------------------------------------------------------------------
+
+def _check_image_shape(arch: CNN, input_shape, d: int) -> tuple[int, int, int]:
+    if input_shape is None:
+        raise ValueError("a CNN kernel needs input_shape=(channels, height, width) (e.g. split.input_shape)")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or math.prod(shape) != d:
+        raise ValueError(f"input_shape must be (channels, height, width) with product d={d}, got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _avg_same(t: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k average with zero 'same' padding counted in the denominator, over the last two dims."""
+    lead = t.shape[:-2]
+    out = F.avg_pool2d(t.reshape(-1, 1, *t.shape[-2:]), k, stride=1, padding=k // 2, count_include_pad=True)
+    return out.reshape(*lead, *t.shape[-2:])
+
+
+def _avg_same_pairs(t: torch.Tensor, k: int) -> torch.Tensor:
+    """``out(p, p') = mean_o t(p + o, p' + o)`` (zero outside) for ``t`` of shape (..., H, W, H, W)."""
+    r = k // 2
+    h, w = t.shape[-4], t.shape[-3]
+    # avg_pool cannot shift two position pairs together; k*k shifted slice-adds do it exactly.
+    pad = F.pad(t, (r, r, r, r, r, r, r, r))
+    out = torch.zeros_like(t)
+    for dy in range(k):
+        for dx in range(k):
+            out += pad[..., dy:dy + h, dx:dx + w, dy:dy + h, dx:dx + w]
+    return out / (k * k)
+
+
+def _cnn_diag_maps(arch: CNN, x: torch.Tensor, shape) -> list[torch.Tensor]:
+    """Per-input, per-position variances ``S_l(x, x)(p, p)``, l = 1..depth, each (n, H, W)."""
+    _, ediag = _activation_maps(arch)
+    sw2, sb2 = arch.sigma_w ** 2, arch.sigma_b ** 2
+    xi = x.reshape(-1, *shape)
+    q = sb2 + sw2 * _avg_same((xi * xi).mean(1), arch.kernel_size)
+    out = [q]
+    for _ in range(arch.depth - 1):
+        q = sb2 + sw2 * _avg_same(ediag(q), arch.kernel_size)
+        out.append(q)
+    return out
+
+
+def _cnn_block(arch: CNN, x1, x2, q1s, q2s, shape) -> torch.Tensor:
+    e, _ = _activation_maps(arch)
+    sw2, sb2 = arch.sigma_w ** 2, arch.sigma_b ** 2
+    k = arch.kernel_size
+    a = x1.reshape(-1, *shape)
+    b = x2.reshape(-1, *shape)
+    c_in = shape[0]
+    if arch.readout == "flatten":
+        s = torch.einsum("ichw,jchw->ijhw", a, b) / c_in
+        s = sb2 + sw2 * _avg_same(s, k)
+        for layer in range(arch.depth):
+            s = e(s, q1s[layer][:, None], q2s[layer][None, :])
+            if layer < arch.depth - 1:
+                s = sb2 + sw2 * _avg_same(s, k)
+        return sb2 + sw2 * s.mean(dim=(-2, -1))
+    s = torch.einsum("ichw,jcuv->ijhwuv", a, b) / c_in
+    s = sb2 + sw2 * _avg_same_pairs(s, k)
+    for layer in range(arch.depth):
+        s = e(s, q1s[layer][:, None, :, :, None, None], q2s[layer][None, :, None, None, :, :])
+        if layer < arch.depth - 1:
+            s = sb2 + sw2 * _avg_same_pairs(s, k)
+    return sb2 + sw2 * s.mean(dim=(-4, -3, -2, -1))
+
+
+# --- public -----------------------------------------------------------------------------------
+
+def _default_block(arch, shape) -> int:
+    if isinstance(arch, FCN):
+        return 2048
+    hw = shape[1] * shape[2]
+    per_pair = hw * hw if arch.readout == "gap" else hw
+    # keep each block's largest temporary near 2**24 float64 values (128 MiB)
+    return max(1, int(math.sqrt(2 ** 24 / per_pair)))
+
+
+def kernel(
+    arch: Architecture,
+    x1,
+    x2=None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Analytic NNGP kernel of ``arch`` between inputs ``x1`` and ``x2``.
+
+    Parameters
+    ----------
+    arch : sampler.FCN or sampler.CNN
+        FCN with relu or erf; CNN (relu or erf) with ``flatten`` or ``gap`` readout. tanh and
+        LSTM have no closed form: the error says to use :func:`nngp.empirical_kernel`.
+    x1 : tensor or array, shape (n1, d)
+        Flattened inputs, as in ``sampler.Split``.
+    x2 : tensor or array, shape (n2, d), optional
+        Defaults to ``x1``; the result is then exactly symmetric and only blocks on or above
+        the diagonal are computed.
+    input_shape : tuple of int, optional
+        Shape of one example; required for CNN (``(C, H, W)``), ignored for FCN.
+    block_size : int, optional
+        Inputs per block (memory grows with its square); a sensible default per architecture.
+    device : optional
+        Where to compute (default: ``x1``'s device). The result is returned on that device.
+
+    Returns
+    -------
+    torch.Tensor, float64, shape (n1, n2)
+        Covariance of the network's scalar output (dimensionless, output units squared).
+    """
+    _activation_maps(arch)
+    x1 = as_float64("x1", x1, device=device)
+    symmetric = x2 is None
+    x2 = x1 if symmetric else as_float64("x2", x2, device=x1.device)
+    d = x1.shape[1]
+    if x2.shape[1] != d:
+        raise ValueError(f"x1 and x2 must have the same number of columns, got {d} and {x2.shape[1]}")
+    if isinstance(arch, CNN):
+        shape = _check_image_shape(arch, input_shape, d)
+        diag = lambda x: _cnn_diag_maps(arch, x, shape)  # noqa: E731
+        block = lambda a, b, qa, qb: _cnn_block(arch, a, b, qa, qb, shape)  # noqa: E731
+    else:
+        shape = (d,)
+        diag = lambda x: _fcn_diag_layers(arch, x)  # noqa: E731
+        block = lambda a, b, qa, qb: _fcn_block(arch, a, b, qa, qb)  # noqa: E731
+    bs = block_size if block_size is not None else _default_block(arch, shape)
+    if not isinstance(bs, int) or bs < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    n1, n2 = x1.shape[0], x2.shape[0]
+    q1 = diag(x1)
+    q2 = q1 if symmetric else diag(x2)
+    out = torch.empty(n1, n2, dtype=torch.float64, device=x1.device)
+    for i in range(0, n1, bs):
+        sl_i = slice(i, min(i + bs, n1))
+        for j in range(i if symmetric else 0, n2, bs):
+            sl_j = slice(j, min(j + bs, n2))
+            kb = block(x1[sl_i], x2[sl_j], [q[sl_i] for q in q1], [q[sl_j] for q in q2])
+            out[sl_i, sl_j] = kb
+            if symmetric and j != i:
+                out[sl_j, sl_i] = kb.T
+    if symmetric:
+        # exact diagonal from the variance recursion (arccos is ill-conditioned at correlation 1)
+        out.diagonal().copy_(kernel_diag(arch, x1, input_shape=input_shape))
+    if not torch.isfinite(out).all():
+        raise FloatingPointError("the NNGP kernel has non-finite entries; check the inputs' scale")
+    return out
+
+
+def kernel_diag(arch: Architecture, x, *, input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``K(x_i, x_i)`` for every row of ``x`` (shape (n,), float64), without the full matrix."""
+    _activation_maps(arch)
+    x = as_float64("x", x)
+    if isinstance(arch, FCN):
+        return _fcn_diag_layers(arch, x)[-1]
+    shape = _check_image_shape(arch, input_shape, x.shape[1])
+    if arch.readout == "flatten":
+        _, ediag = _activation_maps(arch)
+        q = _cnn_diag_maps(arch, x, shape)[-1]
+        return arch.sigma_b ** 2 + arch.sigma_w ** 2 * ediag(q).mean(dim=(-2, -1))
+    # gap couples positions: a per-input block computation
+    return torch.stack([kernel(arch, x[i:i + 1], x[i:i + 1].clone(), input_shape=shape)[0, 0]
+                        for i in range(x.shape[0])]) if x.shape[0] else x.new_zeros(0)

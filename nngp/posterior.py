@@ -1,0 +1,372 @@
+"""log P(S) and log P_B(f|S) in the NNGP limit, for thousands of functions.
+
+``P_B(f|S) = P(S, E = f) / P(S)`` where both are orthant probabilities of ``g ~ N(0, K)``, K the
+NNGP kernel on S then E (DESIGN.md). Two EP estimators:
+
+``ep`` (the reference's method)
+    One EP on all m + k points per function, labels ``(y_S, f)``:
+    ``log P_B(f|S) = log Z_EP(S, E=f) - log Z_EP(S)``. Each per-f EP is warm-started from the
+    sites of the EP on S (E's sites start flat), which only saves iterations.
+``ep-conditional``
+    One EP on S gives sites and hence the Gaussian ``q(g_E | S) = N(m_E, C_E)``,
+    ``m_E = K_ES (K_SS + S~)^-1 mu~``, ``C_E = K_EE - K_ES (K_SS + S~)^-1 K_SE``. Each f is then
+    the k-dimensional orthant probability ``log P[sign(g_E) = f]`` under that Gaussian, by EP on
+    k dimensions, batched over functions.
+
+Where they differ: ``ep`` lets E's constraints move the sites of S (the joint EP), while
+``ep-conditional`` freezes S's sites and replaces ``p(g_E | S's constraints)`` by its Gaussian
+EP approximation before imposing E's constraints. The difference grows with how much E's labels
+pull on S's posterior: small for functions the posterior favours, larger for functions far from
+the posterior mean's signs. ``benchmarks/log_pb.py`` measures it (MNIST, m = 1000, k = 100) and
+the closing note of issue 3 reports the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sampler._checks import check_choice, check_int
+from sampler.architectures import Architecture
+from sampler.data import Split
+from sampler.functions import strings_to_bits
+
+from .ep import EPResult, ep_orthant, ep_predict, warn_unconverged
+from .kernels import kernel
+from .orthant import _orthant_tilting, orthant
+
+LOG_PB_METHODS = ("ep-conditional", "ep")
+LOG_PS_METHODS = ("ep", "tilting", "genz")
+
+
+@dataclass(frozen=True)
+class TrainPosterior:
+    """The EP fit on the training set S and the Gaussian it implies on the test set E.
+
+    Attributes
+    ----------
+    log_ps : float
+        EP estimate of ``log P(S)`` (natural log), the log marginal likelihood under the 0-1
+        likelihood.
+    converged : bool
+    n_iter : int
+    max_change : float
+    jitter : float
+        Added to the kernel's diagonal (0 unless needed).
+    pred_mean : torch.Tensor, float64, shape (k,)
+        Mean of ``q(g_E | S)``.
+    pred_cov : torch.Tensor, float64, shape (k, k)
+        Covariance of ``q(g_E | S)``.
+    K : torch.Tensor, float64, shape (m + k, m + k)
+        NNGP kernel on S then E.
+    ep : EPResult
+        The EP on S (sites, Cholesky factor).
+    """
+
+    log_ps: float
+    converged: bool
+    n_iter: int
+    max_change: float
+    jitter: float
+    pred_mean: torch.Tensor = field(repr=False)
+    pred_cov: torch.Tensor = field(repr=False)
+    K: torch.Tensor = field(repr=False)
+    ep: EPResult = field(repr=False)
+    y_train: torch.Tensor = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LogPBResult:
+    """``log P_B(f|S)`` for many functions with per-function diagnostics.
+
+    Attributes
+    ----------
+    log_pb : np.ndarray, float64, shape (F,)
+    converged : np.ndarray of bool, shape (F,)
+        The EP (or tilting saddle point) for that function converged.
+    n_iter : np.ndarray of int, shape (F,)
+    stderr : np.ndarray, float64, shape (F,)
+        Monte Carlo standard error (``conditional_method="tilting"``), else nan.
+    log_ps : float
+        ``log P(S)`` used as the denominator.
+    method : str
+    """
+
+    log_pb: np.ndarray
+    converged: np.ndarray
+    n_iter: np.ndarray
+    stderr: np.ndarray
+    log_ps: float
+    method: str
+
+
+def _check_split(split) -> None:
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
+
+
+def _duplicate_conflicts(x: torch.Tensor, y: torch.Tensor) -> list[tuple[int, int]]:
+    """Pairs of identical inputs with different labels (they make the orthant probability 0)."""
+    keys: dict[bytes, int] = {}
+    bad = []
+    xn = x.detach().cpu().numpy()
+    for i, row in enumerate(xn):
+        key = row.tobytes()
+        if key in keys and int(y[keys[key]]) != int(y[i]):
+            bad.append((keys[key], i))
+        keys.setdefault(key, i)
+    return bad
+
+
+def _impossible_functions(split: Split, bits: np.ndarray) -> np.ndarray:
+    """Functions that give two identical inputs (S or E) different labels: P_B(f|S) = 0."""
+    x = split.x_all().detach().cpu().numpy()
+    m = split.n_train
+    first: dict[bytes, int] = {}
+    pairs = []
+    for i, row in enumerate(x):
+        key = row.tobytes()
+        if key in first and i >= m:
+            pairs.append((first[key], i))
+        first.setdefault(key, i)
+    bad = np.zeros(bits.shape[0], dtype=bool)
+    y_s = split.y_train.numpy()
+    for a, b in pairs:
+        la = np.full(bits.shape[0], y_s[a]) if a < m else bits[:, a - m]
+        bad |= la != bits[:, b - m]
+    return bad
+
+
+def train_posterior(
+    arch: Architecture,
+    split: Split,
+    *,
+    jitter: float | None = None,
+    damping: float = 0.5,
+    max_iter: int = 200,
+    tol: float = 1e-6,
+    K: torch.Tensor | None = None,
+) -> TrainPosterior:
+    """EP on S under the NNGP prior of ``arch``; compute it once and pass it as ``posterior=``.
+
+    Parameters
+    ----------
+    arch : sampler.Architecture
+        Needs an analytic kernel (FCN relu/erf, CNN); for others pass ``K``.
+    split : sampler.Split
+    jitter : float, optional
+        Added to the kernel's diagonal; ``None`` adds none unless a Cholesky fails, then the
+        smallest that works (reported in ``jitter``).
+    damping, max_iter, tol
+        EP settings (see :func:`nngp.ep.ep_orthant`).
+    K : torch.Tensor, shape (m + k, m + k), optional
+        A precomputed kernel on ``split.x_all()`` (e.g. :func:`nngp.empirical_kernel`).
+    """
+    _check_split(split)
+    m, k = split.n_train, split.n_test
+    if K is None:
+        K = kernel(arch, split.x_all(), input_shape=split.input_shape)
+    elif tuple(K.shape) != (m + k, m + k):
+        raise ValueError(f"K must have shape (m + k, m + k) = ({m + k}, {m + k}), got {tuple(K.shape)}")
+    K = K.to(torch.float64)
+    y = split.y_train.to(torch.float64)
+    bad = _duplicate_conflicts(split.x_train, split.y_train)
+    if bad:
+        i, j = bad[0]
+        raise ValueError(f"S holds {len(bad)} pair(s) of identical inputs with different labels (e.g. rows {i} and "
+                         f"{j}): no function fits S, P(S) = 0. Remove the duplicates from the training set")
+    K_ss = K[:m, :m]
+    res = ep_orthant(K_ss, y, damping=damping, max_iter=max_iter, tol=tol, jitter=jitter)
+    warn_unconverged(res, "EP on the training set")
+    mean, cov = ep_predict(res, K_ss, None, K[:m, m:], K[m:, m:])
+    return TrainPosterior(float(res.log_z), bool(res.converged), res.n_iter, float(res.max_change), res.jitter,
+                          mean, cov, K, res, y)
+
+
+def log_ps(arch: Architecture, split: Split, *, method: str = "ep", jitter: float | None = None,
+           seed: int | None = None, posterior: TrainPosterior | None = None, **options) -> float:
+    """``log P(S)``: the log probability that a function drawn from the NNGP prior fits S.
+
+    This is the log marginal likelihood under the 0-1 likelihood: an m-dimensional orthant
+    probability of ``N(0, K_SS)``.
+
+    Parameters
+    ----------
+    method : {"ep", "tilting", "genz"}
+        ``ep`` (default; reuses ``posterior`` if given), or a Monte Carlo orthant estimator
+        (``seed`` required; ``genz`` for m <= 100 only).
+    jitter : float, optional
+        Diagonal added to the kernel (``None``: adaptive, see :func:`train_posterior`).
+    posterior : TrainPosterior, optional
+        A fit from :func:`train_posterior` (avoids recomputing kernel and EP).
+    **options
+        Passed to :func:`nngp.orthant` for the Monte Carlo methods, to :func:`train_posterior`
+        for ``ep``.
+    """
+    check_choice("method", method, LOG_PS_METHODS)
+    if method == "ep":
+        post = posterior if posterior is not None else train_posterior(arch, split, jitter=jitter, **options)
+        return post.log_ps
+    _check_split(split)
+    K = posterior.K if posterior is not None else kernel(arch, split.x_train, input_shape=split.input_shape)
+    m = split.n_train
+    K_ss = K[:m, :m]
+    if jitter:
+        K_ss = K_ss + jitter * torch.eye(m, dtype=K_ss.dtype)
+    return orthant(K_ss, split.y_train, method=method, seed=seed, **options).log_prob
+
+
+def gp_test_error(arch: Architecture, split: Split, *, posterior: TrainPosterior | None = None) -> float:
+    """Test error on E of the GP classifier: sign of the mean of ``q(g_E | S)`` (EP on S).
+
+    ``q(g_i > 0 | S) > 1/2`` exactly when that mean is positive, so this is also the error of
+    the most probable label per test point.
+    """
+    post = posterior if posterior is not None else train_posterior(arch, split)
+    pred = (post.pred_mean > 0).to(torch.int64)
+    return float((pred != split.y_test.to(torch.int64)).double().mean())
+
+
+def _function_bits(functions, k: int) -> np.ndarray:
+    if isinstance(functions, (np.ndarray, torch.Tensor)):
+        bits = np.asarray(functions.cpu() if isinstance(functions, torch.Tensor) else functions)
+        if bits.ndim != 2 or bits.shape[1] != k or not np.isin(bits, (0, 1)).all():
+            raise ValueError(f"functions as an array must be (F, k={k}) of 0/1, got shape {bits.shape}")
+        return bits.astype(np.uint8)
+    if isinstance(functions, str):
+        raise TypeError("functions must be a list of bitstrings (not one string); wrap it: [f]")
+    functions = list(functions)
+    if not functions:
+        return np.zeros((0, k), dtype=np.uint8)
+    bits = strings_to_bits(functions)
+    if bits.shape[1] != k:
+        raise ValueError(f"functions must be bitstrings of length k = split.n_test = {k}, got length {bits.shape[1]}")
+    return bits
+
+
+def log_pb(arch: Architecture, split: Split, functions, *, method: str = "ep-conditional",
+           progress: bool = False, **kwargs) -> np.ndarray:
+    """``log P_B(f|S)`` (natural log) for each function f, a numpy float64 array of shape (F,).
+
+    See :func:`log_pb_details` for the parameters; this returns its ``log_pb`` and warns
+    (RuntimeWarning) when some EP did not converge.
+    """
+    res = log_pb_details(arch, split, functions, method=method, progress=progress, **kwargs)
+    bad = ~res.converged
+    if bad.any():
+        warnings.warn(f"log_pb(method={method!r}): EP did not converge for {int(bad.sum())} of {bad.size} "
+                      f"function(s); see nngp.log_pb_details for which", RuntimeWarning, stacklevel=2)
+    return res.log_pb
+
+
+def log_pb_details(
+    arch: Architecture,
+    split: Split,
+    functions,
+    *,
+    method: str = "ep-conditional",
+    progress: bool = False,
+    posterior: TrainPosterior | None = None,
+    conditional_method: str = "ep",
+    batch_size: int = 512,
+    damping: float = 0.5,
+    max_iter: int = 200,
+    tol: float = 1e-6,
+    jitter: float | None = None,
+    seed: int | None = None,
+    n_samples: int = 10000,
+) -> LogPBResult:
+    """``log P_B(f|S)`` for each function, with per-function diagnostics.
+
+    Parameters
+    ----------
+    arch : sampler.Architecture
+    split : sampler.Split
+    functions : sequence of str, or array (F, k) of 0/1
+        Bitstrings of length k = ``split.n_test`` in E's order.
+    method : {"ep-conditional", "ep"}
+        See the module docstring.
+    progress : bool
+        Show a tqdm progress bar over functions.
+    posterior : TrainPosterior, optional
+        A fit from :func:`train_posterior` for this ``arch`` and ``split`` (reused, not
+        recomputed).
+    conditional_method : {"ep", "tilting"}
+        For ``ep-conditional``: the k-dimensional orthant by batched EP, or by minimax tilting
+        (Monte Carlo standard error per f in ``stderr``; needs ``seed``; slower).
+    batch_size : int
+        Functions per batched EP (memory ~ 3 * batch_size * k^2 * 8 bytes).
+    damping, max_iter, tol, jitter
+        EP settings.
+    seed : int, optional
+        For ``conditional_method="tilting"``.
+    n_samples : int
+        Samples per function for ``conditional_method="tilting"``.
+    """
+    check_choice("method", method, LOG_PB_METHODS)
+    check_choice("conditional_method", conditional_method, ("ep", "tilting"))
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    _check_split(split)
+    k = split.n_test
+    bits = _function_bits(functions, k)
+    post = posterior if posterior is not None else train_posterior(
+        arch, split, jitter=jitter, damping=damping, max_iter=max_iter, tol=tol)
+    n_f = bits.shape[0]
+    out = np.full(n_f, np.nan)
+    conv = np.zeros(n_f, dtype=bool)
+    iters = np.zeros(n_f, dtype=np.int64)
+    stderr = np.full(n_f, np.nan)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_f, desc=f"log P_B ({method})", unit="f")
+    try:
+        if method == "ep-conditional" and conditional_method == "ep":
+            for lo in range(0, n_f, batch_size):
+                f = torch.from_numpy(bits[lo:lo + batch_size]).to(torch.float64)
+                r = ep_orthant(post.pred_cov, f, mean=post.pred_mean, damping=damping, max_iter=max_iter,
+                               tol=tol, jitter=jitter)
+                out[lo:lo + len(f)] = r.log_z.numpy()
+                conv[lo:lo + len(f)] = r.converged.numpy()
+                iters[lo:lo + len(f)] = r.n_iter
+                if bar is not None:
+                    bar.update(len(f))
+        elif method == "ep-conditional":
+            if seed is None:
+                raise ValueError("conditional_method='tilting' is stochastic: pass seed=<int>")
+            for i in range(n_f):
+                r = _orthant_tilting(post.pred_cov, torch.from_numpy(bits[i]).to(torch.float64), post.pred_mean,
+                                     seed=check_int("seed", seed, minimum=0) + i, n_samples=n_samples)
+                out[i], stderr[i], conv[i], iters[i] = r.log_prob, r.stderr, r.converged, r.n_iter
+                if bar is not None:
+                    bar.update(1)
+        else:
+            init = (torch.cat([post.ep.tau, torch.zeros(k, dtype=torch.float64)]),
+                    torch.cat([post.ep.nu, torch.zeros(k, dtype=torch.float64)]))
+            for i in range(n_f):
+                y = torch.cat([post.y_train, torch.from_numpy(bits[i]).to(torch.float64)])
+                r = ep_orthant(post.K, y, damping=damping, max_iter=max_iter, tol=tol,
+                               jitter=post.jitter if jitter is None else jitter, init=init)
+                out[i] = float(r.log_z) - post.log_ps
+                conv[i], iters[i] = bool(r.converged), r.n_iter
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    impossible = _impossible_functions(split, bits)
+    if impossible.any():
+        warnings.warn(f"{int(impossible.sum())} function(s) disagree with labels of identical inputs (in S or "
+                      f"within E): their P_B(f|S) is exactly 0, returned as log P_B = -inf", RuntimeWarning,
+                      stacklevel=2)
+        out[impossible] = -np.inf
+        conv[impossible] = True
+    if np.isnan(out).any() or np.isposinf(out).any():
+        raise FloatingPointError(f"{int((~np.isfinite(out)).sum())} log P_B values are NaN or +inf")
+    conv &= post.converged
+    return LogPBResult(out, conv, iters, stderr, post.log_ps, method)
