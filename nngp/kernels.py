@@ -71,8 +71,8 @@ def relu_expectation(c: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> tor
 def _relu_inplace(c: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
     # in place on c: the kernel of 10^4 inputs is memory-bound, temporaries cost time
     tiny = torch.finfo(c.dtype).tiny
-    norm = torch.sqrt(q1).clamp_min(tiny) * torch.sqrt(q2).clamp_min(tiny)
-    rho = c.div_(norm).clamp_(-1.0, 1.0)  # q == 0 implies c == 0, so rho = 0 there
+    norm = torch.sqrt(q1) * torch.sqrt(q2)
+    rho = c.div_(norm.clamp_min(tiny)).clamp_(-1.0, 1.0)  # q == 0 implies c == 0, so rho = 0 there
     theta = torch.arccos(rho)
     out = torch.sin(theta)
     out.addcmul_(theta.neg_().add_(math.pi), rho)
@@ -279,6 +279,8 @@ def kernel(
         for j in range(i if symmetric else 0, n2, bs):
             sl_j = slice(j, min(j + bs, n2))
             kb = block(x1[sl_i], x2[sl_j], [q[sl_i] for q in q1], [q[sl_j] for q in q2])
+            if symmetric and j == i:
+                kb = 0.5 * (kb + kb.T)  # rounding in the matmul breaks exact symmetry
             out[sl_i, sl_j] = kb
             if symmetric and j != i:
                 out[sl_j, sl_i] = kb.T

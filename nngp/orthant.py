@@ -162,6 +162,15 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method={method!r}; valid: {sorted(allowed)}")
+    keep, conflict = _duplicate_variables(K, y, mean)
+    if conflict:
+        warnings.warn("two perfectly correlated variables (duplicate inputs) must have different signs: the "
+                      "probability is exactly 0, returned as log_prob = -inf", RuntimeWarning, stacklevel=2)
+        return OrthantResult(-math.inf, 0.0, True, 0, method)
+    if keep is not None:
+        # a duplicate adds no constraint, but EP would count it twice: drop it (exact)
+        K, y = K[keep][:, keep], y[keep]
+        mean = None if mean is None else mean[keep]
     if method == "ep":
         return _orthant_ep(K, y, mean, **options)
     if seed is None:
@@ -170,6 +179,24 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     if method == "genz":
         return _orthant_genz(K, y, mean, seed=seed, **options)
     return _orthant_tilting(K, y, mean, seed=seed, **options)
+
+
+def _duplicate_variables(K, y, mean):
+    """Indices to keep after dropping exact duplicates (correlation 1, equal variance and mean),
+    and whether some duplicate pair has conflicting labels. ``(None, False)`` if none."""
+    d = torch.diagonal(K)
+    dup = (K >= (1.0 - 1e-12) * d[:, None]) & (K >= (1.0 - 1e-12) * d[None, :]) & (d[:, None] > 0)
+    if mean is not None:
+        dup &= (mean[:, None] - mean[None, :]).abs() <= 1e-12 * (1.0 + mean.abs().max())
+    dup = torch.triu(dup, diagonal=1)
+    if not bool(dup.any()):
+        return None, False
+    i, j = torch.nonzero(dup, as_tuple=True)
+    if bool((y[i] != y[j]).any()):
+        return None, True
+    drop = torch.zeros(K.shape[0], dtype=torch.bool)
+    drop[j] = True
+    return torch.nonzero(~drop).squeeze(1), False
 
 
 def log_orthant(K, y, method: str = "ep", **kwargs) -> float:

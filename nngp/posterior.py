@@ -64,7 +64,8 @@ class TrainPosterior:
     K : torch.Tensor, float64, shape (m + k, m + k)
         NNGP kernel on S then E.
     ep : EPResult
-        The EP on S (sites, Cholesky factor).
+        The EP on S (sites, Cholesky factor), fitted on the distinct inputs of S
+        (``train_keep``: their rows in S; an exact duplicate adds no constraint).
     """
 
     log_ps: float
@@ -76,7 +77,8 @@ class TrainPosterior:
     pred_cov: torch.Tensor = field(repr=False)
     K: torch.Tensor = field(repr=False)
     ep: EPResult = field(repr=False)
-    y_train: torch.Tensor = field(repr=False)
+    y_train: torch.Tensor = field(repr=False)  # labels of the distinct inputs of S that EP fitted
+    train_keep: torch.Tensor = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,18 @@ def _duplicate_conflicts(x: torch.Tensor, y: torch.Tensor) -> list[tuple[int, in
             bad.append((keys[key], i))
         keys.setdefault(key, i)
     return bad
+
+
+def _unique_rows(x: torch.Tensor) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row of ``x`` (in order)."""
+    seen: dict[bytes, None] = {}
+    keep = []
+    for i, row in enumerate(x.detach().cpu().numpy()):
+        key = row.tobytes()
+        if key not in seen:
+            seen[key] = None
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def _impossible_functions(split: Split, bits: np.ndarray) -> np.ndarray:
@@ -179,12 +193,14 @@ def train_posterior(
         i, j = bad[0]
         raise ValueError(f"S holds {len(bad)} pair(s) of identical inputs with different labels (e.g. rows {i} and "
                          f"{j}): no function fits S, P(S) = 0. Remove the duplicates from the training set")
-    K_ss = K[:m, :m]
-    res = ep_orthant(K_ss, y, damping=damping, max_iter=max_iter, tol=tol, jitter=jitter)
+    # duplicated inputs add no constraint but EP would count them twice: fit the distinct ones
+    keep = torch.from_numpy(_unique_rows(split.x_train))
+    K_ss = K[keep][:, keep]
+    res = ep_orthant(K_ss, y[keep], damping=damping, max_iter=max_iter, tol=tol, jitter=jitter)
     warn_unconverged(res, "EP on the training set")
-    mean, cov = ep_predict(res, K_ss, None, K[:m, m:], K[m:, m:])
+    mean, cov = ep_predict(res, K_ss, None, K[keep, m:], K[m:, m:])
     return TrainPosterior(float(res.log_z), bool(res.converged), res.n_iter, float(res.max_change), res.jitter,
-                          mean, cov, K, res, y)
+                          mean, cov, K, res, y[keep], keep)
 
 
 def log_ps(arch: Architecture, split: Split, *, method: str = "ep", jitter: float | None = None,
@@ -326,10 +342,12 @@ def log_pb_details(
 
         bar = tqdm(total=n_f, desc=f"log P_B ({method})", unit="f")
     try:
+        e_keep = torch.from_numpy(_unique_rows(split.x_test))
+        cov_e, mean_e = post.pred_cov[e_keep][:, e_keep], post.pred_mean[e_keep]
         if method == "ep-conditional" and conditional_method == "ep":
             for lo in range(0, n_f, batch_size):
-                f = torch.from_numpy(bits[lo:lo + batch_size]).to(torch.float64)
-                r = ep_orthant(post.pred_cov, f, mean=post.pred_mean, damping=damping, max_iter=max_iter,
+                f = torch.from_numpy(bits[lo:lo + batch_size][:, e_keep.numpy()]).to(torch.float64)
+                r = ep_orthant(cov_e, f, mean=mean_e, damping=damping, max_iter=max_iter,
                                tol=tol, jitter=jitter)
                 out[lo:lo + len(f)] = r.log_z.numpy()
                 conv[lo:lo + len(f)] = r.converged.numpy()
@@ -340,17 +358,23 @@ def log_pb_details(
             if seed is None:
                 raise ValueError("conditional_method='tilting' is stochastic: pass seed=<int>")
             for i in range(n_f):
-                r = _orthant_tilting(post.pred_cov, torch.from_numpy(bits[i]).to(torch.float64), post.pred_mean,
+                r = _orthant_tilting(cov_e, torch.from_numpy(bits[i][e_keep.numpy()]).to(torch.float64), mean_e,
                                      seed=check_int("seed", seed, minimum=0) + i, n_samples=n_samples)
                 out[i], stderr[i], conv[i], iters[i] = r.log_prob, r.stderr, r.converged, r.n_iter
                 if bar is not None:
                     bar.update(1)
         else:
-            init = (torch.cat([post.ep.tau, torch.zeros(k, dtype=torch.float64)]),
-                    torch.cat([post.ep.nu, torch.zeros(k, dtype=torch.float64)]))
+            m = split.n_train
+            # distinct inputs of S then E: S's are post.train_keep, E's are those new to S and E
+            keep = torch.from_numpy(_unique_rows(split.x_all()))
+            n_s = len(post.train_keep)
+            e_cols = (keep[n_s:] - m).numpy()
+            K_all = post.K[keep][:, keep]
+            init = (torch.cat([post.ep.tau, torch.zeros(len(e_cols), dtype=torch.float64)]),
+                    torch.cat([post.ep.nu, torch.zeros(len(e_cols), dtype=torch.float64)]))
             for i in range(n_f):
-                y = torch.cat([post.y_train, torch.from_numpy(bits[i]).to(torch.float64)])
-                r = ep_orthant(post.K, y, damping=damping, max_iter=max_iter, tol=tol,
+                y = torch.cat([post.y_train, torch.from_numpy(bits[i][e_cols]).to(torch.float64)])
+                r = ep_orthant(K_all, y, damping=damping, max_iter=max_iter, tol=tol,
                                jitter=post.jitter if jitter is None else jitter, init=init)
                 out[i] = float(r.log_z) - post.log_ps
                 conv[i], iters[i] = bool(r.converged), r.n_iter
