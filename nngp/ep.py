@@ -91,14 +91,19 @@ def truncated_moments(m: torch.Tensor, v: torch.Tensor, s: torch.Tensor):
 def _diag_inverse_from_chol(chol: torch.Tensor) -> torch.Tensor:
     """``diag(B^-1)`` from the lower Cholesky factor of B, for batches of matrices."""
     n = chol.shape[-1]
-    if chol.dim() == 2 and chol.device.type == "cpu" and n > 256:
-        # LAPACK dtrtri inverts a triangle in n^3/3 flops, 3x less than a triangular solve against I.
+    if chol.device.type == "cpu":
+        # LAPACK dtrtri inverts a triangle in n^3/3 flops; torch's CPU batched triangular solves and
+        # inverses measured 10-70x slower than a Python loop of dtrtri here (512 x 100 x 100).
         from scipy.linalg import lapack
 
-        inv, info = lapack.dtrtri(chol.numpy(), lower=1)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"triangular inverse failed (info={info})")
-        return torch.from_numpy((inv * inv).sum(0))
+        flat = chol.reshape(-1, n, n).numpy()
+        out = np.empty((flat.shape[0], n))
+        for i, mat in enumerate(flat):
+            inv, info = lapack.dtrtri(mat, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"triangular inverse failed (info={info})")
+            out[i] = np.einsum("ij,ij->j", inv, inv)
+        return torch.from_numpy(out.reshape(chol.shape[:-1]))
     eye = torch.eye(n, dtype=chol.dtype, device=chol.device).expand_as(chol)
     inv = torch.linalg.solve_triangular(chol, eye, upper=False)
     return (inv * inv).sum(-2)
@@ -140,7 +145,7 @@ def ep_orthant(
     y: torch.Tensor,
     *,
     mean: torch.Tensor | None = None,
-    damping: float = 0.5,
+    damping: float = 0.8,
     max_iter: int = 200,
     tol: float = 1e-6,
     updates: str = "parallel",
@@ -161,7 +166,10 @@ def ep_orthant(
     mean : torch.Tensor, shape (..., n), optional
         Prior mean (default 0).
     damping : float in (0, 1]
-        Fraction of each new site taken (in natural parameters); 1 is undamped.
+        Fraction of each new site taken (in natural parameters); 1 is undamped. Parallel
+        updates halve it (down to 0.05) whenever the largest marginal change grows 1.5-fold
+        from one iteration to the next (oscillation). 0.8 needed ~22 iterations for tol = 1e-6
+        on MNIST NNGP kernels (m = 1000) where 0.5 needed ~37, with the same log Z to 1e-11.
     max_iter, tol
         Stop when the largest change of a posterior marginal over one iteration is below ``tol``
         for every problem in the batch, or after ``max_iter`` iterations.
@@ -225,8 +233,11 @@ def _ep(K, y, mean, damping, max_iter, tol, updates, jitter, init, min_iter):
             tau, nu = _sequential_sweep(K, m, s, tau, nu, floor, damping, jitter)
         mu_old, var_old = mu, var
         mu, var, chol = _posterior(K, kdiag, m, tau, nu, jitter)
+        prev = change
         change = torch.maximum(((mu - mu_old).abs() / torch.sqrt(var)).amax(-1),
                                torch.log(var / var_old).abs().amax(-1))
+        if updates == "parallel" and it > 1 and bool((change > 1.5 * prev).any()):
+            damping = max(0.5 * damping, 0.05)
         if not bool(torch.isfinite(change).all()):
             raise FloatingPointError("EP produced non-finite site parameters")
         if it >= min_iter and bool((change < tol).all()):

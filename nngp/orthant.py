@@ -141,7 +141,7 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     seed : int, optional
         Required by the stochastic methods (``genz``, ``tilting``), keyword-only.
     **options
-        ``ep``: ``damping`` (0.5), ``max_iter`` (200), ``tol`` (1e-6), ``updates``
+        ``ep``: ``damping`` (0.8), ``max_iter`` (200), ``tol`` (1e-6), ``updates``
         ("parallel"/"sequential"), ``jitter`` (None: adaptive).
         ``genz``: ``maxpts`` (20000 n), ``repeats`` (1).
         ``tilting``: ``n_samples`` (10000), ``solve`` (True: find the minimax tilt; False:
@@ -208,7 +208,7 @@ def log_orthant(K, y, method: str = "ep", **kwargs) -> float:
     return res.log_prob
 
 
-def _orthant_ep(K, y, mean, damping=0.5, max_iter=200, tol=1e-6, updates="parallel", jitter=None):
+def _orthant_ep(K, y, mean, damping=0.8, max_iter=200, tol=1e-6, updates="parallel", jitter=None):
     damping = check_float("damping", damping, minimum=0.0, maximum=1.0, strict_minimum=True)
     max_iter = check_int("max_iter", max_iter, minimum=1)
     tol = check_float("tol", tol, minimum=0.0, strict_minimum=True)

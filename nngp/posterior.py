@@ -160,9 +160,9 @@ def train_posterior(
     split: Split,
     *,
     jitter: float | None = None,
-    damping: float = 0.5,
+    damping: float = 0.8,
     max_iter: int = 200,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
     K: torch.Tensor | None = None,
 ) -> TrainPosterior:
     """EP on S under the NNGP prior of ``arch``; compute it once and pass it as ``posterior=``.
@@ -176,7 +176,9 @@ def train_posterior(
         Added to the kernel's diagonal; ``None`` adds none unless a Cholesky fails, then the
         smallest that works (reported in ``jitter``).
     damping, max_iter, tol
-        EP settings (see :func:`nngp.ep.ep_orthant`).
+        EP settings (see :func:`nngp.ep.ep_orthant`). ``tol = 1e-4`` (largest change of a
+        posterior marginal, in posterior standard deviations) changed log P(S) by ~1e-7 against
+        1e-6 on MNIST (m = 1000) and saves a third of the iterations.
     K : torch.Tensor, shape (m + k, m + k), optional
         A precomputed kernel on ``split.x_all()`` (e.g. :func:`nngp.empirical_kernel`).
     """
@@ -289,9 +291,9 @@ def log_pb_details(
     posterior: TrainPosterior | None = None,
     conditional_method: str = "ep",
     batch_size: int = 512,
-    damping: float = 0.5,
+    damping: float = 0.8,
     max_iter: int = 200,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
     jitter: float | None = None,
     seed: int | None = None,
     n_samples: int = 10000,

@@ -22,7 +22,7 @@ def test_one_dimension_is_exact():
     for y, mean in [(1, 0.7), (0, 0.7), (1, -3.0), (0, 40.0)]:
         res = nngp.orthant(K, [y], mean=[mean])
         s = 2 * y - 1
-        assert res.log_prob == pytest.approx(special.log_ndtr(s * mean / math.sqrt(2.5)), rel=1e-10)
+        assert res.log_prob == pytest.approx(special.log_ndtr(s * mean / math.sqrt(2.5)), rel=1e-9)
         assert res.converged and res.method == "ep" and math.isnan(res.stderr)
 
 
