@@ -2,8 +2,10 @@
 
 ``sgdbayes data DATASET [--n-train M] ...`` prints a split's summary; ``sgdbayes run [CONFIG]
 [--set key=value ...] [--out DIR] [--executor local|ray]`` runs a whole experiment (or, for a file
-with a ``[sweep]`` section, each of its points) into a run folder; ``sgdbayes analyze RUN_DIR`` re-makes its report. Bad input becomes one line on stderr and
-exit status 2, never a traceback (set ``SGDBAYES_TRACEBACK=1`` to see one).
+with a ``[sweep]`` section, each of its points) into a run folder; ``sgdbayes analyze RUN_DIR`` re-makes its report;
+``sgdbayes compare [CONFIG] [--set ...] [--out DIR]`` runs the Boolean estimator comparison
+(sampler.compare). Bad input becomes one line on stderr and exit status 2, never a traceback (set
+``SGDBAYES_TRACEBACK=1`` to see one).
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("run_dir")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="analysis.KEY=VALUE",
                    help="override an [analysis] key, e.g. --set analysis.min_count=5")
+
+    c = sub.add_parser("compare", help="Boolean n=7 check: P_SGD and P_B by prior sampling, EP and ESS, one table "
+                                       "and one figure")
+    c.add_argument("config", nargs="?", default=None,
+                   help="TOML file with a [compare] table (default: built-in, as configs/paper/boolean.toml)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one key, e.g. --set compare.train_sizes=[32] or --set sgd.n_runs=200")
+    c.add_argument("--out", default=None, help="run folder (default: runs/<config name>-<time>)")
+    c.add_argument("--no-progress", action="store_true", help="no progress output")
     return p
 
 
@@ -87,13 +98,28 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .compare import load_compare_config, run_compare
+
+    config = load_compare_config(args.config, args.overrides)
+    out = args.out
+    if out is None:
+        name = Path(args.config).stem if args.config else "boolean-compare"
+        out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = run_compare(config, out, progress=not args.no_progress)
+    print(result.summary_text())
+    print(f"table: {result.table_path}\nfigure: {result.figure_path}\nreport: {result.report_path}\n"
+          f"wall time: {result.seconds:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze}[args.command]
+    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze, "compare": _cmd_compare}[args.command]
     try:
         return handler(args)
     except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:
