@@ -27,15 +27,6 @@ def split_for(data: DataConfig) -> Split:
     return split
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other values unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def train_spec_for(config: ExperimentConfig):
     """The ``sampler.sgd.TrainSpec`` of an experiment's ``[sgd]`` section."""
     from .sgd import TrainSpec
@@ -48,12 +39,12 @@ def train_spec_for(config: ExperimentConfig):
 
 def sgd_task(task, folder: RunFolder) -> int:
     """Train runs ``params['start']`` to ``params['stop']`` and write their per-run rows."""
-    from .sgd import train_runs
+    from .sgd import resolve_device, train_runs
 
     config = parse_config(task.config)
     start, stop = int(task.params["start"]), int(task.params["stop"])
     t0 = time.perf_counter()
-    device = resolve_device(config.sgd.device)
+    device = str(resolve_device(config.sgd.device))
     table = train_runs(config.arch, split_for(config.data), train_spec_for(config), seed=config.sgd.seed,
                        start=start, stop=stop, ensemble=config.sgd.ensemble, device=device)
     folder.write_shard("sgd", task.index, table, node=socket.gethostname(), device=device,

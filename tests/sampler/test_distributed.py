@@ -47,22 +47,31 @@ def test_ray_and_local_give_identical_counts(tmp_path, local_ray):
     assert all(r.skipped for r in again) and folder.merge_counts("sgd") == expected
 
 
-def _run_task_in_child(task):
+def _killed_after_first_runs(task):
+    """Run ``task`` in this (child) process and SIGKILL it as soon as some of its runs finished:
+    the shard is then certainly interrupted midway, with no chance to clean up."""
+    import sampler.sgd as sgd
+
+    train_runs = sgd.train_runs
+
+    def train_then_die(*args, **kwargs):
+        kwargs["progress"] = lambda n_done, n_fit: os.kill(os.getpid(), signal.SIGKILL)
+        return train_runs(*args, **kwargs)
+
+    sgd.train_runs = train_then_die
     run_task(task)
 
 
 def test_worker_killed_mid_shard_loses_and_double_counts_nothing(tmp_path, local_ray):
-    overrides = SMALL + ["sgd.n_runs=400", "sgd.shard_size=200", "sgd.max_epochs=2000", "sgd.lr=0.001"]
+    overrides = SMALL + ["sgd.n_runs=64", "sgd.shard_size=32"]
     config, expected = _reference(tmp_path, overrides)
     folder = RunFolder(tmp_path / "killed")
     tasks = sgd_tasks(config, folder)
-    child = mp.get_context("spawn").Process(target=_run_task_in_child, args=(tasks[0],))
+    child = mp.get_context("spawn").Process(target=_killed_after_first_runs, args=(tasks[1],))
     child.start()
-    time.sleep(4.0)  # well into the shard (imports and training), long before it can finish
-    assert child.is_alive(), "the shard finished before it could be killed: make it longer"
-    os.kill(child.pid, signal.SIGKILL)
-    child.join()
-    assert not folder.has_shard("sgd", 0)
+    child.join(timeout=240)
+    assert child.exitcode == -signal.SIGKILL
+    assert folder.shard_indices("sgd") == []  # nothing half-written is visible as a shard
     execute(tasks, executor="ray", progress=False)
     assert folder.merge_counts("sgd") == expected
 
