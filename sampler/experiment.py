@@ -127,8 +127,12 @@ def run_experiment(
         for _, table, _ in folder.iter_shards("bayes"):
             log_pb.update(zip(table.column("function").to_pylist(), table.column("log_pb").to_pylist()))
         split = split_for(config.data)
-        bayes = {"method": config.bayes.method, "log_p_s": float(nngp.log_ps(config.arch, split)),
-                 "gp_test_error": float(nngp.gp_test_error(config.arch, split))}
+        posterior = nngp.train_posterior(config.arch, split)  # one EP on S serves both numbers
+        bayes = {"method": config.bayes.method,
+                 "log_p_s": float(nngp.log_ps(config.arch, split, posterior=posterior)),
+                 "gp_test_error": float(nngp.gp_test_error(config.arch, split, posterior=posterior)),
+                 "ep_converged": bool(posterior.converged), "ep_iterations": int(posterior.n_iter),
+                 "ep_max_change": float(posterior.max_change), "jitter": float(posterior.jitter)}
         atomic_write_json(folder.path / "bayes.json", bayes)
         folder.update_manifest(timings={"bayes_s": time.perf_counter() - t1}, nodes={"bayes": _nodes(breports)})
 
