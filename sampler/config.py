@@ -25,9 +25,9 @@ from ._checks import check_choice, check_float, check_int, did_you_mean
 from .architectures import ARCHITECTURES, FCN, Architecture, make_architecture
 from .data import BINARIZATIONS, DATASETS
 
-OPTIMIZERS = ("sgd", "adam", "adagrad", "adadelta", "rmsprop")
-LOSSES = ("ce", "mse")
-DEVICES = ("cpu", "cuda", "auto")
+from .optimizers import OPTIMIZERS
+from .sgd import DEVICES, LOSSES
+
 BAYES_METHODS = ("ep-conditional", "ep", "none")
 
 
