@@ -69,7 +69,7 @@ def test_worker_killed_mid_shard_loses_and_double_counts_nothing(tmp_path, local
     tasks = sgd_tasks(config, folder)
     child = mp.get_context("spawn").Process(target=_killed_after_first_runs, args=(tasks[1],))
     child.start()
-    child.join(timeout=240)
+    child.join(timeout=600)
     assert child.exitcode == -signal.SIGKILL
     assert folder.shard_indices("sgd") == []  # nothing half-written is visible as a shard
     execute(tasks, executor="ray", progress=False)
