@@ -78,7 +78,7 @@ def test_worker_killed_mid_shard_loses_and_double_counts_nothing(tmp_path, local
 
 def test_driver_killed_then_restarted_completes_the_folder(tmp_path):
     out = tmp_path / "driver"
-    overrides = SMALL + ["sgd.n_runs=160"]
+    overrides = SMALL + ["sgd.n_runs=96"]
     config, expected = _reference(tmp_path, overrides)
     args = [sys.executable, "-m", "sampler.cli", "run", "--no-progress", "--out", str(out)]
     for o in overrides:
@@ -91,8 +91,9 @@ def test_driver_killed_then_restarted_completes_the_folder(tmp_path):
     proc.kill()
     proc.wait()
     done_before = folder.shard_indices("sgd")
-    assert 0 < len(done_before) < 10
-    assert subprocess.run(args + ["--executor", "ray"], capture_output=True, timeout=300).returncode == 0
+    assert 0 < len(done_before) < 6
+    # The restarted driver (the embedded executor: Ray's own restart is covered above) redoes only the rest.
+    assert subprocess.run(args, capture_output=True, timeout=600).returncode == 0
     assert folder.merge_counts("sgd") == expected
-    manifest = folder.read_manifest()
-    assert manifest["executor"] == "ray" and "sgd" in manifest["nodes"]
+    redone = [i for nodes in folder.read_manifest()["nodes"]["sgd"].values() for i in nodes]
+    assert sorted(redone) == [i for i in range(6) if i not in done_before]
