@@ -59,8 +59,11 @@ class ShardReport:
     skipped: bool
 
 
-def run_task(task: ShardTask) -> ShardReport:
-    """Execute ``task`` in this process (a no-op if its shard is already on disk)."""
+def run_task(task: ShardTask, progress: Callable[[int, int], None] | None = None) -> ShardReport:
+    """Execute ``task`` in this process (a no-op if its shard is already on disk).
+
+    ``progress(n_done, n_fit)``, if given, hears how many of the task's items are done so far.
+    """
     from .store import RunFolder
     from .tasks import TASK_KINDS
 
@@ -68,7 +71,7 @@ def run_task(task: ShardTask) -> ShardReport:
     if folder.has_shard(task.kind, task.index):
         return ShardReport(task.kind, task.index, socket.gethostname(), 0.0, 0, True)
     t0 = time.perf_counter()
-    n_items = TASK_KINDS[task.kind](task, folder)
+    n_items = TASK_KINDS[task.kind](task, folder, progress)
     return ShardReport(task.kind, task.index, socket.gethostname(), time.perf_counter() - t0, n_items, False)
 
 
@@ -81,10 +84,23 @@ class _Progress:
         self.bar = tqdm(total=total_items, desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
         self.n_shards = n_shards
         self.done = 0
+        self.inner = 0  # items of the running task already shown
+
+    def within(self):
+        """A ``progress(n_done, n_fit)`` callback that moves the bar inside one task."""
+        self.inner = 0
+
+        def callback(n_done: int, n_fit: int) -> None:
+            self.bar.update(n_done - self.inner)
+            self.inner = n_done
+            self.bar.set_postfix_str(f"shard {self.done + 1}/{self.n_shards}, fit {n_fit}/{n_done}", refresh=False)
+
+        return callback
 
     def update(self, report: ShardReport, n_items: int) -> None:
         self.done += 1
-        self.bar.update(n_items)
+        self.bar.update(n_items - self.inner)
+        self.inner = 0
         self.bar.set_postfix_str(f"shards {self.done}/{self.n_shards} last on {report.node}")
 
     def close(self) -> None:
@@ -118,7 +134,7 @@ def execute(
         if executor == "local":
             reports = []
             for task in tasks:
-                report = run_task(task)
+                report = run_task(task, bar.within())
                 bar.update(report, items_of(task))
                 reports.append(report)
             return reports

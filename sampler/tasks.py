@@ -37,7 +37,7 @@ def train_spec_for(config: ExperimentConfig):
                      check_every=s.check_every or None)
 
 
-def sgd_task(task, folder: RunFolder) -> int:
+def sgd_task(task, folder: RunFolder, progress=None) -> int:
     """Train runs ``params['start']`` to ``params['stop']`` and write their per-run rows."""
     from .sgd import resolve_device, train_runs
 
@@ -46,13 +46,13 @@ def sgd_task(task, folder: RunFolder) -> int:
     t0 = time.perf_counter()
     device = str(resolve_device(config.sgd.device))
     table = train_runs(config.arch, split_for(config.data), train_spec_for(config), seed=config.sgd.seed,
-                       start=start, stop=stop, ensemble=config.sgd.ensemble, device=device)
+                       start=start, stop=stop, ensemble=config.sgd.ensemble, device=device, progress=progress)
     folder.write_shard("sgd", task.index, table, node=socket.gethostname(), device=device,
                        seconds=time.perf_counter() - t0, start=start, stop=stop)
     return stop - start
 
 
-def bayes_task(task, folder: RunFolder) -> int:
+def bayes_task(task, folder: RunFolder, progress=None) -> int:
     """log P_B(f|S) for the functions in ``params['functions']``; rows ``function``, ``log_pb``."""
     import nngp
 
