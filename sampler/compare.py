@@ -434,8 +434,8 @@ def compare_methods(x: MethodEstimate, y: MethodEstimate, *, min_count: int, n_b
         if est.counts is not None and est.counts.n_fit == 0:
             notes.append(f"{est.name}: 0 of {est.counts.n_runs} fit S")
         elif not sel:
-            notes.append(f"{est.name}: no function seen >= {min_count} times" if est.counts is not None
-                         else f"{est.name}: no function evaluated")
+            notes.append(f"{est.name}: {est.counts.n_fit} of {est.counts.n_runs} fit S, no function seen >= "
+                         f"{min_count} times" if est.counts is not None else f"{est.name}: no function evaluated")
     if not common:
         row["note"] = "; ".join(notes or ["no function common to both"])
         return row
@@ -721,7 +721,8 @@ def build_panels(case_estimates: Sequence[tuple[str, Mapping[str, MethodEstimate
             if x.counts is not None and x.counts.n_fit == 0:
                 notes.append(f"{ref}: 0 of {x.counts.n_runs:.3g} samples fit S")
             elif not sx:
-                notes.append(f"{ref}: no function seen >= {min_count} times")
+                notes.append(f"{ref}: {x.counts.n_fit} of {x.counts.n_runs:.3g} samples fit S,\nno function seen "
+                             f">= {min_count} times" if x.counts is not None else f"{ref}: no function evaluated")
             for xm, ym in method_pairs(list(est)):
                 if xm != ref:
                     continue
@@ -810,7 +811,8 @@ def _write_report(folder: RunFolder, config: CompareConfig, rows, cases, figure:
         f"Architecture: {config.arch.describe()}; |E| = {config.n_test}; split seed {config.data_seed}; "
         f"functions compared where each method saw them >= {config.analysis.min_count} times "
         f"(EP: every function evaluated). Natural logs; TV, JS and KL(y||x) in nats after renormalising both "
-        f"methods on the common functions; mass = P each method puts on them. Wall time {seconds:.0f} s.",
+        f"methods on the common functions; mass = P each method puts on them. Wall time of this call "
+        f"{seconds:.0f} s (work reused from the run folder is not re-timed).",
         "",
         "## Comparison",
         "",
