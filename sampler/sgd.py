@@ -6,8 +6,8 @@ shards of a run folder), the command line, the tests and the benchmarks.
 
 The engine keeps an *ensemble* of ``E`` networks of one architecture as stacked parameters
 (:mod:`sampler.ensemble`) and trains them together: one forward pass through batched matmuls,
-one autograd pass over the sum of the members' losses (which keeps each member's gradient its
-own), one batched optimiser step (:mod:`sampler.optimizers`, ``torch.optim``'s rules). A member
+one backward pass (hand-written for FCNs with relu, autograd otherwise; members never mix, so
+each member's gradient is its own), one batched optimiser step (:mod:`sampler.optimizers`, ``torch.optim``'s rules). A member
 that has finished is replaced by the next run, so the ensemble stays full.
 
 Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and the
@@ -165,6 +165,28 @@ def member_losses(outputs: torch.Tensor, labels: torch.Tensor, loss: str,
     if pad:
         outputs, labels, weights = (F.pad(t, (0, pad)) for t in (outputs, labels, weights))
     return (pointwise_loss(outputs, labels, loss) * weights).sum(1) / weights.sum(1)
+
+
+def member_loss_grads(outputs: torch.Tensor, labels: torch.Tensor, loss: str,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient of :func:`member_losses` of each member with respect to its own outputs: ``(E, n)``.
+
+    ``ce``: ``w (sigmoid(o) - y) / sum(w)``; ``mse``: ``2 w (o - (2y - 1)) / sum(w)``. Rows are
+    padded to 64 elements as in :func:`member_losses`, for the same reason (sigmoid).
+    """
+    e, n = outputs.shape
+    outputs = outputs.detach()
+    labels = labels.to(outputs.dtype).expand(e, n)
+    if weights is None:
+        weights = outputs.new_ones(e, n)
+    pad = -n % _LANES
+    if pad:
+        outputs, labels, weights = (F.pad(t, (0, pad)) for t in (outputs, labels, weights))
+    if loss == "ce":
+        g = torch.sigmoid(outputs).sub_(labels)
+    else:
+        g = (outputs - (2 * labels - 1)).mul_(2)
+    return g.mul_(weights).div_(weights.sum(1, keepdim=True))[:, :n]
 
 
 def reference_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
@@ -375,9 +397,8 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if x_buf is None or x_buf.shape[0] < rows:
             x_buf = torch.empty((rows, x.shape[1]), dtype=dtype, device=dev)
         xb = torch.index_select(x, 0, index.reshape(-1), out=x_buf[:rows]).view(len(slot_run), bs, -1)
-        outputs = net.forward(params, xb)
-        per_member = member_losses(outputs, y[index], spec.loss, weights)
-        grads = torch.autograd.grad(per_member.sum(), params)
+        outputs, cache = net.forward_train(params, xb)
+        grads = net.backward(params, cache, member_loss_grads(outputs, y[index], spec.loss, weights))
         opt.step(params, grads)
         step += 1
         if on_step is not None:

@@ -235,3 +235,17 @@ def test_independent_of_ensemble_size_adam_short_batches_check_every(digits):
     b = _table_dict(train_runs(SMALL, digits, spec, seed=1, start=0, stop=9, ensemble=2))
     assert a == b
     assert any(a["fit"])
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_member_loss_grads_is_the_gradient_of_member_losses(loss):
+    from sampler.sgd import member_loss_grads, member_losses
+
+    g = torch.Generator().manual_seed(5)
+    out = torch.randn(4, 70, dtype=torch.float64, generator=g).mul_(3).requires_grad_()
+    labels = (torch.rand(4, 70, generator=g) > 0.5).long()
+    weights = (torch.rand(4, 70, generator=g) > 0.2).double()
+    ref, = torch.autograd.grad(member_losses(out, labels, loss, weights).sum(), out)
+    torch.testing.assert_close(member_loss_grads(out, labels, loss, weights), ref, rtol=1e-12, atol=1e-15)
+    ref1, = torch.autograd.grad(member_losses(out, labels[0], loss).sum(), out)
+    torch.testing.assert_close(member_loss_grads(out, labels[0], loss), ref1, rtol=1e-12, atol=1e-15)
