@@ -7,6 +7,7 @@ shard atomically and returns how many items (runs, functions) it holds.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 
@@ -52,6 +53,20 @@ def sgd_task(task, folder: RunFolder, progress=None) -> int:
     return stop - start
 
 
+@functools.lru_cache(maxsize=1)
+def train_posterior_for(arch, data: DataConfig):
+    """The EP fit on S of an experiment's ``arch`` and ``[data]``, computed once per process.
+
+    Every P_B shard of a run, and the driver's log P(S), need the same fit; at m = 10^4 it costs
+    about 3 minutes on the 2-core machine (benchmarks/log_pb.py --large-only), so a worker that
+    runs several shards computes it once. One entry only: the fit holds the (m + k)^2 kernel
+    and its Cholesky factor (1.6 GB at m = 10^4). The cache never changes a result.
+    """
+    import nngp
+
+    return nngp.train_posterior(arch, split_for(data))
+
+
 def bayes_task(task, folder: RunFolder, progress=None) -> int:
     """log P_B(f|S) for the functions in ``params['functions']``; rows ``function``, ``log_pb``."""
     import nngp
@@ -59,7 +74,8 @@ def bayes_task(task, folder: RunFolder, progress=None) -> int:
     config = parse_config(task.config)
     functions = list(task.params["functions"])
     t0 = time.perf_counter()
-    log_pb = nngp.log_pb(config.arch, split_for(config.data), functions, method=config.bayes.method)
+    log_pb = nngp.log_pb(config.arch, split_for(config.data), functions, method=config.bayes.method,
+                         posterior=train_posterior_for(config.arch, config.data))
     table = pa.table({"function": pa.array(functions, pa.string()), "log_pb": pa.array(log_pb, pa.float64())})
     folder.write_shard("bayes", task.index, table, node=socket.gethostname(),
                        seconds=time.perf_counter() - t0, method=config.bayes.method)
