@@ -97,10 +97,9 @@ def _diag_inverse_from_chol(chol: torch.Tensor) -> torch.Tensor:
         from scipy.linalg import lapack
 
         flat = chol.reshape(-1, n, n).numpy()
-        trtri = lapack.strtri if flat.dtype == np.float32 else lapack.dtrtri
-        out = np.empty((flat.shape[0], n), dtype=flat.dtype)
+        out = np.empty((flat.shape[0], n))
         for i, mat in enumerate(flat):
-            inv, info = trtri(mat, lower=1)
+            inv, info = lapack.dtrtri(mat, lower=1)
             if info != 0:
                 raise np.linalg.LinAlgError(f"triangular inverse failed (info={info})")
             out[i] = np.einsum("ij,ij->j", inv, inv)

@@ -136,12 +136,9 @@ class EnsembleNet:
         """
         params = list(params)
         if self._manual_backward:
+            acts = [x]
             with torch.no_grad():
-                acts = [x]
-                for i in range(len(params) // 2 - 1):
-                    acts.append(torch.relu(torch.baddbmm(params[2 * i + 1].unsqueeze(1), acts[-1],
-                                                         params[2 * i].transpose(1, 2))))
-                out = torch.baddbmm(params[-1].unsqueeze(1), acts[-1], params[-2].transpose(1, 2)).squeeze(-1)
+                out = self._fcn(params, x, acts)
             return out, acts
         out = self._forward(params, x)
         return out.detach(), out
@@ -158,7 +155,8 @@ class EnsembleNet:
             return list(torch.autograd.grad(cache, params, grad_outputs=grad_out))
         return _fcn_relu_backward(params, cache, grad_out)
 
-    def _fcn(self, params, x):
+    def _fcn(self, params, x, acts: list | None = None):
+        # acts, if given, receives each hidden layer's activations (for the hand-written backward)
         net: FCNNet = self.template  # type: ignore[assignment]
         phi = net._phi
         h = x
@@ -168,6 +166,8 @@ class EnsembleNet:
                 h = phi(torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1))
             else:
                 h = phi(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+            if acts is not None:
+                acts.append(h)
         w, b = params[-2], params[-1]
         if h.dim() == 2:
             return (torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)).squeeze(-1)

@@ -7,8 +7,9 @@ shards of a run folder), the command line, the tests and the benchmarks.
 The engine keeps an *ensemble* of ``E`` networks of one architecture as stacked parameters
 (:mod:`sampler.ensemble`) and trains them together: one forward pass through batched matmuls,
 one backward pass (hand-written for FCNs with relu, autograd otherwise; members never mix, so
-each member's gradient is its own), one batched optimiser step (:mod:`sampler.optimizers`, ``torch.optim``'s rules). A member
-that has finished is replaced by the next run, so the ensemble stays full.
+each member's gradient is its own), one batched optimiser step (:mod:`sampler.optimizers`,
+``torch.optim``'s rules). A member that has finished is replaced by the next run, so the
+ensemble stays full.
 
 Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and the
 :class:`TrainSpec`:
@@ -157,6 +158,12 @@ def member_losses(outputs: torch.Tensor, labels: torch.Tensor, loss: str,
     tensor's total size; with padded rows no element does (for up to two threads), so a
     member's loss and gradient do not depend on how many members share the tensor.
     """
+    outputs, labels, weights, _ = _lane_padded(outputs, labels, weights)
+    return (pointwise_loss(outputs, labels, loss) * weights).sum(1) / weights.sum(1)
+
+
+def _lane_padded(outputs, labels, weights):
+    """``(outputs, labels (E, n), weights (E, n), n)`` with rows zero-padded to a multiple of ``_LANES``."""
     e, n = outputs.shape
     labels = labels.expand(e, n)
     if weights is None:
@@ -164,7 +171,7 @@ def member_losses(outputs: torch.Tensor, labels: torch.Tensor, loss: str,
     pad = -n % _LANES
     if pad:
         outputs, labels, weights = (F.pad(t, (0, pad)) for t in (outputs, labels, weights))
-    return (pointwise_loss(outputs, labels, loss) * weights).sum(1) / weights.sum(1)
+    return outputs, labels, weights, n
 
 
 def member_loss_grads(outputs: torch.Tensor, labels: torch.Tensor, loss: str,
@@ -174,14 +181,7 @@ def member_loss_grads(outputs: torch.Tensor, labels: torch.Tensor, loss: str,
     ``ce``: ``w (sigmoid(o) - y) / sum(w)``; ``mse``: ``2 w (o - (2y - 1)) / sum(w)``. Rows are
     padded to 64 elements as in :func:`member_losses`, for the same reason (sigmoid).
     """
-    e, n = outputs.shape
-    outputs = outputs.detach()
-    labels = labels.to(outputs.dtype).expand(e, n)
-    if weights is None:
-        weights = outputs.new_ones(e, n)
-    pad = -n % _LANES
-    if pad:
-        outputs, labels, weights = (F.pad(t, (0, pad)) for t in (outputs, labels, weights))
+    outputs, labels, weights, n = _lane_padded(outputs.detach(), labels.to(outputs.dtype), weights)
     if loss == "ce":
         g = torch.sigmoid(outputs).sub_(labels)
     else:
