@@ -103,7 +103,11 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--ensemble", type=int, default=256)
     parser.add_argument("--paper", action="store_true",
-                        help="also the paper's setting on MNIST: FCN 2x512, m=10^4, batch 128 (for a GPU)")
+                        help="only the paper's setting on MNIST: FCN 2x512, m=9900, batch 128 (for a GPU)")
+    parser.add_argument("--ensembles", default="512,1024,2048",
+                        help="--paper: ensemble sizes to time (comma-separated)")
+    parser.add_argument("--precision-runs", type=int, default=256,
+                        help="--paper: runs trained under each precision policy to compare their functions (0: skip)")
     parser.add_argument("--only", choices=("mnist", "boolean"), help="measure one setting only")
     args = parser.parse_args(argv)
     if args.threads:
@@ -112,6 +116,9 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
+    if args.paper:
+        paper_setting(args, device)
+        return
     if args.only != "boolean":
         mnist_setting(args, device)
     if args.only != "mnist":
@@ -132,19 +139,115 @@ def mnist_setting(args, device):
     print(f"  engine {achieved:.1f} GFLOP/s of matmul work; machine matmul (1024^3 float32 mm) "
           f"{gflops:.1f} GFLOP/s -> {100 * achieved / gflops:.0f}% of matmul throughput")
 
-    if args.paper:
-        big = sampler.load_split("mnist", n_train=10_000, n_test=100, seed=0)
-        parch = sampler.FCN(depth=2, width=512, activation="relu", sigma_w=1.0, sigma_b=0.0357)
-        pspec = TrainSpec(optimizer="sgd", lr=0.01, batch_size=128, max_epochs=100)
+
+
+PAPER_ARCH = sampler.FCN(depth=2, width=512, activation="relu", sigma_w=1.0, sigma_b=0.0357)
+PAPER_SPEC = TrainSpec(optimizer="sgd", lr=0.01, batch_size=128, max_epochs=400)
+
+
+def ensemble_matmul_tflops(e: int, b: int, sizes: list[int], device: torch.device, reps: int = 20) -> float:
+    """TFLOP/s of one training step's batched matmuls at the ensemble's own shapes.
+
+    Forward ``(E, B, d_in) @ (E, d_in, d_out)`` per layer, weight gradients ``(E, d_out, B) @ (E, B, d_in)``,
+    input gradients ``(E, B, d_out) @ (E, d_out, d_in)`` (not for the first layer), on random data,
+    with the engine's precision settings (TF32 on CUDA), timed with CUDA events after a warm-up.
+    """
+    g = torch.Generator(device).manual_seed(0)
+    layers = list(zip(sizes[:-1], sizes[1:]))[:-1]  # the hidden layers; the width-1 readout is not a matmul
+    acts = [torch.randn(e, b, a, device=device, generator=g) for a, _ in layers]
+    ws = [torch.randn(e, o, a, device=device, generator=g) for a, o in layers]
+    dz = [torch.randn(e, b, o, device=device, generator=g) for _, o in layers]
+
+    def step():
+        for h, w in zip(acts, ws):
+            torch.bmm(h, w.transpose(1, 2))
+        for i, (h, d, w) in enumerate(zip(acts, dz, ws)):
+            torch.bmm(d.transpose(1, 2), h)
+            if i:
+                torch.bmm(d, w)
+
+    flops = 2 * e * b * sum(a * o * (3 if i else 2) for i, (a, o) in enumerate(layers))
+    with sampler.sgd._tf32(device):
+        for _ in range(3):
+            step()
+        _sync(device)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                step()
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                step()
+            seconds = time.perf_counter() - t0
+    return flops * reps / seconds / 1e12
+
+
+def paper_setting(args, device):
+    """The paper's MNIST setting: runs to 100% per second, TFLOP/s, fraction of the same GPU's
+    matmul throughput at the ensemble's shapes, extrapolation to 10^5 runs; then how the
+    precision policy (TF32, full float32, bf16 autocast, float64) changes the functions."""
+    split = sampler.load_split("mnist", n_train=9900, n_test=100, seed=0)
+    arch, spec = PAPER_ARCH, PAPER_SPEC
+    m = split.n_train
+    per_example = matmul_flops_per_example(784, 512, 2)
+    print(f"[paper] {arch.describe()}, m={m} (shipped MNIST pool), k=100, batch 128, sgd lr {spec.lr}")
+    train_runs(arch, split, spec, seed=99, start=0, stop=4, ensemble=4, device=device)  # warm-up
+    rows = []
+    for e in [int(v) for v in args.ensembles.split(",") if v]:
+        peak = ensemble_matmul_tflops(e, spec.batch_size, [784, 512, 512, 1], device)
+        _sync(device)
         t0 = time.perf_counter()
-        table = train_runs(parch, big, pspec, seed=0, start=0, stop=args.ensemble, ensemble=args.ensemble,
-                           device=device)
+        table = train_runs(arch, split, spec, seed=0, start=0, stop=e, ensemble=e, device=device)
+        _sync(device)
         t = time.perf_counter() - t0
-        ep = table.column("epochs").to_pylist()
+        epochs = table.column("epochs").to_pylist()
         fit = sum(table.column("fit").to_pylist())
-        pflops = sum(ep) * big.n_train * matmul_flops_per_example(784, 512, 2) / t / 1e9
-        print(f"[paper] {parch.describe()}, m=10^4, batch 128, sgd lr 0.01: {fit}/{len(ep)} fit in {t:.1f} s "
-              f"-> {fit / t:.2f} runs/s, {pflops:.0f} GFLOP/s = {100 * pflops / gflops:.0f}% of measured matmul")
+        tflops = sum(epochs) * m * per_example / t / 1e12
+        rate = fit / t
+        rows.append((e, fit, t, rate, sum(epochs) / len(epochs), tflops, peak))
+        print(f"  ensemble {e}: {fit}/{e} fit in {t:.1f} s -> {rate:.2f} runs/s; mean epochs {sum(epochs) / e:.1f}; "
+              f"{tflops:.1f} TFLOP/s of training matmuls; matmul at these shapes {peak:.1f} TFLOP/s "
+              f"-> {100 * tflops / peak:.0f}%; 10^5 runs would take {1e5 / rate / 3600:.2f} h", flush=True)
+    if args.precision_runs:
+        precision_study(split, arch, spec, args.precision_runs, device)
+    if not rows:
+        return
+    print("ensemble  fit/runs  seconds  runs/s  epochs  TFLOP/s  matmul-TFLOP/s  fraction  h-per-1e5-runs")
+    for e, fit, t, rate, ep, tf, peak in rows:
+        print(f"{e:8d}  {fit:4d}/{e:<4d} {t:8.1f} {rate:7.2f} {ep:7.1f} {tf:8.1f} {peak:14.1f} {tf / peak:9.2f} "
+              f"{1e5 / rate / 3600:14.2f}")
+
+
+def precision_study(split, arch, spec, n, device):
+    """Train the same ``n`` runs under each precision policy; compare their functions on E with
+    full-float32 training (per run: same function or not, Hamming distance) and the fraction fit."""
+    import contextlib
+
+    policies = {"fp32 (highest)": (torch.float32, False, None),
+                "tf32 (engine)": (torch.float32, True, None),
+                "bf16 autocast": (torch.float32, True, torch.bfloat16),
+                "float64": (torch.float64, False, None)}
+    out = {}
+    for name, (dtype, tf32, autocast) in policies.items():
+        ctx = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        with ctx:
+            table = train_runs(arch, split, spec, seed=0, start=0, stop=n, ensemble=n, device=device, dtype=dtype,
+                               tf32=tf32)
+        _sync(device)
+        out[name] = (table.column("function").to_pylist(), table.column("fit").to_pylist(), time.perf_counter() - t0)
+    ref, ref_fit, _ = out["fp32 (highest)"]
+    print(f"[precision] {n} runs, each policy against full float32 (same runs, same seeds):")
+    for name, (funcs, fit, t) in out.items():
+        same = sum(a == b for a, b in zip(funcs, ref))
+        ham = [sum(x != y for x, y in zip(a, b)) for a, b in zip(funcs, ref)]
+        print(f"  {name:15s}: fit {sum(fit)}/{n}, same function as fp32 {same}/{n}, mean Hamming distance "
+              f"{sum(ham) / n:.2f} of 100 bits, {t:.1f} s")
 
 
 def boolean_setting(args, device):

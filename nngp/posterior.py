@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -164,6 +164,7 @@ def train_posterior(
     max_iter: int = 200,
     tol: float = 1e-4,
     K: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainPosterior:
     """EP on S under the NNGP prior of ``arch``; compute it once and pass it as ``posterior=``.
 
@@ -181,28 +182,41 @@ def train_posterior(
         1e-6 on MNIST (m = 1000) and saves a third of the iterations.
     K : torch.Tensor, shape (m + k, m + k), optional
         A precomputed kernel on ``split.x_all()`` (e.g. :func:`nngp.empirical_kernel`).
+    device : str or torch.device, optional
+        Where the kernel and the EP are computed (default: ``K``'s device, else the CPU), in
+        float64. The fit is returned on the CPU, so later steps need not know where it ran.
     """
     _check_split(split)
     m, k = split.n_train, split.n_test
     if K is None:
-        K = kernel(arch, split.x_all(), input_shape=split.input_shape)
+        K = kernel(arch, split.x_all(), input_shape=split.input_shape, device=device)
     elif tuple(K.shape) != (m + k, m + k):
         raise ValueError(f"K must have shape (m + k, m + k) = ({m + k}, {m + k}), got {tuple(K.shape)}")
-    K = K.to(torch.float64)
-    y = split.y_train.to(torch.float64)
+    K = K.to(dtype=torch.float64, device=device if device is not None else K.device)
+    on_gpu = K.device.type != "cpu"
+    y = split.y_train.to(dtype=torch.float64, device=K.device)
     bad = _duplicate_conflicts(split.x_train, split.y_train)
     if bad:
         i, j = bad[0]
         raise ValueError(f"S holds {len(bad)} pair(s) of identical inputs with different labels (e.g. rows {i} and "
                          f"{j}): no function fits S, P(S) = 0. Remove the duplicates from the training set")
     # duplicated inputs add no constraint but EP would count them twice: fit the distinct ones
-    keep = torch.from_numpy(_unique_rows(split.x_train))
+    keep = torch.from_numpy(_unique_rows(split.x_train)).to(K.device)
     K_ss = K[keep][:, keep]
     res = ep_orthant(K_ss, y[keep], damping=damping, max_iter=max_iter, tol=tol, jitter=jitter)
     warn_unconverged(res, "EP on the training set")
     mean, cov = ep_predict(res, K_ss, None, K[keep, m:], K[m:, m:])
+    if on_gpu:
+        K, y, keep, mean, cov = (t.cpu() for t in (K, y, keep, mean, cov))
+        res = _result_to_cpu(res)
     return TrainPosterior(float(res.log_z), bool(res.converged), res.n_iter, float(res.max_change), res.jitter,
                           mean, cov, K, res, y[keep], keep)
+
+
+def _result_to_cpu(res: EPResult) -> EPResult:
+    """``res`` with every tensor field moved to the CPU."""
+    return replace(res, **{f.name: getattr(res, f.name).cpu() for f in fields(res)
+                           if isinstance(getattr(res, f.name), torch.Tensor)})
 
 
 def log_ps(arch: Architecture, split: Split, *, method: str = "ep", jitter: float | None = None,

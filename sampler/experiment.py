@@ -119,7 +119,7 @@ def run_experiment(
     if config.bayes.method != "none" and functions:
         import nngp
 
-        from .tasks import split_for, train_posterior_for
+        from .tasks import posterior_device, split_for, train_posterior_for
 
         t1 = time.perf_counter()
         breports = execute(bayes_tasks(config, folder, functions), executor=executor, address=address,
@@ -127,7 +127,7 @@ def run_experiment(
         for _, table, _ in folder.iter_shards("bayes"):
             log_pb.update(zip(table.column("function").to_pylist(), table.column("log_pb").to_pylist()))
         split = split_for(config.data)
-        posterior = train_posterior_for(config.arch, config.data)  # the shards' fit, when they ran here
+        posterior = train_posterior_for(config.arch, config.data, posterior_device(config))  # the shards' fit
         bayes = {"method": config.bayes.method,
                  "log_p_s": float(nngp.log_ps(config.arch, split, posterior=posterior)),
                  "gp_test_error": float(nngp.gp_test_error(config.arch, split, posterior=posterior)),

@@ -220,10 +220,10 @@ def resolve_device(device) -> torch.device:
 
 
 class _tf32:
-    """Allow TF32 matmuls and convolutions on CUDA while training; restore the settings after."""
+    """Allow TF32 matmuls and convolutions on CUDA while training (``enabled``); restore the settings after."""
 
-    def __init__(self, device: torch.device):
-        self.on = device.type == "cuda"
+    def __init__(self, device: torch.device, enabled: bool = True):
+        self.on = enabled and device.type == "cuda"
 
     def __enter__(self):
         if self.on:
@@ -235,6 +235,17 @@ class _tf32:
         if self.on:
             torch.set_float32_matmul_precision(self.saved[0])
             torch.backends.cudnn.allow_tf32 = self.saved[1]
+
+
+def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """``t`` on ``dev``; to a GPU through pinned memory without blocking the host (the copy is
+    ordered on the stream, and torch's pinned-memory cache keeps the buffer until it is done)."""
+    if dev.type != "cuda":
+        return t.to(dev)
+    return t.pin_memory().to(dev, non_blocking=True)
+
+
+_EVAL_ELEMENTS = 1 << 27  # activations (members x points x width) per chunk of a whole-set evaluation
 
 
 # the engine -------------------------------------------------------------------------------------
@@ -272,6 +283,7 @@ def iter_runs(
     ensemble: int = 256,
     device="cpu",
     dtype: torch.dtype = torch.float32,
+    tf32: bool = True,
     keep_members: Sequence[int] = (),
     members: dict | None = None,
     on_step: Callable | None = None,
@@ -291,6 +303,10 @@ def iter_runs(
     device : "cpu", "cuda", "auto" or torch.device
     dtype : torch.dtype
         float32 by default (TF32 matmuls on CUDA); float64 for exact comparisons.
+    tf32 : bool
+        On CUDA, float32 matmuls and convolutions in TF32 (10-bit mantissa inputs, float32
+        accumulation): several times faster. False: full float32. Ignored on the CPU.
+        ``benchmarks/sgd_ensemble.py --paper`` measures how much either changes the functions.
     keep_members, members
         For the runs listed in ``keep_members``, ``members[run]`` receives the trained network
         (a plain torch module on the CPU) when it finishes.
@@ -322,7 +338,7 @@ def iter_runs(
         raise ValueError("keep_members needs a dict members to put the trained networks in")
     if not runs:
         return
-    with _tf32(dev):
+    with _tf32(dev, tf32):
         yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step)
 
 
@@ -348,6 +364,12 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     end_step = np.full(size, max_steps, dtype=np.int64)
     gens: list = [None] * size
     perms = torch.zeros((size, m), dtype=torch.long, device=dev)
+    # Each member's position in its epoch (step % spe), kept on the device: computing the minibatch
+    # offsets from a host array would copy it to the GPU at every step, and a blocking copy waits
+    # for the queue to drain, which exposes every kernel launch.
+    pos_dev = torch.zeros(size, dtype=torch.long, device=dev)
+    # Activations per example, roughly: the widest layer's units (times the image for a CNN).
+    units = max(sh[0] for sh in net.shapes) * (math.prod(split.input_shape[1:]) if len(split.input_shape) == 3 else 1)
     arange_b = torch.arange(bs, device=dev)
     next_run = 0
     n_diverged = 0
@@ -362,7 +384,9 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         slot_run[idle] = -1
         if k:
             net.init_(params, new.tolist(), batch, seed=seed)
-            opt.reset(torch.as_tensor(new, device=dev))
+            new_t = torch.as_tensor(new, device=dev)
+            opt.reset(new_t)
+            pos_dev.index_fill_(0, new_t, 0)
             slot_run[new] = batch
             step[new] = 0
             fit_step[new] = -1
@@ -376,6 +400,15 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         index = torch.as_tensor(sl, device=dev)
         return [p.detach().index_select(0, index) for p in ps]
 
+    def evaluate(ps, xx):
+        # Members in chunks: at paper size all members on all 10^4 training points at once would
+        # hold (E, m, width) activations, 20 GB for E = 1024, width 512.
+        e = ps[0].shape[0]
+        chunk = max(1, _EVAL_ELEMENTS // max(1, xx.shape[0] * units))
+        if chunk >= e:
+            return net.forward(ps, xx)
+        return torch.cat([net.forward([p[a:a + chunk] for p in ps], xx) for a in range(0, e, chunk)])
+
     assign(np.arange(size))
     while True:
         active = slot_run >= 0
@@ -386,9 +419,9 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         starting = np.nonzero(active & (pos == 0))[0]
         if starting.size:
             new_perms = torch.stack([torch.randperm(m, generator=gens[j]) for j in starting.tolist()])
-            perms.index_copy_(0, torch.as_tensor(starting, device=dev), new_perms.to(dev))
+            perms.index_copy_(0, _to_device(torch.from_numpy(starting), dev), _to_device(new_perms, dev))
         # Each member's minibatch, padded to batch_size with zero weights for a short last batch.
-        offsets = torch.as_tensor(pos * bs, device=dev).unsqueeze(1) + arange_b
+        offsets = (pos_dev * bs).unsqueeze(1) + arange_b
         weights = (offsets < m).to(dtype)
         index = perms.gather(1, offsets.clamp_(max=m - 1))
         # Gathered into one reused buffer: a fresh (E*B, d) tensor per step costs more in page
@@ -401,6 +434,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         grads = net.backward(params, cache, member_loss_grads(outputs, y[index], spec.loss, weights))
         opt.step(params, grads)
         step += 1
+        torch.remainder(pos_dev + 1, spe, out=pos_dev)
         if on_step is not None:
             on_step(slot_run.copy(), params)
 
@@ -413,7 +447,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
             continue
         sl = np.nonzero(need)[0]
         with torch.no_grad():
-            out = net.forward(subset(params, sl), x)
+            out = evaluate(subset(params, sl), x)
             fits_t = ((out > 0) == y_bool).all(1)
             loss_t = member_losses(out, yf, spec.loss)
             finite_t = torch.isfinite(out).all(1) & torch.isfinite(loss_t)
@@ -433,7 +467,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         final_loss = np.where(finite[done], loss[done], np.nan)
         n_diverged += int((~finite[done]).sum())
         with torch.no_grad():
-            functions = outputs_to_strings(net.forward(subset(params, fin), x_test))
+            functions = outputs_to_strings(evaluate(subset(params, fin), x_test))
         for j in fin.tolist():
             if int(slot_run[j]) in keep:
                 members[int(slot_run[j])] = net.member(params, j)
@@ -448,6 +482,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
             params = [p.detach().index_select(0, kept_t).requires_grad_() for p in params]
             opt.keep(kept_t)
             perms = perms.index_select(0, kept_t)
+            pos_dev = pos_dev.index_select(0, kept_t)
             slot_run, step, fit_step, end_step = slot_run[kept], step[kept], fit_step[kept], end_step[kept]
             gens = [gens[j] for j in kept.tolist()]
     if n_diverged:
@@ -496,7 +531,8 @@ def _table(chunks: list[RunsChunk]):
 
 
 def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
-               ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32):
+               ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
+               tf32: bool = True):
     """Train runs ``start, ..., stop - 1``; one row per run.
 
     Parameters
@@ -517,6 +553,8 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
         by it stops training (nothing is returned).
     dtype : torch.dtype
         float32 (default) or float64.
+    tf32 : bool
+        TF32 matmuls on CUDA (see :func:`iter_runs`).
 
     Returns
     -------
@@ -532,7 +570,7 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
     prog = _Progress(progress)
     chunks = []
     for chunk in iter_runs(arch, split, spec, range(start, stop), seed=seed, ensemble=ensemble, device=device,
-                           dtype=dtype):
+                           dtype=dtype, tf32=tf32):
         chunks.append(chunk)
         prog(chunk)
     return _table(chunks)

@@ -54,8 +54,9 @@ def sgd_task(task, folder: RunFolder, progress=None) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def train_posterior_for(arch, data: DataConfig):
-    """The EP fit on S of an experiment's ``arch`` and ``[data]``, computed once per process.
+def train_posterior_for(arch, data: DataConfig, device: str = "cpu"):
+    """The EP fit on S of an experiment's ``arch`` and ``[data]``, computed once per process
+    (kernel and EP on ``device``: the run's SGD device, so a GPU node fits on its GPU).
 
     Every P_B shard of a run, and the driver's log P(S), need the same fit; at m = 10^4 it costs
     about 3 minutes on the 2-core machine (benchmarks/log_pb.py --large-only), so a worker that
@@ -64,7 +65,14 @@ def train_posterior_for(arch, data: DataConfig):
     """
     import nngp
 
-    return nngp.train_posterior(arch, split_for(data))
+    return nngp.train_posterior(arch, split_for(data), device=device)
+
+
+def posterior_device(config: ExperimentConfig) -> str:
+    """Where the EP on S runs: the GPU when the run trains on one, else the CPU."""
+    from .sgd import resolve_device
+
+    return str(resolve_device(config.sgd.device))
 
 
 def bayes_task(task, folder: RunFolder, progress=None) -> int:
@@ -75,7 +83,7 @@ def bayes_task(task, folder: RunFolder, progress=None) -> int:
     functions = list(task.params["functions"])
     t0 = time.perf_counter()
     log_pb = nngp.log_pb(config.arch, split_for(config.data), functions, method=config.bayes.method,
-                         posterior=train_posterior_for(config.arch, config.data))
+                         posterior=train_posterior_for(config.arch, config.data, posterior_device(config)))
     table = pa.table({"function": pa.array(functions, pa.string()), "log_pb": pa.array(log_pb, pa.float64())})
     folder.write_shard("bayes", task.index, table, node=socket.gethostname(),
                        seconds=time.perf_counter() - t0, method=config.bayes.method)
