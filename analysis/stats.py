@@ -28,7 +28,12 @@ def _check_int(name, value, **kw) -> int:
 
 
 def _as_1d(name: str, x) -> np.ndarray:
-    arr = np.asarray(x, dtype=float)
+    if isinstance(x, (str, bytes, dict, set)) or x is None:
+        raise TypeError(f"{name} must be a 1-d array of real numbers, got {type(x).__name__}")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(float)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-d array, got shape {arr.shape}")
     return arr

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sampler._checks import check_real_array
 from sampler.architectures import CNN, FCN, LSTM, Architecture
 
 TWO_PI = 2.0 * math.pi
@@ -45,16 +46,15 @@ TWO_PI = 2.0 * math.pi
 
 def as_float64(name: str, x, *, device=None) -> torch.Tensor:
     """``x`` (tensor or array of shape (n, d)) as a float64 tensor; checks shape and finiteness."""
+    if not isinstance(x, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, d), got {type(x).__name__}")
+    where = device if device is not None else (x.device if isinstance(x, torch.Tensor) else "cpu")
+    check_real_array(name, x, ndim=2)  # strings, complex, half precision, NaN/inf, empty
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature (shape (n, d) with d >= 1), got shape {tuple(x.shape)}")
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, d), got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}")
-    x = x.to(dtype=torch.float64, device=device if device is not None else x.device)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} holds NaN or inf values")
-    return x
+    return x.to(dtype=torch.float64, device=where)
 
 
 # --- E[phi(u) phi(v)] for the activations with closed forms --------------------------------------

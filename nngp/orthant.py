@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import optimize, special, stats
 
-from sampler._checks import check_choice, check_float, check_int
+from sampler._checks import check_choice, check_float, check_int, check_real_array
 from sampler.seeding import derive_seed
 
 from .ep import ep_orthant
@@ -84,17 +84,23 @@ def check_problem(K, y, mean=None) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     (non-negative diagonal, |K_ij| <= sqrt(K_ii K_jj)) are checked and EP reports a failed
     Cholesky.
     """
-    if isinstance(K, np.ndarray):
-        K = torch.from_numpy(K)
-    if not isinstance(K, torch.Tensor):
+    if not isinstance(K, (torch.Tensor, np.ndarray)):
         raise TypeError(f"K must be a torch.Tensor or numpy array, got {type(K).__name__}")
+    K = torch.from_numpy(check_real_array("K", K, allow_empty=True).astype(np.float64))
     if K.dim() != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
         raise ValueError(f"K must be a non-empty square (n, n) matrix, got shape {tuple(K.shape)}")
-    K = K.to(torch.float64)
     n = K.shape[0]
-    if not bool(torch.isfinite(K).all()):
-        raise ValueError("K holds NaN or inf")
     scale = float(K.abs().max())
+    if scale < 1e-300:
+        raise ValueError(f"K's largest entry is {scale:.3g}: the covariance is zero or underflowed (float64's "
+                         f"smallest normal number is 2.2e-308); rescale K (the orthant probability of a zero-mean "
+                         f"Gaussian does not depend on its scale)")
+    if mean is not None:
+        mean = torch.as_tensor(mean, dtype=torch.float64) / math.sqrt(scale)
+    # P[sign(g) = y] is unchanged when g is scaled by c > 0: work with K / max|K| (and mean / sqrt of it),
+    # so tiny or huge kernels neither underflow nor overflow in the checks below
+    K = K / scale
+    scale = 1.0
     if float((K - K.T).abs().max()) > 1e-8 * max(scale, 1e-300):
         raise ValueError(f"K must be symmetric, max |K - K^T| = {float((K - K.T).abs().max()):.3g}")
     d = torch.diagonal(K)
@@ -120,7 +126,6 @@ def check_problem(K, y, mean=None) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         raise ValueError(f"y must hold only 0 and 1 (1 means g > 0), got values {sorted(set(y.tolist()))[:5]}")
     y = y.to(torch.float64)
     if mean is not None:
-        mean = torch.as_tensor(mean, dtype=torch.float64)
         if mean.shape != (n,) or not bool(torch.isfinite(mean).all()):
             raise ValueError(f"mean must be a finite vector of length n={n}, got shape {tuple(mean.shape)}")
     return K, y, mean
@@ -163,14 +168,21 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method={method!r}; valid: {sorted(allowed)}")
     keep, conflict = _duplicate_variables(K, y, mean)
+    if mean is None and collinear_conflict(K, y) is not None:
+        conflict = True
     if conflict:
-        warnings.warn("two perfectly correlated variables (duplicate inputs) must have different signs: the "
-                      "probability is exactly 0, returned as log_prob = -inf", RuntimeWarning, stacklevel=2)
+        warnings.warn("two perfectly correlated variables must have different signs (or two perfectly "
+                      "anti-correlated ones the same sign): the probability is exactly 0, returned as log_prob = -inf", RuntimeWarning, stacklevel=2)
         return OrthantResult(-math.inf, 0.0, True, 0, method)
     if keep is not None:
         # a duplicate adds no constraint, but EP would count it twice: drop it (exact)
         K, y = K[keep][:, keep], y[keep]
         mean = None if mean is None else mean[keep]
+    if K.shape[0] <= PSD_CHECK_MAX_DIM and not orthant_feasible(K, y, mean):
+        warnings.warn("the sign pattern y is impossible under this singular K (the orthant misses the support "
+                      "of N(mean, K)): the probability is exactly 0, returned as log_prob = -inf",
+                      RuntimeWarning, stacklevel=2)
+        return OrthantResult(-math.inf, 0.0, True, 0, method)
     if method == "ep":
         return _orthant_ep(K, y, mean, **options)
     if seed is None:
@@ -179,6 +191,57 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     if method == "genz":
         return _orthant_genz(K, y, mean, seed=seed, **options)
     return _orthant_tilting(K, y, mean, seed=seed, **options)
+
+
+def orthant_feasible(K: torch.Tensor, y: torch.Tensor, mean: torch.Tensor | None = None, *,
+                     rank_tol: float = 1e-10) -> bool:
+    """Whether ``{g : 1{g_i > 0} = y_i}`` has positive probability under ``N(mean, K)``.
+
+    A non-singular K gives every orthant positive probability. A singular K puts its mass on
+    ``mean + range(K)``, which may miss an orthant (e.g. ``K = [[1, -1], [-1, 1]]`` with
+    ``y = [1, 1]``, or two inputs whose kernel rows are proportional with opposite labels). With
+    ``K = U diag(lam) U^T`` and ``L = U sqrt(lam)`` over the eigenvalues above ``rank_tol *
+    max(lam)``, the linear programme ``max t  s.t.  s_i (mean_i + (L z)_i) >= t, t <= 1``
+    (``s = 2y - 1``) has ``t* > 0`` exactly when the orthant meets the support in an open set.
+
+    Parameters
+    ----------
+    K : tensor (n, n), float64, symmetric PSD
+    y : tensor (n,), 0/1
+    mean : tensor (n,), optional
+    rank_tol : float
+        Relative size under which an eigenvalue counts as zero.
+    """
+    lam, U = torch.linalg.eigh(K)
+    if float(lam[0]) > rank_tol * float(lam[-1]):
+        return True
+    big = lam > rank_tol * lam[-1]
+    L = (U[:, big] * lam[big].sqrt()).numpy()
+    s = 2.0 * y.numpy() - 1.0
+    m0 = np.zeros(len(s)) if mean is None else mean.numpy()
+    r = L.shape[1]
+    # variables (z_1..z_r, t); minimise -t subject to -s_i L_i z + t <= s_i m0_i
+    a_ub = np.hstack([-(s[:, None] * L), np.ones((len(s), 1))])
+    res = optimize.linprog(np.r_[np.zeros(r), -1.0], A_ub=a_ub, b_ub=s * m0,
+                  bounds=[(None, None)] * r + [(None, 1.0)], method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"orthant_feasible: the linear programme failed ({res.message})")
+    return -res.fun > 1e-9
+
+
+def collinear_conflict(K: torch.Tensor, y: torch.Tensor, *, tol: float = 1e-12) -> tuple[int, int] | None:
+    """A pair ``(i, j)`` of zero-mean variables that are perfectly correlated (``rho >= 1 - tol``)
+    with different labels, or perfectly anti-correlated (``rho <= -1 + tol``) with equal labels:
+    then ``P[1{g > 0} = y] = 0``. ``None`` if there is no such pair. O(n^2) memory and time.
+    """
+    d = torch.diagonal(K).clamp_min(0).sqrt()
+    pos = d > 0
+    rho = K / (d[:, None] * d[None, :]).clamp_min(1e-300)
+    same = y[:, None] == y[None, :]
+    bad = ((rho >= 1 - tol) & ~same) | ((rho <= -1 + tol) & same)
+    bad &= pos[:, None] & pos[None, :]
+    hit = torch.nonzero(torch.triu(bad, diagonal=1))
+    return None if hit.shape[0] == 0 else (int(hit[0, 0]), int(hit[0, 1]))
 
 
 def _duplicate_variables(K, y, mean):

@@ -23,6 +23,8 @@ the closing note of issue 3 reports the numbers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from dataclasses import dataclass, field, fields, replace
@@ -34,12 +36,14 @@ from sampler._checks import check_choice, check_int
 from sampler.architectures import Architecture
 from sampler.data import Split
 from sampler.functions import strings_to_bits
+from sampler.seeding import derive_seed
 
 from .ep import EPResult, ep_orthant, ep_predict, warn_unconverged
 from .kernels import kernel
-from .orthant import _orthant_tilting, orthant
+from .orthant import _orthant_tilting, collinear_conflict, orthant, orthant_feasible
 
 LOG_PB_METHODS = ("ep-conditional", "ep")
+FEASIBILITY_MAX_M = 3000  # an eigendecomposition of K_SS decides feasibility; ~10 s at this size on 2 cores
 LOG_PS_METHODS = ("ep", "tilting", "genz")
 
 
@@ -79,6 +83,27 @@ class TrainPosterior:
     ep: EPResult = field(repr=False)
     y_train: torch.Tensor = field(repr=False)  # labels of the distinct inputs of S that EP fitted
     train_keep: torch.Tensor = field(repr=False)
+    fitted_on: str = ""  # fingerprint of the (architecture, split) it was fitted on: fit_fingerprint
+
+
+def fit_fingerprint(arch: Architecture, split: Split) -> str:
+    """A short hash of what a posterior depends on: the architecture's spec and the split's
+    inputs and labels (S and E, in order)."""
+    h = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode())
+    for t in (split.x_train, split.y_train, split.x_test):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_posterior(posterior, arch: Architecture, split: Split) -> None:
+    """Refuse a ``posterior=`` fitted on another architecture or split (it would give wrong numbers)."""
+    if not isinstance(posterior, TrainPosterior):
+        raise TypeError(f"posterior must be a TrainPosterior (nngp.train_posterior), got {type(posterior).__name__}")
+    if posterior.fitted_on != fit_fingerprint(arch, split):
+        raise ValueError("posterior was fitted on another architecture or split than the arch and split given "
+                         "here: fit it with nngp.train_posterior(arch, split) for these, or pass the ones it was "
+                         "fitted on")
 
 
 @dataclass(frozen=True)
@@ -203,14 +228,25 @@ def train_posterior(
     # duplicated inputs add no constraint but EP would count them twice: fit the distinct ones
     keep = torch.from_numpy(_unique_rows(split.x_train)).to(K.device)
     K_ss = K[keep][:, keep]
+    conflict = collinear_conflict(K_ss, y[keep])
+    if conflict is not None:
+        i, j = (int(keep[t]) for t in conflict)
+        raise ValueError(f"no function of the NNGP prior fits S: inputs {i} and {j} of S have perfectly correlated "
+                         f"outputs under this kernel (e.g. x and c*x with sigma_b = 0) but opposite labels, so "
+                         f"P(S) = 0. Remove one of them, or use sigma_b > 0")
     res = ep_orthant(K_ss, y[keep], damping=damping, max_iter=max_iter, tol=tol, jitter=jitter)
+    if res.jitter > 0 and jitter is None and K_ss.shape[0] <= FEASIBILITY_MAX_M:
+        # K_SS is singular: beyond pairs, S's labels may still lie outside its support
+        if not orthant_feasible(K_ss.cpu(), y[keep].cpu()):
+            raise ValueError("no function of the NNGP prior fits S: the kernel on S is singular and S's labels "
+                             "lie outside its support, so P(S) = 0")
     warn_unconverged(res, "EP on the training set")
     mean, cov = ep_predict(res, K_ss, None, K[keep, m:], K[m:, m:])
     if on_gpu:
         K, y, keep, mean, cov = (t.cpu() for t in (K, y, keep, mean, cov))
         res = _result_to_cpu(res)
     return TrainPosterior(float(res.log_z), bool(res.converged), res.n_iter, float(res.max_change), res.jitter,
-                          mean, cov, K, res, y[keep], keep)
+                          mean, cov, K, res, y[keep], keep, fit_fingerprint(arch, split))
 
 
 def _result_to_cpu(res: EPResult) -> EPResult:
@@ -240,6 +276,8 @@ def log_ps(arch: Architecture, split: Split, *, method: str = "ep", jitter: floa
         for ``ep``.
     """
     check_choice("method", method, LOG_PS_METHODS)
+    if posterior is not None:
+        _check_posterior(posterior, arch, split)
     if method == "ep":
         post = posterior if posterior is not None else train_posterior(arch, split, jitter=jitter, **options)
         return post.log_ps
@@ -258,6 +296,8 @@ def gp_test_error(arch: Architecture, split: Split, *, posterior: TrainPosterior
     ``q(g_i > 0 | S) > 1/2`` exactly when that mean is positive, so this is also the error of
     the most probable label per test point.
     """
+    if posterior is not None:
+        _check_posterior(posterior, arch, split)
     post = posterior if posterior is not None else train_posterior(arch, split)
     pred = (post.pred_mean > 0).to(torch.int64)
     return float((pred != split.y_test.to(torch.int64)).double().mean())
@@ -271,6 +311,9 @@ def _function_bits(functions, k: int) -> np.ndarray:
         return bits.astype(np.uint8)
     if isinstance(functions, str):
         raise TypeError("functions must be a list of bitstrings (not one string); wrap it: [f]")
+    if functions is None or not hasattr(functions, "__iter__"):
+        raise TypeError(f"functions must be a list of bitstrings or an (F, k) 0/1 array, got "
+                        f"{type(functions).__name__}")
     functions = list(functions)
     if not functions:
         return np.zeros((0, k), dtype=np.uint8)
@@ -345,6 +388,8 @@ def log_pb_details(
     _check_split(split)
     k = split.n_test
     bits = _function_bits(functions, k)
+    if posterior is not None:
+        _check_posterior(posterior, arch, split)
     post = posterior if posterior is not None else train_posterior(
         arch, split, jitter=jitter, damping=damping, max_iter=max_iter, tol=tol)
     n_f = bits.shape[0]
@@ -375,7 +420,8 @@ def log_pb_details(
                 raise ValueError("conditional_method='tilting' is stochastic: pass seed=<int>")
             for i in range(n_f):
                 r = _orthant_tilting(cov_e, torch.from_numpy(bits[i][e_keep.numpy()]).to(torch.float64), mean_e,
-                                     seed=check_int("seed", seed, minimum=0) + i, n_samples=n_samples)
+                                     seed=derive_seed(check_int("seed", seed, minimum=0), "tilting", i),
+                                     n_samples=n_samples)
                 out[i], stderr[i], conv[i], iters[i] = r.log_prob, r.stderr, r.converged, r.n_iter
                 if bar is not None:
                     bar.update(1)

@@ -10,6 +10,9 @@ import difflib
 import numbers
 from typing import Iterable
 
+import numpy as np
+import torch
+
 
 def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as ``int`` if it is an integer within ``[minimum, maximum]``."""
@@ -64,3 +67,33 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_real_array(name: str, value, *, ndim: int | None = None, allow_empty: bool = False):
+    """``value`` (torch tensor, numpy array or nested list) as a real, finite numpy array.
+
+    Rejects strings and objects, complex numbers, half precision (too coarse for the
+    probabilities computed here: pass float32 or float64), NaN and inf, a wrong number of
+    dimensions, and (unless ``allow_empty``) zero-size arrays, naming ``name`` each time.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(f"{name} must be float32 or float64, got {value.dtype} (too coarse for these computations)")
+        arr = value.detach().cpu().numpy()
+    else:
+        if isinstance(value, (str, bytes, dict, set)) or value is None:
+            raise TypeError(f"{name} must be an array of real numbers, got {type(value).__name__}")
+        arr = np.asarray(value)
+    if arr.dtype == np.float16:
+        raise TypeError(f"{name} must be float32 or float64, got float16 (too coarse for these computations)")
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} must be real, got complex values ({arr.dtype})")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or inf values")
+    return arr

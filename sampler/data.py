@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_choice, check_float, check_int, check_real_array
 from .functions import check_bitstring
 from .seeding import derive_seed
 
@@ -100,6 +100,83 @@ class Split:
     train_index: np.ndarray = field(repr=False)
     test_index: np.ndarray = field(repr=False)
     corrupted_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+
+    def __post_init__(self):
+        for name in ("x_train", "x_test"):
+            x = getattr(self, name)
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"Split.{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}")
+            check_real_array(f"Split.{name}", x, ndim=2)
+            if not x.is_floating_point():
+                raise TypeError(f"Split.{name} must be a floating-point tensor, got {x.dtype}")
+        for name in ("y_train", "y_test"):
+            y = getattr(self, name)
+            if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
+                got = f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+                raise TypeError(f"Split.{name} must be an int64 tensor of shape (n,), got {got}")
+            bad = ~((y == 0) | (y == 1))
+            if bool(bad.any()):
+                raise ValueError(f"Split.{name} must hold labels in {{0, 1}}, got {int(y[bad][0])} "
+                                 f"(at position {int(bad.nonzero()[0, 0])}); binarise the labels first")
+        for x, y, what in ((self.x_train, self.y_train, "train"), (self.x_test, self.y_test, "test")):
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(f"Split.x_{what} and Split.y_{what} must have the same length, got "
+                                 f"{x.shape[0]} and {y.shape[0]}")
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise ValueError(f"Split.x_train and Split.x_test must have the same width d, got "
+                             f"{self.x_train.shape[1]} and {self.x_test.shape[1]}")
+        shape = tuple(self.input_shape) if isinstance(self.input_shape, (tuple, list)) else None
+        if not shape or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape) \
+                or math.prod(shape) != self.x_train.shape[1]:
+            raise ValueError(f"Split.input_shape must be a tuple of positive ints whose product is d = "
+                             f"{self.x_train.shape[1]}, got {self.input_shape!r}")
+        object.__setattr__(self, "input_shape", shape)
+
+    @classmethod
+    def from_arrays(cls, x_train, y_train, x_test, y_test, *, input_shape: tuple[int, ...] | None = None,
+                    name: str = "arrays") -> "Split":
+        """A split of the user's own data.
+
+        Parameters
+        ----------
+        x_train : array or tensor, shape (m, d) or (m, *input_shape)
+            Training inputs (real, finite); stored as float32.
+        y_train : array or tensor, shape (m,)
+            Labels in {0, 1} (bool or integers).
+        x_test, y_test : shapes (k, d) / (k, *input_shape) and (k,)
+            The test set E, in the order that defines functions as bitstrings.
+        input_shape : tuple of int, optional
+            Shape of one example (e.g. ``(1, 28, 28)`` for a CNN); default the inputs' own
+            trailing shape, or ``(d,)`` for 2-d inputs.
+        name : str
+            Recorded as the split's dataset name.
+
+        Returns
+        -------
+        Split
+        """
+        xs, ys = [], []
+        for xname, x, yname, y in (("x_train", x_train, "y_train", y_train), ("x_test", x_test, "y_test", y_test)):
+            xa = check_real_array(xname, x)
+            if xa.ndim < 2:
+                raise ValueError(f"{xname} must have shape (n, d) or (n, *input_shape), got shape {xa.shape}")
+            ya = check_real_array(yname, y, ndim=1)
+            if ya.shape[0] != xa.shape[0]:
+                raise ValueError(f"{yname} must have one label per row of {xname} ({xa.shape[0]}), got {ya.shape[0]}")
+            if not np.isin(ya, (0, 1)).all():
+                bad = ya[~np.isin(ya, (0, 1))][0].item()
+                raise ValueError(f"{yname} must hold labels in {{0, 1}}, got {bad!r}; binarise the labels first")
+            xs.append(xa)
+            ys.append(ya)
+        if xs[0].shape[1:] != xs[1].shape[1:]:
+            raise ValueError(f"x_train and x_test must have the same example shape, got {xs[0].shape[1:]} "
+                             f"and {xs[1].shape[1:]}")
+        shape = tuple(int(v) for v in (input_shape if input_shape is not None else xs[0].shape[1:]))
+        flat = [torch.from_numpy(np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=np.float32)) for x in xs]
+        labels = [torch.from_numpy(y.astype(np.int64)) for y in ys]
+        m, k = flat[0].shape[0], flat[1].shape[0]
+        return cls(flat[0], labels[0], flat[1], labels[1], shape, name, "given", 0, "user arrays",
+                   np.arange(m, dtype=np.int64), np.arange(m, m + k, dtype=np.int64))
 
     @property
     def n_train(self) -> int:
@@ -310,6 +387,8 @@ def load_pool(dataset: str, *, data_dir: str | os.PathLike | None = None, target
     check_choice("dataset", dataset, DATASETS)
     if data_dir in ("", None):
         folder = None
+    elif not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a path (str or os.PathLike), got {data_dir!r} ({type(data_dir).__name__})")
     else:
         folder = Path(data_dir).expanduser()
         if not folder.is_dir():
@@ -360,10 +439,10 @@ def split_pool(pool: Pool, *, n_train: int, n_test: int, seed: int, binarize: st
 
 def load_split(
     dataset: str,
+    *,
     n_train: int = 1000,
     n_test: int = 100,
     seed: int = 0,
-    *,
     binarize: str = "half",
     data_dir: str | os.PathLike | None = None,
     target: str | None = None,

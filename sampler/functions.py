@@ -7,10 +7,12 @@ is > 0: a ``str`` of '0'/'1' of length k (DESIGN.md).
 from __future__ import annotations
 
 import math
+import types
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -78,13 +80,17 @@ def hamming_error(bitstring: str, labels: torch.Tensor | np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class FunctionCounts:
-    """How often each function was found, out of how many runs.
+class FunctionCounts(Mapping):
+    """How often each function was found, out of how many runs: a read-only mapping
+    ``bitstring -> count`` (``dict(counts)``, ``counts.items()``, ``len``, ``in`` work as for a dict).
+
+    As for ``collections.Counter``, ``counts[f]`` is 0 for a function never found (``get``
+    follows ``dict.get``), and only found functions are keys.
 
     Attributes
     ----------
     counts : Mapping[str, int]
-        Bitstring -> number of fitted runs (or accepted samples) that ended at it.
+        Bitstring -> number of fitted runs (or accepted samples) that ended at it (read-only).
     n_runs : int
         Runs started (or prior samples drawn).
     n_fit : int
@@ -111,7 +117,15 @@ class FunctionCounts:
             raise ValueError(f"n_fit must equal the sum of the counts ({total}), got n_fit={self.n_fit}")
         if self.n_fit > self.n_runs:
             raise ValueError(f"n_fit must be <= n_runs={self.n_runs}, got n_fit={self.n_fit}")
-        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "counts", types.MappingProxyType(counts))
+
+    def __reduce__(self):
+        # a mapping proxy does not pickle (Ray ships counts between processes): rebuild from a dict
+        return (FunctionCounts, (dict(self.counts), self.n_runs, self.n_fit))
+
+    def get(self, f, default=None):
+        """``counts[f]`` if ``f`` was found, else ``default`` (as ``dict.get``)."""
+        return self.counts.get(f, default)
 
     # construction -------------------------------------------------------------------------
     @classmethod

@@ -49,13 +49,17 @@ def isolated_rng(seed: int, device: str | torch.device = "cpu"):
     device = torch.device(device)
     devices = [device.index or 0] if device.type == "cuda" else []
     py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        try:
+    torch_seed, torch_state = torch.initial_seed(), torch.random.get_rng_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
             pyro.set_rng_seed(seed)
             yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        # fork_rng restores the state but not torch.initial_seed(): put both back as they were
+        torch.random.default_generator.manual_seed(torch_seed)
+        torch.random.set_rng_state(torch_state)
 
 
 @dataclass(frozen=True)

@@ -325,6 +325,8 @@ def iter_runs(
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
     check_int("seed", seed, minimum=0)
     check_int("ensemble", ensemble, minimum=1)
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     if isinstance(runs, range):  # kept lazy: 10^6 runs need no list
         if runs.step != 1 or (len(runs) and runs.start < 0):
             raise ValueError(f"runs must be a range of indices >= 0 with step 1, got {runs!r}")
