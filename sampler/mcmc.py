@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import random
+import warnings
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,10 @@ def summarize(idata, var_names: list[str] | None = None):
     """arviz summary table (mean, sd, HDI, MCSE, ESS bulk/tail, R-hat) as a pandas DataFrame."""
     import arviz as az
 
-    return az.summary(idata, var_names=var_names, round_to="none")
+    # A quantity constant over all draws (e.g. an output bit every chain agrees on) has no R-hat or
+    # ESS: arviz divides by its zero variance and returns nan, which diagnostic_numbers skips.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return az.summary(idata, var_names=var_names, round_to="none")
 
 
 def write_diagnostics(idata, summary, out_dir: str | Path, *, trace_vars: list[str], extra: dict | None = None
@@ -161,7 +165,10 @@ def write_diagnostics(idata, summary, out_dir: str | Path, *, trace_vars: list[s
     info = diagnostic_numbers(idata, summary)
     info.update(extra or {})
     js = atomic_write_json(out / "diagnostics.json", info)
-    axes = az.plot_trace(idata, var_names=trace_vars, compact=True)
+    with warnings.catch_warnings():
+        # a constant trace has no density to draw; arviz says so and draws the trace alone
+        warnings.filterwarnings("ignore", message="Your data appears to have a single value")
+        axes = az.plot_trace(idata, var_names=trace_vars, compact=True)
     fig = np.asarray(axes).ravel()[0].figure
     fig.tight_layout()
     import io

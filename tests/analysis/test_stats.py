@@ -190,3 +190,11 @@ def test_select_functions():
         analysis.select_functions(counts, 0)
     with pytest.raises(TypeError, match="FunctionCounts"):
         analysis.select_functions({"00": 1}, 1)
+
+
+@pytest.mark.parametrize("bad", ["0110", {"a": 1.0}, ["x", "y", "z"]])
+def test_correlate_names_non_numeric_input(bad):
+    import analysis
+
+    with pytest.raises(TypeError, match="log_p_sgd must"):
+        analysis.correlate(bad, [1.0, 2.0, 3.0])

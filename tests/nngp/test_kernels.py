@@ -191,3 +191,15 @@ def test_zero_input_relu_is_finite():
     x = torch.zeros(2, 4, dtype=torch.float64)
     K = nngp.kernel(sampler.FCN(depth=2, sigma_b=0.0), x)
     assert torch.equal(K, torch.zeros(2, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (torch.zeros(4, 0), ValueError, "must not be empty"),
+    (np.array([["a", "b"]]), TypeError, "must hold real numbers"),
+    (torch.ones(3, 2, dtype=torch.complex64), TypeError, "must be real"),
+    (torch.ones(3, 2).half(), TypeError, "float32 or float64"),
+    ([[1.0, 2.0]], TypeError, "torch.Tensor or numpy array"),
+])
+def test_kernel_names_bad_inputs(bad, error, words):
+    with pytest.raises(error, match=words):
+        nngp.kernel(sampler.FCN(), bad)

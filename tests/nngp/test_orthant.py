@@ -154,3 +154,35 @@ def test_unconverged_ep_is_reported():
     assert not res.converged and res.n_iter == 2 and res.max_change > 1e-6
     with pytest.warns(RuntimeWarning, match="did not converge"):
         nngp.log_orthant(K, y, max_iter=2)
+
+
+def test_impossible_sign_pattern_under_singular_kernel_is_minus_infinity():
+    K = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="probability is exactly 0"):
+        assert nngp.log_orthant(K, [1, 1]) == -math.inf
+    assert nngp.log_orthant(K, [1, 0]) > -1.0  # possible: P = 1/2
+    # rank 2 in 3 dimensions, no collinear pair: g3 = g1 + g2 cannot be negative when g1, g2 > 0
+    A = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="probability is exactly 0"):
+        assert nngp.log_orthant(A @ A.T, [1, 1, 0]) == -math.inf
+    assert math.isfinite(nngp.log_orthant(A @ A.T, [1, 1, 1]))
+
+
+def test_tiny_and_huge_kernels_give_the_scale_free_answer():
+    K = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    exact = math.log(0.25 + math.asin(0.5 / math.sqrt(2.0)) / (2 * math.pi))  # Sheppard's formula
+    values = [nngp.log_orthant(K * scale, [1, 1]) for scale in (1e-160, 1.0, 1e160)]
+    assert max(values) - min(values) < 1e-12
+    assert abs(values[1] - exact) < 2e-3  # EP's own error in two dimensions is ~5e-4 here
+    with pytest.raises(ValueError, match="underflowed"):
+        nngp.log_orthant(K * 1e-320, [1, 1])
+
+
+@pytest.mark.parametrize("bad, error", [
+    (torch.eye(2, dtype=torch.complex128), "K must be real"),
+    (torch.eye(2).half(), "K must be float32 or float64"),
+    (np.array([["a", "b"], ["c", "d"]]), "K must hold real numbers"),
+])
+def test_orthant_rejects_non_real_or_coarse_kernels(bad, error):
+    with pytest.raises(TypeError, match=error):
+        nngp.log_orthant(bad, [1, 1])

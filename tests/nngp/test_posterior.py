@@ -148,3 +148,33 @@ def test_pac_bayes_bound():
         nngp.pac_bayes_bound(-1.0, 1)
     with pytest.raises(ValueError, match="log_ps"):
         nngp.pac_bayes_bound(float("nan"), m)
+
+
+def test_posterior_of_another_split_or_arch_is_refused():
+    arch = sampler.FCN(depth=2, width=64)
+    split = sampler.load_split("mnist", n_train=40, n_test=8, seed=0)
+    post = nngp.train_posterior(arch, split)
+    other = sampler.load_split("mnist", n_train=40, n_test=8, seed=1)
+    with pytest.raises(ValueError, match="fitted on another architecture or split"):
+        nngp.log_pb(arch, other, ["0" * 8], posterior=post)
+    with pytest.raises(ValueError, match="fitted on another architecture or split"):
+        nngp.log_ps(sampler.FCN(depth=3, width=64), split, posterior=post)
+    with pytest.raises(TypeError, match="posterior must be a TrainPosterior"):
+        nngp.gp_test_error(arch, split, posterior=object())
+    with pytest.raises(TypeError, match="functions must be a list of bitstrings"):
+        nngp.log_pb(arch, split, None, posterior=post)
+    np.testing.assert_allclose(nngp.log_pb(arch, split, ["0" * 8], posterior=post), nngp.log_pb(arch, split, ["0" * 8]))
+
+
+def test_training_set_with_collinear_inputs_and_opposite_labels_has_no_fit():
+    # relu with sigma_b = 0 is positively homogeneous: x and 2x have correlation exactly 1
+    arch = sampler.FCN(depth=2, width=64, sigma_b=0.0)
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 5))
+    x[1] = 2 * x[0]
+    y = np.array([0, 1, 1, 0, 1, 0])
+    split = sampler.Split.from_arrays(x, y, rng.random((3, 5)), [0, 1, 0])
+    with pytest.raises(ValueError, match="P\\(S\\) = 0"):
+        nngp.log_ps(arch, split)
+    y[1] = 0  # same labels: possible, and finite
+    assert math.isfinite(nngp.log_ps(arch, sampler.Split.from_arrays(x, y, rng.random((3, 5)), [0, 1, 0])))

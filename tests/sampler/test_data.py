@@ -1,5 +1,7 @@
+import dataclasses
 import gzip
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +151,55 @@ def test_label_corruption_replaces_the_exact_fraction(fraction):
     if fraction == 1.0:  # random labels: about half differ from the truth (binomial, 5 sigma)
         changed = int((bad.y_train != split.y_train).sum())
         assert abs(changed - 100) < 5 * np.sqrt(200 * 0.25)
+
+
+# --- Split validates itself; the user's own arrays ------------------------------------------------
+def _arrays(rng, m=6, k=3, d=4):
+    return dict(x_train=rng.random((m, d)), y_train=rng.integers(0, 2, m), x_test=rng.random((k, d)),
+                y_test=rng.integers(0, 2, k))
+
+
+def test_split_from_arrays_round_trip():
+    rng = np.random.default_rng(0)
+    a = _arrays(rng)
+    s = sampler.Split.from_arrays(**a)
+    assert (s.n_train, s.n_test, s.input_shape) == (6, 3, (4,))
+    assert s.x_train.dtype == torch.float32 and s.y_train.dtype == torch.int64
+    np.testing.assert_array_equal(s.y_test.numpy(), a["y_test"])
+    img = sampler.Split.from_arrays(rng.random((5, 1, 2, 3)), [0, 1, 0, 1, 1], rng.random((2, 1, 2, 3)), [1, 0])
+    assert img.input_shape == (1, 2, 3) and img.x_train.shape == (5, 6)
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(y_train=[0, 1, 2, 0, 1, 0]), ValueError, "y_train must hold labels in {0, 1}, got 2"),
+    (dict(y_test=[0, 1]), ValueError, "y_test must have one label per row of x_test"),
+    (dict(x_test=np.zeros((0, 4)), y_test=[]), ValueError, "x_test must not be empty"),
+    (dict(x_train=np.full((6, 4), np.nan)), ValueError, "x_train holds NaN"),
+    (dict(x_train=np.array([["a"] * 4] * 6)), TypeError, "x_train must hold real numbers"),
+    (dict(x_train=np.ones((6, 4)) * 1j), TypeError, "x_train must be real"),
+    (dict(x_test=np.ones((3, 5))), ValueError, "same example shape"),
+])
+def test_split_from_arrays_rejects_bad_input(change, error, words):
+    a = _arrays(np.random.default_rng(1))
+    a.update(change)
+    with pytest.raises(error, match=re.escape(words)):
+        sampler.Split.from_arrays(**a)
+
+
+def test_hand_built_split_is_validated():
+    s = sampler.load_split("boolean", n_train=8, n_test=4, seed=0, target="parity")
+    with pytest.raises(ValueError, match=r"Split.y_train must hold labels in \{0, 1\}, got 2"):
+        dataclasses.replace(s, y_train=torch.tensor([0, 2, 1, 0, 1, 0, 1, 1]))
+    with pytest.raises(ValueError, match="Split.x_train and Split.y_train must have the same length"):
+        dataclasses.replace(s, y_train=s.y_train[:5])
+    with pytest.raises(ValueError, match="Split.x_test must not be empty"):
+        dataclasses.replace(s, x_test=s.x_test[:0], y_test=s.y_test[:0])
+    with pytest.raises(ValueError, match="Split.input_shape"):
+        dataclasses.replace(s, input_shape=(3,))
+
+
+def test_load_split_names_a_bad_data_dir_and_takes_sizes_by_keyword():
+    with pytest.raises(TypeError, match="data_dir must be a path"):
+        sampler.load_split("mnist", n_train=5, n_test=5, data_dir=123)
+    with pytest.raises(TypeError):
+        sampler.load_split("mnist", 5, 5)  # sizes and seed are keyword-only

@@ -63,3 +63,16 @@ def test_invalid_counts(kwargs, match):
 
 def test_hamming_error():
     assert hamming_error("0110", torch.tensor([0, 1, 0, 0])) == 0.25
+
+
+def test_function_counts_is_a_read_only_mapping():
+    import collections.abc
+    import pickle
+
+    c = FunctionCounts({"01": 3, "11": 1}, n_runs=5, n_fit=4)  # k = 2: iterating pairs of chars misreads a dict
+    assert isinstance(c, collections.abc.Mapping)
+    assert dict(c) == {"01": 3, "11": 1} and sorted(c.items()) == [("01", 3), ("11", 1)]
+    assert c["00"] == 0 and c.get("00") is None and c.get("01") == 3 and "00" not in c
+    with pytest.raises(TypeError):
+        c.counts["01"] = 7
+    assert pickle.loads(pickle.dumps(c)) == c

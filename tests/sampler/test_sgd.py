@@ -249,3 +249,11 @@ def test_member_loss_grads_is_the_gradient_of_member_losses(loss):
     torch.testing.assert_close(member_loss_grads(out, labels, loss, weights), ref, rtol=1e-12, atol=1e-15)
     ref1, = torch.autograd.grad(member_losses(out, labels[0], loss).sum(), out)
     torch.testing.assert_close(member_loss_grads(out, labels[0], loss), ref1, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, "float32", torch.float16])
+def test_train_runs_names_a_bad_dtype(dtype):
+    split = sampler.load_split("boolean", n_train=16, n_test=8, seed=0, target="parity")
+    with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
+        train_runs(sampler.FCN(depth=1, width=8), split, TrainSpec(batch_size=4), seed=0, start=0, stop=2,
+                   dtype=dtype)
