@@ -4,7 +4,7 @@
 [--set key=value ...] [--out DIR] [--executor local|ray]`` runs a whole experiment (or, for a file
 with a ``[sweep]`` section, each of its points) into a run folder; ``sgdbayes analyze RUN_DIR`` re-makes its report;
 ``sgdbayes compare [CONFIG] [--set ...] [--out DIR]`` runs the Boolean estimator comparison
-(sampler.compare). Bad input becomes one line on stderr and exit status 2, never a traceback (set
+(sgdbayes.compare). Bad input becomes one line on stderr and exit status 2, never a traceback (set
 ``SGDBAYES_TRACEBACK=1`` to see one).
 """
 
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_data(args) -> int:
-    from .data import load_split
+    from sampler.data import load_split
 
     split = load_split(args.dataset, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                        binarize=args.binarize, data_dir=args.data_dir, target=args.target)
@@ -70,9 +70,9 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .config import load_config
-    from .experiment import run_experiment
-    from .sweep import is_sweep_file, load_sweep, run_sweep
+    from sgdbayes.config import load_config
+    from sgdbayes.pipeline import run_experiment
+    from sgdbayes.sweep import is_sweep_file, load_sweep, run_sweep
 
     out = args.out
     if out is None:
@@ -90,7 +90,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from .experiment import analyze_run
+    from sgdbayes.pipeline import analyze_run
 
     result = analyze_run(args.run_dir, overrides=args.overrides)
     print(result.summary_text())
@@ -99,7 +99,7 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import load_compare_config, run_compare
+    from sgdbayes.compare import load_compare_config, run_compare
 
     config = load_compare_config(args.config, args.overrides)
     out = args.out

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.report import compute_summary, make_report, summary_lines
-from sampler.config import load_config
+from sgdbayes.report import compute_summary, make_report, summary_lines
+from sgdbayes.config import load_config
 
 
 def _frame(n=30, seed=0):

@@ -1,4 +1,4 @@
-"""The Boolean comparison (sampler.compare, analysis.compare_plots, `sgdbayes compare`)."""
+"""The Boolean comparison (sgdbayes.compare, analysis.compare_plots, `sgdbayes compare`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 import analysis
 from analysis.compare_plots import Panel, Series, figure_compare
-from sampler.cli import main
-from sampler.compare import (WEIGHT6_TARGET, CompareConfig, MethodEstimate, compare_methods, is_compare_file,
+from sgdbayes.cli import main
+from sgdbayes.compare import (WEIGHT6_TARGET, CompareConfig, MethodEstimate, compare_methods, is_compare_file,
                              load_compare_config, method_pairs, parse_compare_config, run_compare)
 from sampler.data import boolean_inputs
 from sampler.functions import FunctionCounts

@@ -4,9 +4,9 @@ import numpy as np
 
 import nngp
 from sampler import RunFolder
-from sampler.config import parse_config
-from sampler.distributed import ShardTask
-from sampler.tasks import bayes_task, split_for, train_posterior_for
+from sgdbayes.config import parse_config
+from sgdbayes.fanout import ShardTask
+from sgdbayes.tasks import bayes_task, split_for, train_posterior_for
 
 
 def test_bayes_shards_fit_ep_on_s_once_and_match_a_fresh_fit(tmp_path, monkeypatch):

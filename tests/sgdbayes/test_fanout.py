@@ -10,9 +10,9 @@ import time
 import pytest
 
 from sampler import RunFolder
-from sampler.config import load_config
-from sampler.distributed import execute, run_task
-from sampler.experiment import sgd_tasks
+from sgdbayes.config import load_config
+from sgdbayes.fanout import execute, run_task
+from sgdbayes.pipeline import sgd_tasks
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -80,7 +80,7 @@ def test_driver_killed_then_restarted_completes_the_folder(tmp_path):
     out = tmp_path / "driver"
     overrides = SMALL + ["sgd.n_runs=96"]
     config, expected = _reference(tmp_path, overrides)
-    args = [sys.executable, "-m", "sampler.cli", "run", "--no-progress", "--out", str(out)]
+    args = [sys.executable, "-m", "sgdbayes.cli", "run", "--no-progress", "--out", str(out)]
     for o in overrides:
         args += ["--set", o]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ExperimentConfig, apply_overrides, load_config, parse_config
-from .distributed import ShardTask, execute
-from .functions import FunctionCounts
-from .store import RunFolder, atomic_write_json, atomic_write_table
+from sgdbayes.config import ExperimentConfig, apply_overrides, load_config, parse_config
+from sgdbayes.fanout import ShardTask, execute
+from sampler.functions import FunctionCounts
+from sampler.store import RunFolder, atomic_write_json, atomic_write_table
 
 BAYES_GROUP = 2000  # functions per P_B shard: one EP on S per shard, so large groups amortise it
 
@@ -39,7 +39,7 @@ class ExperimentResult:
 
     def summary_text(self) -> str:
         """The summary as an aligned two-column table for the terminal."""
-        from analysis.report import summary_lines
+        from sgdbayes.report import summary_lines
 
         return "\n".join(summary_lines(self.summary))
 
@@ -52,7 +52,7 @@ def _check_folder_config(folder: RunFolder, config: ExperimentConfig) -> None:
                 f"run folder {folder.path} holds a different config ({folder.config_path}); resume it with the "
                 f"same config, or pass a new --out")
     else:
-        from .store import atomic_write_text
+        from sampler.store import atomic_write_text
 
         atomic_write_text(folder.config_path, config.to_toml())
 
@@ -119,7 +119,7 @@ def run_experiment(
     if config.bayes.method != "none" and functions:
         import nngp
 
-        from .tasks import split_for, train_posterior_for
+        from sgdbayes.tasks import split_for, train_posterior_for
 
         t1 = time.perf_counter()
         breports = execute(bayes_tasks(config, folder, functions), executor=executor, address=address,
@@ -168,7 +168,7 @@ def write_functions_table(folder: RunFolder, config: ExperimentConfig, counts: F
 
     import analysis
 
-    from .tasks import split_for
+    from sgdbayes.tasks import split_for
 
     split = split_for(config.data)
     functions = [f for f, _ in counts.most_common()]
@@ -191,7 +191,7 @@ def analyze_folder(folder: RunFolder, config: ExperimentConfig) -> ExperimentRes
     ``bayes.json`` and the SGD shards of a run folder."""
     import pyarrow.parquet as pq
 
-    from analysis.report import make_report
+    from sgdbayes.report import make_report
 
     path = folder.path / "functions.parquet"
     if not path.is_file():
@@ -219,7 +219,7 @@ def analyze_run(run_dir: str | Path, *, overrides: list[str] | tuple[str, ...] =
     for text in overrides:
         if not text.strip().startswith("analysis."):
             raise ValueError(f"analyze only takes [analysis] overrides, got --set {text!r}")
-    from .config import read_toml
+    from sgdbayes.config import read_toml
 
     config = parse_config(apply_overrides(read_toml(folder.config_path), list(overrides)))
     saved = load_config(folder.config_path)

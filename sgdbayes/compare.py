@@ -55,13 +55,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._checks import check_choice, check_int, did_you_mean
-from .architectures import Architecture
-from .config import (OPTIMIZERS, AnalysisConfig, BayesConfig, SGDConfig, _build_arch, _build_section,
+from sampler._checks import check_choice, check_int, did_you_mean
+from sampler.architectures import Architecture
+from sgdbayes.config import (OPTIMIZERS, AnalysisConfig, BayesConfig, SGDConfig, _build_arch, _build_section,
                      apply_overrides, read_toml)
-from .data import BOOLEAN_N, boolean_inputs, boolean_target
-from .functions import FunctionCounts
-from .store import RunFolder, atomic_write_json, atomic_write_table, atomic_write_text
+from sampler.data import BOOLEAN_N, boolean_inputs, boolean_target
+from sampler.functions import FunctionCounts
+from sampler.store import RunFolder, atomic_write_json, atomic_write_table, atomic_write_text
 
 
 def _threshold_target(k: int) -> str:
@@ -519,7 +519,7 @@ def _check_folder(folder: RunFolder, config: CompareConfig) -> None:
 
 
 def _run_prior(config: CompareConfig, split, case_dir: Path, device, progress: bool) -> tuple[FunctionCounts, dict]:
-    from .prior import binomial_summary, prior_sampling
+    from sampler.prior import binomial_summary, prior_sampling
 
     s = config.compare
     folder = RunFolder(case_dir / "prior")
@@ -559,7 +559,7 @@ def _run_ess(config: CompareConfig, split, K, case_dir: Path, device) -> tuple[F
 
 
 def _run_sgd(config: CompareConfig, split, optimizer: str, case_dir: Path, device, progress: bool):
-    from .sgd import sample_sgd
+    from sampler.sgd import sample_sgd
 
     g = config.sgd
     t0 = time.perf_counter()
@@ -612,8 +612,8 @@ def run_case(config: CompareConfig, case: Case, folder: RunFolder, *, progress: 
 
     import analysis
 
-    from .data import load_split
-    from .sgd import resolve_device
+    from sampler.data import load_split
+    from sampler.sgd import resolve_device
 
     device = resolve_device(config.sgd.device)
     split = load_split("boolean", n_train=case.n_train, n_test=config.n_test, seed=config.data_seed,

@@ -1,6 +1,6 @@
 """What each kind of shard task does (the workers' side of sampler/distributed.py).
 
-Each function takes a :class:`~sampler.distributed.ShardTask` and the run folder, computes its
+Each function takes a :class:`~sgdbayes.fanout.ShardTask` and the run folder, computes its
 piece of the experiment from the config alone (so any node can run it), writes exactly one
 shard atomically and returns how many items (runs, functions) it holds.
 """
@@ -13,9 +13,9 @@ import time
 
 import pyarrow as pa
 
-from .config import DataConfig, ExperimentConfig, parse_config
-from .data import Split, corrupt_labels, load_split
-from .store import RunFolder
+from sgdbayes.config import DataConfig, ExperimentConfig, parse_config
+from sampler.data import Split, corrupt_labels, load_split
+from sampler.store import RunFolder
 
 
 def split_for(data: DataConfig) -> Split:
@@ -30,7 +30,7 @@ def split_for(data: DataConfig) -> Split:
 
 def train_spec_for(config: ExperimentConfig):
     """The ``sampler.sgd.TrainSpec`` of an experiment's ``[sgd]`` section."""
-    from .sgd import TrainSpec
+    from sampler.sgd import TrainSpec
 
     s = config.sgd
     return TrainSpec(optimizer=s.optimizer, lr=s.lr, batch_size=s.batch_size, loss=s.loss, momentum=s.momentum,
@@ -40,7 +40,7 @@ def train_spec_for(config: ExperimentConfig):
 
 def sgd_task(task, folder: RunFolder, progress=None) -> int:
     """Train runs ``params['start']`` to ``params['stop']`` and write their per-run rows."""
-    from .sgd import resolve_device, train_runs
+    from sampler.sgd import resolve_device, train_runs
 
     config = parse_config(task.config)
     start, stop = int(task.params["start"]), int(task.params["stop"])

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 import sampler
-from sampler.config import ExperimentConfig, load_config, parse_config, parse_override
+from sgdbayes.config import ExperimentConfig, load_config, parse_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,8 +17,8 @@ def test_defaults_and_round_trip(tmp_path):
 
 
 def test_shipped_configs_parse():
-    from sampler.compare import is_compare_file, load_compare_config
-    from sampler.sweep import is_sweep_file
+    from sgdbayes.compare import is_compare_file, load_compare_config
+    from sgdbayes.sweep import is_sweep_file
 
     files = sorted((ROOT / "configs").rglob("*.toml"))
     plain = [f for f in files if not is_sweep_file(f) and not is_compare_file(f)]

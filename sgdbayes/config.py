@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_choice, check_float, check_int, did_you_mean
-from .architectures import ARCHITECTURES, FCN, Architecture, make_architecture
-from .data import BINARIZATIONS, DATASETS
+from sampler._checks import check_choice, check_float, check_int, did_you_mean
+from sampler.architectures import ARCHITECTURES, FCN, Architecture, make_architecture
+from sampler.data import BINARIZATIONS, DATASETS
 
-from .optimizers import OPTIMIZERS
-from .sgd import DEVICES, LOSSES
+from sampler.optimizers import OPTIMIZERS
+from sampler.sgd import DEVICES, LOSSES
 
 BAYES_METHODS = ("ep-conditional", "ep", "none")
 

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sampler import RunFolder
-from sampler.cli import main
-from sampler.config import load_config
-from sampler.experiment import run_experiment
+from sgdbayes.cli import main
+from sgdbayes.config import load_config
+from sgdbayes.pipeline import run_experiment
 
 TINY = ["data.n_train=40", "data.n_test=10", "arch.width=32", "sgd.n_runs=48", "sgd.ensemble=16",
         "sgd.shard_size=24", "sgd.lr=0.1", "sgd.batch_size=10", "sgd.max_epochs=300", "analysis.n_boot=50"]

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from sampler.config import load_config
-from sampler.sweep import expand_sweep, is_sweep_file, load_sweep, point_name
+from sgdbayes.config import load_config
+from sgdbayes.sweep import expand_sweep, is_sweep_file, load_sweep, point_name
 
 ROOT = Path(__file__).resolve().parents[2]
 

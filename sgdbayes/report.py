@@ -83,7 +83,7 @@ def compute_summary(frame, *, n_runs: int, n_fit: int, min_count: int, n_boot: i
 
 def make_figures(frame, folder: Path, *, min_count: int) -> dict[str, Path]:
     """Draw the report's figures into ``folder/figures``; returns name -> path."""
-    from . import plots
+    from analysis import plots
 
     fig_dir = Path(folder) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_choice, did_you_mean
-from .config import ALL_SECTIONS, ExperimentConfig, apply_overrides, parse_config, read_toml
+from sampler._checks import check_choice, did_you_mean
+from sgdbayes.config import ALL_SECTIONS, ExperimentConfig, apply_overrides, parse_config, read_toml
 
 SWEEP_KINDS = ("random_labels", "width", "optimizer", "generic")
 SWEEP_KEYS = ("kind", "axes", "points")
@@ -133,7 +133,7 @@ class SweepResult:
     report_path: Path
 
     def summary_text(self) -> str:
-        from analysis.sweeps import sweep_table_lines
+        from sgdbayes.sweep_report import sweep_table_lines
 
         return "\n".join(sweep_table_lines(self.kind, self.names, self.summaries))
 
@@ -142,9 +142,9 @@ def run_sweep(sweep: Sweep, out: str | Path, *, executor: str = "local", address
               progress: bool = True) -> SweepResult:
     """Run every point of ``sweep`` into ``out/<point name>`` (each resumable), then write the
     sweep's figure, ``sweep.json`` and ``report.md`` into ``out``."""
-    from analysis.sweeps import make_sweep_report
+    from sgdbayes.sweep_report import make_sweep_report
 
-    from .experiment import run_experiment
+    from sgdbayes.pipeline import run_experiment
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

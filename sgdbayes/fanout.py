@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ._checks import check_choice
+from sampler._checks import check_choice
 
 EXECUTORS = ("local", "ray")
 
@@ -64,8 +64,8 @@ def run_task(task: ShardTask, progress: Callable[[int, int], None] | None = None
 
     ``progress(n_done, n_fit)``, if given, hears how many of the task's items are done so far.
     """
-    from .store import RunFolder
-    from .tasks import TASK_KINDS
+    from sampler.store import RunFolder
+    from sgdbayes.tasks import TASK_KINDS
 
     folder = RunFolder(task.folder)
     if folder.has_shard(task.kind, task.index):

@@ -1,6 +1,6 @@
 import pytest
 
-from sampler.cli import main
+from sgdbayes.cli import main
 
 
 def test_data_summary(capsys):

@@ -1,0 +1,1 @@
+"""Estimator plug-ins (filled in stage 2)."""
