@@ -73,7 +73,8 @@ def save_figure(fig, path) -> Path:
 
 # --------------------------------------------------------------------------------------------
 def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_label: str = "",
-                      yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True):
+                      yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
+                      xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)"):
     """P_SGD against P_B on log10 axes with the diagonal P_SGD = P_B.
 
     Parameters
@@ -120,7 +121,7 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
     if diagonal and keep.any():
         lo, hi = min(xs.min(), ys.min()), max(xs.max(), ys.max())
         pad = 0.05 * (hi - lo) if hi > lo else 0.5
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=1, label="P_SGD = P_B", zorder=1)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=1, label="y = x", zorder=1)
     if c is not None and keep.any():
         cmin, cmax = int(np.min(c[keep])), int(np.max(c[keep]))
         for v in sorted({cmin, cmax}):
@@ -128,8 +129,8 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
                        linewidths=0.3, label=f"count {v}")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize=8)
-    ax.set_xlabel("log10 P_B(f|S)")
-    ax.set_ylabel("log10 P_SGD(f|S)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     _note_dropped(ax, int((~keep).sum()))
@@ -137,11 +138,13 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
 
 
 def plot_psgd_vs_pb(log_p_b, log_p_sgd, path, *, counts=None, color=None, color_label: str = "",
-                    yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True) -> Path:
+                    yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
+                    xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)") -> Path:
     """Write :func:`figure_psgd_vs_pb` (which documents the parameters) as PNG to ``path``;
     returns the path."""
     return save_figure(figure_psgd_vs_pb(log_p_b, log_p_sgd, counts=counts, color=color, color_label=color_label,
-                                         yerr=yerr, xerr=xerr, title=title, diagonal=diagonal), path)
+                                         yerr=yerr, xerr=xerr, title=title, diagonal=diagonal, xlabel=xlabel,
+                                         ylabel=ylabel), path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,160 +1,118 @@
-"""Sweeps: one TOML file that expands into several experiments, run into sub-folders.
-
-A sweep file is an experiment file with one extra section::
-
-    [sweep]
-    kind = "random_labels"          # which sweep figure to draw: random_labels, width, optimizer, generic
-    axes = { "data.corrupt_fraction" = [0.0, 0.5, 1.0] }        # cartesian product of the axes
-    # or an explicit list of settings:
-    points = [ { "sgd.optimizer" = "sgd", "sgd.lr" = 0.05 }, { "sgd.optimizer" = "adam", "sgd.lr" = 0.001 } ]
-
-Each point is the base experiment with those keys replaced; ``--set`` overrides apply to the base
-(so the same file runs reduced on a laptop and at the paper's size on GPU nodes).
-"""
+"""Sweep reports: one figure and one table over the cases of a sweep (random labels, width,
+optimiser settings), from the cases' summaries. The sweep itself (``[sweep]`` axes or points, one
+case per point) is expanded by :meth:`sgdbayes.config.ExperimentConfig.cases`."""
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from sampler._checks import check_choice, did_you_mean
-from sgdbayes.config import ALL_SECTIONS, ExperimentConfig, apply_overrides, parse_config, read_toml
+import numpy as np
 
-SWEEP_KINDS = ("random_labels", "width", "optimizer", "generic")
-SWEEP_KEYS = ("kind", "axes", "points")
+from sampler.store import atomic_write_json
 
+from .tables import markdown_table
 
-@dataclass(frozen=True)
-class SweepPoint:
-    """One experiment of a sweep: its folder name, the keys it sets and its full config."""
-
-    name: str
-    settings: tuple[tuple[str, Any], ...]
-    config: ExperimentConfig
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """A sweep: its kind (which figure) and its points in order."""
-
-    kind: str
-    points: tuple[SweepPoint, ...]
+# (summary key, column title) shown in the sweep table, per sweep kind.
+COLUMNS = {
+    "random_labels": [("sgd_mean_epochs", "SGD epochs to fit"), ("fit_fraction", "fit fraction"),
+                      ("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP test error"),
+                      ("log_p_s", "log P(S)"), ("pac_bayes_bound", "PAC-Bayes bound")],
+    "width": [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "NNGP test error"),
+              ("sgd_top_share", "top-function share"), ("sgd_entropy", "P_SGD entropy"),
+              ("n_functions", "functions"), ("sgd_mean_epochs", "epochs to fit")],
+    "optimizer": [("pearson_log", "Pearson (log)"), ("spearman", "Spearman"), ("dist_kl", "KL"),
+                  ("dist_tv", "TV"), ("n_functions_used", "functions used"), ("sgd_mean_test_error", "test error")],
+}
+COLUMNS["generic"] = COLUMNS["optimizer"]
 
 
-def _fmt_value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+def _num(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
 
 
-def point_name(settings: list[tuple[str, Any]]) -> str:
-    """Folder name of a point, e.g. ``corrupt_fraction=0.2,width=64``."""
-    return ",".join(f"{key.split('.', 1)[1]}={_fmt_value(v)}" for key, v in settings)
+def _axis(settings: Sequence[tuple[tuple[str, Any], ...]], key: str) -> np.ndarray:
+    return np.array([dict(s).get(key, math.nan) for s in settings], dtype=float)
 
 
-def _check_setting_key(key: str) -> tuple[str, str]:
-    if not isinstance(key, str) or "." not in key:
-        raise ValueError(f"sweep keys must be 'section.key', got {key!r}")
-    section, name = key.split(".", 1)
-    if section not in ALL_SECTIONS:
-        raise ValueError(f"unknown config section in sweep key {key!r}; valid sections: {list(ALL_SECTIONS)}"
-                         f"{did_you_mean(section, ALL_SECTIONS)}")
-    return section, name
+def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
+    """Draw the sweep figure of ``kind`` to ``path`` (PNG)."""
+    import matplotlib  # slow to import: only when a sweep is drawn
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def expand_sweep(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
-    """Expand a parsed sweep file (with its ``[sweep]`` section) into validated points.
-
-    Raises ``ValueError`` naming the offending key for a malformed ``[sweep]`` or any point
-    whose config is invalid.
-    """
-    raw = dict(raw)
-    spec = raw.pop("sweep", None)
-    if not isinstance(spec, dict):
-        raise ValueError("a sweep file needs a [sweep] table with 'axes' or 'points'")
-    for key in spec:
-        if key not in SWEEP_KEYS:
-            raise ValueError(f"unknown key sweep.{key}; valid keys of [sweep]: {list(SWEEP_KEYS)}"
-                             f"{did_you_mean(key, SWEEP_KEYS)}")
-    kind = check_choice("sweep.kind", spec.get("kind", "generic"), SWEEP_KINDS)
-    base = apply_overrides(raw, list(overrides))
-    if ("axes" in spec) == ("points" in spec):
-        raise ValueError("[sweep] needs exactly one of 'axes' (a product) or 'points' (a list)")
-    if "axes" in spec:
-        axes = spec["axes"]
-        if not isinstance(axes, dict) or not axes:
-            raise ValueError(f"sweep.axes must be a table of 'section.key' = [values], got {axes!r}")
-        for key, values in axes.items():
-            _check_setting_key(key)
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"sweep.axes[{key!r}] must be a non-empty list, got {values!r}")
-        combos = [list(zip(axes.keys(), vals)) for vals in itertools.product(*axes.values())]
+    get = lambda key: np.array([_num(s.get(key)) for s in summaries])  # noqa: E731
+    if kind == "random_labels":
+        x = _axis(settings, "data.corrupt_fraction")
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        axes[0].plot(x, get("sgd_mean_epochs"), "o-")
+        axes[0].set(xlabel="fraction of S's labels random", ylabel="SGD epochs to 100% train accuracy")
+        for key, label in [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP (EP) test error"),
+                           ("pac_bayes_bound", "PAC-Bayes bound (from log P(S))")]:
+            axes[1].plot(x, get(key), "o-", label=label)
+        axes[1].axhline(0.5, color="grey", ls=":", label="chance")
+        axes[1].set(xlabel="fraction of S's labels random", ylabel="error", ylim=(0, 1.05))
+        axes[1].legend(fontsize=8)
+        axes[2].plot(x, get("log_p_s"), "o-")
+        axes[2].set(xlabel="fraction of S's labels random", ylabel="log P(S) (natural log, EP)")
+    elif kind == "width":
+        widths = _axis(settings, "arch.width")
+        depths = _axis(settings, "arch.depth")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for d in sorted(set(depths[np.isfinite(depths)]) or {math.nan}):
+            sel = (depths == d) if math.isfinite(d) else np.ones(len(widths), bool)
+            label = f"depth {d:g}" if math.isfinite(d) else "SGD"
+            order = np.argsort(widths[sel])
+            axes[0].plot(widths[sel][order], get("sgd_mean_test_error")[sel][order], "o-", label=f"SGD, {label}")
+            gp = get("gp_test_error")[sel]
+            if np.isfinite(gp).any():
+                axes[0].axhline(np.nanmean(gp), ls="--", color=axes[0].lines[-1].get_color(),
+                                label=f"NNGP (infinite width), {label}")
+            axes[1].plot(widths[sel][order], get("sgd_top_share")[sel][order], "o-", label=label)
+        axes[0].set(xscale="log", xlabel="width", ylabel="test error on E")
+        axes[0].legend(fontsize=8)
+        axes[1].set(xscale="log", xlabel="width", ylabel="share of runs in the commonest function")
+        axes[1].legend(fontsize=8)
     else:
-        points = spec["points"]
-        if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
-            raise ValueError(f"sweep.points must be a non-empty list of tables, got {points!r}")
-        combos = [list(p.items()) for p in points]
-    out = []
-    for settings in combos:
-        point = {s: (dict(v) if isinstance(v, dict) else v) for s, v in base.items()}
-        for key, value in settings:
-            section, name = _check_setting_key(key)
-            point.setdefault(section, {})[name] = value
-        try:
-            config = parse_config(point)
-        except (ValueError, TypeError) as exc:
-            raise type(exc)(f"sweep point {point_name(settings)}: {exc}") from exc
-        out.append(SweepPoint(point_name(settings), tuple(settings), config))
-    names = [p.name for p in out]
-    if len(set(names)) != len(names):
-        raise ValueError(f"sweep points must differ, got duplicates among {names}")
-    return Sweep(kind, tuple(out))
+        fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4))
+        x = np.arange(len(names))
+        for off, key, label in [(-0.15, "pearson_log", "Pearson (log)"), (0.15, "spearman", "Spearman")]:
+            y = get(key)
+            ci = np.array([s.get(key + "_ci") or [math.nan, math.nan] for s in summaries], dtype=float)
+            yerr = np.abs(np.vstack([y - ci[:, 0], ci[:, 1] - y]))
+            axes[0].errorbar(x + off, y, yerr=np.nan_to_num(yerr), fmt="o", capsize=3, label=label)
+        axes[0].set(xticks=x, ylabel="correlation of P_SGD with P_B", ylim=(-1.05, 1.05))
+        axes[0].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        axes[0].legend(fontsize=8)
+        axes[1].bar(x - 0.2, get("dist_kl"), 0.4, label="KL(P_SGD||P_B), nats")
+        axes[1].bar(x + 0.2, get("dist_tv"), 0.4, label="total variation")
+        axes[1].set(xticks=x)
+        axes[1].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
-def is_sweep_file(path: str | Path) -> bool:
-    """Whether the TOML file at ``path`` has a ``[sweep]`` section."""
-    return "sweep" in read_toml(path)
+def sweep_table(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> str:
+    """The sweep's table (one row per case) as markdown."""
+    cols = COLUMNS[kind]
+    return markdown_table(["case"] + [t for _, t in cols], [[n] + [s.get(k) for k, _ in cols]
+                                                            for n, s in zip(names, summaries)])
 
 
-def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
-    """Read and expand the sweep file at ``path``."""
-    return expand_sweep(read_toml(path), overrides)
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """A finished sweep: its folder, per-point summaries (in point order) and its report."""
-
-    folder: Path
-    kind: str
-    names: tuple[str, ...]
-    settings: tuple[tuple[tuple[str, Any], ...], ...]
-    summaries: tuple[dict, ...]
-    report_path: Path
-
-    def summary_text(self) -> str:
-        from sgdbayes.sweep_report import sweep_table_lines
-
-        return "\n".join(sweep_table_lines(self.kind, self.names, self.summaries))
-
-
-def run_sweep(sweep: Sweep, out: str | Path, *, executor: str = "local", address: str | None = None,
-              progress: bool = True) -> SweepResult:
-    """Run every point of ``sweep`` into ``out/<point name>`` (each resumable), then write the
-    sweep's figure, ``sweep.json`` and ``report.md`` into ``out``."""
-    from sgdbayes.sweep_report import make_sweep_report
-
-    from sgdbayes.pipeline import run_experiment
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    summaries = []
-    for i, point in enumerate(sweep.points):
-        if progress:
-            print(f"[sweep {i + 1}/{len(sweep.points)}] {point.name}", flush=True)
-        result = run_experiment(point.config, out / point.name, executor=executor, address=address,
-                                progress=progress)
-        summaries.append(result.summary)
-    settings = tuple(p.settings for p in sweep.points)
-    report = make_sweep_report(out, sweep.kind, [p.name for p in sweep.points], settings, summaries)
-    return SweepResult(out, sweep.kind, tuple(p.name for p in sweep.points), settings, tuple(summaries), report)
+def sweep_section(folder: Path, config, summaries: Sequence[dict]) -> list[str]:
+    """Draw ``figures/sweep.png``, write ``sweep.json``; returns the report's sweep section."""
+    kind = config.sweep.kind
+    cases = config.cases()
+    names, settings = [c.name for c in cases], [c.settings for c in cases]
+    fig = plot_sweep(kind, names, settings, summaries, Path(folder) / "figures" / "sweep.png")
+    atomic_write_json(Path(folder) / "sweep.json", {"kind": kind, "points": [
+        {"name": n, "settings": dict(s), "summary": {k: v for k, v in sm.items() if k not in ("pairs", "extras")}}
+        for n, s, sm in zip(names, settings, summaries)]})
+    return [f"## Sweep: {kind}", "", sweep_table(kind, names, summaries), "",
+            f"![sweep]({fig.relative_to(folder)})", ""]
