@@ -1,7 +1,7 @@
-"""The figure of the Boolean comparison (``sgdbayes compare``): a grid of log-log panels, each
-comparing several estimators of P(f|S) with one reference estimator on one case.
+"""A grid of log-log panels, each comparing several estimators of P(f|S) with one reference
+estimator on one case (the report's ``figures/pairs.png``).
 
-Only drawing happens here; :mod:`sgdbayes.compare` chooses the functions and the numbers. Inputs are
+Only drawing happens here; the application's report chooses the functions and the numbers. Inputs are
 natural logs; axes show log10 and say so. Colours and markers follow the series label, the same in
 every panel. An empty panel says why (its ``note``) instead of showing nothing silently.
 """

@@ -64,7 +64,7 @@ def _note_dropped(ax, dropped: int, why: str = "non-finite") -> None:
 
 def save_figure(fig, path) -> Path:
     """Render ``fig`` as PNG and write it atomically to ``path`` (folders created)."""
-    from sampler.store import atomic_write_bytes
+    from sampler.atomic import atomic_write_bytes  # lazily: importing sampler imports torch (slow)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from ._checks import check_int
+from .atomic import atomic_write_table
 
 
 def outputs_to_bits(outputs: torch.Tensor) -> torch.Tensor:
@@ -66,15 +69,6 @@ def check_bitstring(name: str, value, length: int | None = None) -> str:
     if length is not None and len(value) != length:
         raise ValueError(f"{name} must have length {length}, got length {len(value)}")
     return value
-
-
-def hamming_error(bitstring: str, labels: torch.Tensor | np.ndarray) -> float:
-    """Fraction of positions where ``bitstring`` differs from 0/1 ``labels`` (the test error)."""
-    bits = string_to_bits(bitstring)
-    lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.uint8)
-    if lab.shape != bits.shape:
-        raise ValueError(f"labels must have shape {bits.shape} to match the function, got {lab.shape}")
-    return float(np.mean(bits != lab))
 
 
 @dataclass(frozen=True)
@@ -216,7 +210,7 @@ class FunctionCounts:
     def to_frame(self):
         """A pandas DataFrame with columns ``function``, ``count``, ``p`` (count / n_fit),
         most frequent first; ``n_runs`` and ``n_fit`` are in ``frame.attrs``."""
-        import pandas as pd
+        import pandas as pd  # slow to import; only this method needs it
 
         items = self.most_common()
         frame = pd.DataFrame({
@@ -229,10 +223,6 @@ class FunctionCounts:
 
     def to_parquet(self, path: str | Path) -> Path:
         """Write atomically as Parquet (``function``, ``count``; n_runs/n_fit in the metadata)."""
-        import pyarrow as pa
-
-        from .store import atomic_write_table
-
         items = self.most_common()
         table = pa.table({
             "function": pa.array([f for f, _ in items], pa.string()),
@@ -243,8 +233,6 @@ class FunctionCounts:
     @classmethod
     def from_parquet(cls, path: str | Path) -> "FunctionCounts":
         """Read a file written by :meth:`to_parquet`."""
-        import pyarrow.parquet as pq
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no function counts file at {path}")

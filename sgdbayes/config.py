@@ -33,7 +33,7 @@ from sampler.architectures import ARCHITECTURES, Architecture, make_architecture
 
 from .case import Case, DataConfig
 from .estimators import get_estimator
-from .estimators.base import LABEL_PATTERN, Options
+from .estimators.base import LABEL_PATTERN, Options, coerce
 
 SECTIONS = ("data", "arch", "estimators", "analysis", "report", "sweep")
 SWEEP_KINDS = ("random_labels", "width", "optimizer", "generic")
@@ -114,8 +114,6 @@ class ExperimentConfig:
     pairs : tuple of (str, str)
         (P_SGD-side label, P_B reference label) pairs the report compares, resolved at parse time.
     sweep : SweepSpec or None
-    raw : tuple
-        Not compared; the validated nested dict is rebuilt by :meth:`to_dict`.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -190,14 +188,6 @@ def _field_types(cls) -> dict[str, type]:
     return {f.name: type(f.default) for f in fields(cls) if f.default is not dataclasses.MISSING}
 
 
-def _coerce(key: str, value: Any, expected: type) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected in (int, float, str) and (isinstance(value, bool) or not isinstance(value, expected)):
-        raise TypeError(f"{key} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
 def _check_keys(section: str, given: Mapping, valid) -> None:
     for key in given:
         if key not in valid:
@@ -214,7 +204,7 @@ def _table(section: str, value: Any) -> dict:
 def _build(cls, section: str, values: Mapping):
     types = _field_types(cls)
     _check_keys(section, values, types)
-    return cls(**{k: _coerce(f"{section}.{k}", v, types[k]) for k, v in values.items()})
+    return cls(**{k: coerce(f"{section}.{k}", v, types[k]) for k, v in values.items()})
 
 
 def _build_arch(values: Mapping) -> Architecture:
@@ -222,7 +212,7 @@ def _build_arch(values: Mapping) -> Architecture:
     kind = check_choice("arch.kind", values.pop("kind", "fcn"), ARCHITECTURES)
     types = _field_types(ARCHITECTURES[kind])
     _check_keys("arch", values, set(types) | {"kind"})
-    return make_architecture(kind, **{k: _coerce(f"arch.{k}", v, types[k]) for k, v in values.items()})
+    return make_architecture(kind, **{k: coerce(f"arch.{k}", v, types[k]) for k, v in values.items()})
 
 
 def _build_estimators(raw: Any) -> tuple[EstimatorSpec, ...]:

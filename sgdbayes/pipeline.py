@@ -73,10 +73,7 @@ def _task(config_dict, out, case: Case, spec, index: int, shard: dict) -> ShardT
 
 def read_result(folder: RunFolder, spec, n_shards: int) -> EstimatorResult:
     """Merge shards ``0 .. n_shards - 1`` of the estimator ``spec`` in a case folder."""
-    tables = []
-    for i in range(n_shards):
-        table, meta = folder.read_shard(spec.label, i)
-        tables.append(table)
+    tables = [folder.read_shard(spec.label, i)[0] for i in range(n_shards)]
     return EstimatorResult.from_shards(spec.label, spec.method, tables,
                                        sampler=spec.estimator.kind == "sampler")
 
@@ -146,8 +143,10 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     folder = RunFolder(out)
     _check_folder_config(folder, config)
-    folder.start_manifest(seeds={"data": config.data.seed, "analysis": config.analysis.seed},
-                          device="see estimators")
+    devices = sorted({getattr(s.options, "device", "cpu") for s in config.estimators})
+    folder.start_manifest(seeds={"data": config.data.seed, "analysis": config.analysis.seed,
+                                 **{s.label: s.options.seed for s in config.estimators if hasattr(s.options, "seed")}},
+                          device=",".join(devices))
     folder.update_manifest(executor=executor)
     t0 = time.perf_counter()
     results, reports = run_samplers(config, out, executor=executor, address=address, progress=progress)

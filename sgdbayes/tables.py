@@ -24,9 +24,12 @@ def fmt(v, digits: int = 4) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A markdown table; cells go through :func:`fmt`."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
+    """A markdown table; cells go through :func:`fmt`, pipes in them are escaped."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")  # a pipe inside a cell (|dlnP|, KL(a||b)) would split it
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(fmt(c)) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -100,7 +100,7 @@ class Options:
             if key not in valid:
                 raise ValueError(f"unknown key estimators.{label}.{key}; valid keys for this method: "
                                  f"{sorted(valid + ('method',))}{did_you_mean(key, valid)}")
-            values[key] = _coerce(f"estimators.{label}.{key}", value, cls.key_type(key))
+            values[key] = coerce(f"estimators.{label}.{key}", value, cls.key_type(key))
         opts = cls(**values)
         opts.validate(label)
         return opts
@@ -128,7 +128,9 @@ class Options:
         return dataclasses.asdict(self)
 
 
-def _coerce(key: str, value: Any, expected: type | None) -> Any:
+def coerce(key: str, value: Any, expected: type | None) -> Any:
+    """``value`` as the config key ``key`` of type ``expected`` (an int where a float is expected becomes
+    a float); ``TypeError`` naming the key otherwise. ``expected`` None accepts anything."""
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is bool and not isinstance(value, bool):

@@ -36,7 +36,7 @@ def test_exact_gp_posterior_matches_closed_form():
         value = mll(model(x), y)
     K = nngp.kernel(arch, x)
     Ks = nngp.kernel(arch, xs, x)
-    noise = float(lik.noise)
+    noise = float(lik.noise.detach())
     A = K + noise * torch.eye(25, dtype=torch.float64)
     mean = Ks @ torch.linalg.solve(A, y)
     var = nngp.kernel_diag(arch, xs) - (Ks * torch.linalg.solve(A, Ks.T).T).sum(1) + noise

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sampler import FunctionCounts
-from sampler.functions import bits_to_strings, hamming_error, outputs_to_strings, strings_to_bits
+from sampler.functions import bits_to_strings, outputs_to_strings, strings_to_bits
 
 
 def test_outputs_to_strings_uses_strict_positive_threshold():
@@ -59,7 +59,3 @@ def test_log_probabilities():
 def test_invalid_counts(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FunctionCounts(**kwargs)
-
-
-def test_hamming_error():
-    assert hamming_error("0110", torch.tensor([0, 1, 0, 0])) == 0.25

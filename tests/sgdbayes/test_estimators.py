@@ -126,3 +126,33 @@ def test_shard_table_validates():
     t = shard_table(["01", "10"], counts=[3, 1], n_samples=10, info={"a": 1})
     assert shard_meta(t) == (10, {"a": 1})
     assert isinstance(t, pa.Table)
+
+
+def test_prior_estimator_equals_prior_sampling_and_resumes_exactly_once(tmp_path):
+    import sampler
+    from sgdbayes.pipeline import run_experiment
+
+    overrides = BOOLEAN + ["data.target=constant", "estimators.prior.method=prior", "estimators.prior.chunk=4096",
+                           "estimators.prior.n_samples=65536", "estimators.prior.min_fit=1500",
+                           "report.pairs=[]", "estimators.sgd.n_runs=6", "estimators.sgd.ensemble=6",
+                           "estimators.sgd.batch_size=4", "estimators.ep.top=1", "estimators.tilting.top=1",
+                           "estimators.tilting.n_samples=100"]
+    config = load_config(None, overrides)
+    run_experiment(config, tmp_path, progress=False)
+    shards = sorted((tmp_path / "cases" / "main" / "shards" / "prior").glob("*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    df = pq.read_table(tmp_path / "results.parquet").to_pandas()
+    extras = json.loads((tmp_path / "cases" / "main" / "extras.json").read_text())["prior"]
+    n = extras["n_samples"]
+    # adaptive stopping: the first chunk boundary at which >= min_fit samples fit S
+    assert n % 4096 == 0 and n > 4096 and extras["n_fit"] >= 1500 and len(shards) == n // 4096
+    reference = sampler.prior_sampling(config.arch, config.cases()[0].split(), n, seed=0, progress=False)
+    assert reference.n_fit == extras["n_fit"]
+    prior = df[df.estimator == "prior"]
+    assert dict(zip(prior["function"], prior["count"])) == dict(reference.counts.counts)
+    if n > 4096:  # it did not stop at an earlier chunk boundary
+        assert sampler.prior_sampling(config.arch, config.cases()[0].split(), n - 4096, seed=0,
+                                      progress=False).n_fit < 1500
+    run_experiment(config, tmp_path, progress=False)  # resumed: nothing redrawn, nothing added
+    assert [p.stat().st_mtime_ns for p in shards] == stamps
+    assert sorted((tmp_path / "cases" / "main" / "shards" / "prior").glob("*.parquet")) == shards
