@@ -70,11 +70,11 @@ def figure_compare(panels: Sequence[Panel], *, ncols: int, title: str = ""):
         One axes per panel, in order (``fig.axes[i]``; a colour bar adds none); series with no
         finite point are listed in the legend as ``label (0)``.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # slow to import: only when a figure is drawn
 
-    from sampler._checks import check_int
+    from .complexity import _check_int
 
-    ncols = check_int("ncols", ncols, minimum=1)
+    ncols = _check_int("ncols", ncols, minimum=1)
     panels = list(panels)
     if not panels:
         raise ValueError("figure_compare needs at least one panel, got none")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .stats import cumulative_mass
+
 LN10 = math.log(10.0)
 _DPI = 120
 
@@ -41,7 +43,7 @@ def _err(name: str, e, n: int) -> np.ndarray | None:
 
 
 def _new_figure(figsize=(6.0, 5.0)):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # slow to import: only when a figure is drawn
 
     fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
     return fig, fig.add_subplot()
@@ -242,8 +244,6 @@ def figure_cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False,
     matplotlib.figure.Figure
         Two lines in ``fig.axes[0].lines``: ranked by P_B, then by P_SGD.
     """
-    from .stats import cumulative_mass
-
     cm = cumulative_mass(log_p_sgd, log_p_b, normalise=normalise)
     fig, ax = _new_figure()
     ax.step(cm.rank, cm.by_pb, where="post", color="tab:orange", label="functions ranked by P_B")

@@ -262,7 +262,7 @@ def ess_sample(
 
 def _bit_diagnostics(bits: np.ndarray) -> tuple[float, float]:
     """Max R-hat and min bulk ESS (arviz) over the E bits that vary across kept samples."""
-    import arviz as az
+    import arviz as az  # slow to import (seconds): only when diagnostics are asked for
 
     flat = bits.reshape(-1, bits.shape[2])
     varying = flat.min(axis=0) != flat.max(axis=0)

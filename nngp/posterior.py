@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 import torch
 
 from sampler._checks import check_choice, check_int
@@ -340,8 +341,6 @@ def log_pb_details(
     stderr = np.full(n_f, np.nan)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_f, desc=f"log P_B ({method})", unit="f")
     try:
         e_keep = torch.from_numpy(_unique_rows(split.x_test))

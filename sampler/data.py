@@ -231,7 +231,7 @@ def _cifar10(data_dir: Path | None) -> Pool:
 
 
 def _digits() -> Pool:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # slow to import: only for this dataset
 
     bunch = load_digits()
     x = bunch.data.astype(np.float32) / 16.0

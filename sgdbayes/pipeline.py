@@ -95,13 +95,28 @@ def _nodes(reports) -> dict[str, list[str]]:
     return nodes
 
 
+def plan(case: Case, spec, functions=None) -> list[dict]:
+    """``spec``'s plan for ``case``, with an error that names the case and the estimator."""
+    try:
+        return list(spec.estimator.plan(case, spec.options, functions))
+    except (ValueError, TypeError) as exc:
+        where = f"case {case.name}, " if case.settings else ""
+        raise type(exc)(f"{where}estimators.{spec.label}: {exc}") from None
+
+
+def plan_samplers(config: ExperimentConfig) -> dict[tuple[str, str], list[dict]]:
+    """Every sampler's planned shards, ``{(case, label): shards}`` (checks each case's options
+    against its data, e.g. a batch larger than S, before anything is written)."""
+    return {(c.name, s.label): plan(c, s) for c in config.cases() for s in c.estimators
+            if s.estimator.kind == "sampler"}
+
+
 def run_samplers(config: ExperimentConfig, out, *, executor="local", address=None, progress=True):
     """Steps 1: all samplers of all cases, with ``extend`` rounds. Returns
     ``{case name: {label: EstimatorResult}}`` and the shard reports."""
     raw = config.to_dict()
     cases = config.cases()
-    planned = {(c.name, s.label): s.estimator.plan(c, s.options) for c in cases for s in c.estimators
-               if s.estimator.kind == "sampler"}
+    planned = plan_samplers(config)
     results: dict[str, dict[str, EstimatorResult]] = {c.name: {} for c in cases}
     reports, todo = [], dict(planned)
     while todo:
@@ -141,6 +156,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     module docstring for the steps and the folder."""
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    plan_samplers(config)  # bad options for the data fail here, before the folder is written
     folder = RunFolder(out)
     _check_folder_config(folder, config)
     devices = sorted({getattr(s.options, "device", "cpu") for s in config.estimators})
@@ -154,7 +170,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
 
     t1 = time.perf_counter()
     raw, cases = config.to_dict(), config.cases()
-    planned = {(c.name, s.label): s.estimator.plan(c, s.options, found_functions(results[c.name]))
+    planned = {(c.name, s.label): plan(c, s, found_functions(results[c.name]))
                for c in cases for s in c.estimators if s.estimator.kind == "scorer"}
     tasks = [_task(raw, out, c, s, i, shard) for c in cases for s in c.estimators
              if (c.name, s.label) in planned for i, shard in enumerate(planned[c.name, s.label])]

@@ -96,3 +96,25 @@ def test_primary_pair_statistics_match_scipy(finished_run):
     if len(used) >= 3:
         assert result.summary["pearson_log"] == pytest.approx(stats.pearsonr(used["log_p_sgd"], used["log_pb"])[0])
         assert result.summary["spearman"] == pytest.approx(stats.spearmanr(used["log_p_sgd"], used["log_pb"])[0])
+
+
+def test_options_that_do_not_fit_the_data_fail_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", "--out", str(out), "--set", "data.n_train=20", "--set", "estimators.sgd.batch_size=32"]) == 2
+    assert "estimators.sgd: batch_size must be <= the training set size m=20" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind, axes", [("width", "{'arch.width' = [8, 16]}"),
+                                        ("random_labels", "{'data.corrupt_fraction' = [0.0, 1.0]}")])
+def test_a_sweep_runs_its_points_as_cases_with_one_report(tmp_path, kind, axes):
+    cfg = load_config(None, TINY + [f"sweep.kind={kind}", f"sweep.axes={axes}", "estimators.sgd.n_runs=16",
+                                    "estimators.sgd.shard_size=16", "estimators.tilting.top=2"])
+    result = run_experiment(cfg, tmp_path, progress=False)
+    names = [c.name for c in cfg.cases()]
+    assert [c["case"] for c in result.summary["cases"]] == names and len(names) == 2
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert sweep["kind"] == kind and [p["name"] for p in sweep["points"]] == names
+    assert (tmp_path / "figures" / "sweep.png").stat().st_size > 1000
+    df = pq.read_table(tmp_path / "results.parquet").to_pandas()
+    assert set(df["case"]) == set(names) and all(c["n_runs"] == 16 for c in result.summary["cases"])
