@@ -23,7 +23,6 @@ the closing note of issue 3 reports the numbers.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 

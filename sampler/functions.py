@@ -9,16 +9,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from ._checks import check_int
-from .atomic import atomic_write_table
 
 
 def outputs_to_bits(outputs: torch.Tensor) -> torch.Tensor:
@@ -205,38 +201,3 @@ class FunctionCounts:
         fs = [f for f, _ in self.most_common()] if functions is None else list(functions)
         with np.errstate(divide="ignore"):
             return np.log(np.array([self[f] for f in fs], dtype=float)) - math.log(max(self.n_fit, 1))
-
-    # tables and files -----------------------------------------------------------------------
-    def to_frame(self):
-        """A pandas DataFrame with columns ``function``, ``count``, ``p`` (count / n_fit),
-        most frequent first; ``n_runs`` and ``n_fit`` are in ``frame.attrs``."""
-        import pandas as pd  # slow to import; only this method needs it
-
-        items = self.most_common()
-        frame = pd.DataFrame({
-            "function": [f for f, _ in items],
-            "count": np.array([c for _, c in items], dtype=np.int64),
-        })
-        frame["p"] = frame["count"] / self.n_fit if self.n_fit else np.nan
-        frame.attrs.update(n_runs=self.n_runs, n_fit=self.n_fit)
-        return frame
-
-    def to_parquet(self, path: str | Path) -> Path:
-        """Write atomically as Parquet (``function``, ``count``; n_runs/n_fit in the metadata)."""
-        items = self.most_common()
-        table = pa.table({
-            "function": pa.array([f for f, _ in items], pa.string()),
-            "count": pa.array([c for _, c in items], pa.int64()),
-        }).replace_schema_metadata({"n_runs": str(self.n_runs), "n_fit": str(self.n_fit)})
-        return atomic_write_table(table, path)
-
-    @classmethod
-    def from_parquet(cls, path: str | Path) -> "FunctionCounts":
-        """Read a file written by :meth:`to_parquet`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no function counts file at {path}")
-        table = pq.read_table(path)
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        counts = dict(zip(table.column("function").to_pylist(), table.column("count").to_pylist()))
-        return cls(counts, n_runs=int(meta["n_runs"]), n_fit=int(meta["n_fit"]))

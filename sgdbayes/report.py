@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -232,10 +232,7 @@ def functions_table(case, config, est: Mapping[str, Estimate]) -> pa.Table:
     for every estimator, then ``case``."""
     split = case.split()
     a, b = config.pairs[0] if config.pairs else (None, None)
-    order = list(est[a].log_p) if a else []
-    for e in est.values():
-        order += [f for f in e.log_p if f not in set(order)]
-    fs = list(dict.fromkeys(order))
+    fs = list(dict.fromkeys([*(est[a].log_p if a else ()), *(f for e in est.values() for f in e.log_p)]))
     nan = math.nan
     cols: dict[str, Any] = {"function": pa.array(fs, pa.string())}
     if a:
@@ -290,7 +287,7 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
     return {k: str(p.relative_to(folder)) for k, p in out.items()}
 
 
-def pairs_figure(folder: Path, config, cases, by_case) -> str | None:
+def pairs_figure(folder: Path, config, cases, by_case: Mapping[str, Mapping[str, Estimate]]) -> str | None:
     """One panel per case and reference: every estimator paired with it, over the functions both see."""
     mc = config.analysis.min_count
     refs = list(dict.fromkeys(b for _, b in config.pairs))
@@ -305,8 +302,11 @@ def pairs_figure(folder: Path, config, cases, by_case) -> str | None:
                 common = sorted(est[a].seen(mc) & est[b].seen(mc))
                 series.append(Series(a, np.array([est[b].log_p[f] for f in common]),
                                      np.array([est[a].log_p[f] for f in common])))
-            panels.append(Panel(f"{case.name}: vs {ref}", ref, tuple(series),
-                                "" if any(len(s.log_x) for s in series) else f"no function common at >= {mc}"))
+            r = est.get(ref)
+            note = "" if any(len(s.log_x) for s in series) else f"no function common at >= {mc}"
+            if r is not None and r.counts is not None and r.n_fit == 0:
+                note = f"{ref}: 0 of {r.n_samples:.3g} samples fit S"
+            panels.append(Panel(f"{case.name}: vs {ref}", ref, tuple(series), note))
     if not panels:
         return None
     path = plot_compare(panels, folder / "figures" / "pairs.png", ncols=len(cases),
@@ -380,11 +380,12 @@ def make_report(folder: str | Path, config, table: pa.Table, extras: Mapping[str
     folder = Path(folder)
     cases = config.cases()
     by_case = estimates_by_case(table)
-    summaries, wides, lines = [], [], []
+    summaries, wides, lines, estimates = [], [], [], {}
     pair_rows = []
     for case in cases:
         est = {s.label: by_case.get(case.name, {}).get(s.label) or _empty(s, extras.get(case.name, {}))
                for s in case.estimators}
+        estimates[case.name] = est
         s = case_summary(case, config, est, extras.get(case.name, {}))
         wide = functions_table(case, config, est)
         checks = error_bar_checks(est)
@@ -394,7 +395,7 @@ def make_report(folder: str | Path, config, table: pa.Table, extras: Mapping[str
         pair_rows += [[case.name] + [p.get(k) for k, _ in PAIR_COLUMNS] for p in s["pairs"]]
         lines += _case_section(case, config, s, wide, checks)
     atomic_write_table(pa.concat_tables(wides, promote_options="default"), folder / "functions.parquet")
-    pairs_fig = pairs_figure(folder, config, cases, by_case)
+    pairs_fig = pairs_figure(folder, config, cases, estimates)
     header = ["case"] + [t for _, t in PAIR_COLUMNS]
     atomic_write_text(folder / "pairs.csv", csv_table(["case"] + [k for k, _ in PAIR_COLUMNS], pair_rows))
     summary = {k: v for k, v in summaries[0].items() if k not in ("pairs", "checks", "extras", "case")}

@@ -20,8 +20,8 @@ import numpy as np
 import nngp
 
 from ..case import split_for
-from .base import Estimator, option, register_estimator, shard_table
-from .scoring import ScorerOptions, group_shards
+from .base import option, register_estimator, shard_table
+from .scoring import Scorer, ScorerOptions
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,8 @@ def train_posterior_for(arch, data):
     return nngp.train_posterior(arch, split_for(data))
 
 
-class _EP(Estimator):
-    quantity = "p_b"
-    kind = "scorer"
+class _EP(Scorer):
     Options = EPOptions
-
-    def plan(self, case, options, functions=None):
-        return group_shards(functions or {}, options)
 
     def run_shard(self, case, options, shard, progress=None):
         fs = list(shard["functions"])

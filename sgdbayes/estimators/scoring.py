@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .base import Options, option
+from .base import Estimator, Options, option
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,18 @@ class ScorerOptions(Options):
     top: int = option(0, minimum=0)
     min_count: int = option(1, minimum=1)
     group: int = option(2000, minimum=1)
+
+
+class Scorer(Estimator):
+    """Base of the P_B scorers: they score the functions the case's samplers found, in shards of
+    ``options.group`` (:func:`group_shards`)."""
+
+    quantity = "p_b"
+    kind = "scorer"
+    Options = ScorerOptions
+
+    def plan(self, case, options, functions=None):
+        return group_shards(functions or {}, options)
 
 
 def choose(functions: Mapping[str, int], options: ScorerOptions) -> list[str]:

@@ -36,8 +36,8 @@ from sampler.functions import string_to_bits
 from sampler.seeding import derive_seed
 
 from ..case import split_for
-from .base import Estimator, option, register_estimator, shard_table
-from .scoring import ScorerOptions, group_shards
+from .base import option, register_estimator, shard_table
+from .scoring import Scorer, ScorerOptions
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,10 @@ def log_ps_tilting(arch, data, n_samples: int, seed: int) -> tuple[float, float]
 
 
 @register_estimator("tilting")
-class TiltingEstimator(Estimator):
+class TiltingEstimator(Scorer):
     """log P(S, E=f) - log P(S) by minimax tilting, with standard errors (module docstring)."""
 
-    quantity = "p_b"
-    kind = "scorer"
     Options = TiltingOptions
-
-    def plan(self, case, options, functions=None):
-        return group_shards(functions or {}, options)
 
     def run_shard(self, case, options, shard, progress=None):
         split = case.split()

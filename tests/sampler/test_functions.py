@@ -35,16 +35,6 @@ def test_merge_of_shards_is_exact():
     assert parts[0] + parts[1] + parts[2] + parts[3] == whole
 
 
-def test_frame_and_parquet_round_trip(tmp_path):
-    c = FunctionCounts({"0011": 5, "1111": 2, "0000": 5}, n_runs=20, n_fit=12)
-    frame = c.to_frame()
-    assert frame["function"].tolist() == ["0000", "0011", "1111"]
-    assert frame.attrs == {"n_runs": 20, "n_fit": 12}
-    np.testing.assert_allclose(frame["p"].sum(), 1.0)
-    path = c.to_parquet(tmp_path / "c.parquet")
-    assert FunctionCounts.from_parquet(path) == c
-
-
 def test_log_probabilities():
     c = FunctionCounts({"01": 3, "10": 1}, n_runs=5, n_fit=4)
     np.testing.assert_allclose(c.log_probabilities(["01", "10", "11"]), [np.log(0.75), np.log(0.25), -np.inf])
