@@ -26,6 +26,7 @@ run: install
 	$(VENV)/bin/sgdbayes run $(CONFIG) --out $(OUT)
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-all: install

@@ -1,7 +1,7 @@
-"""The figure of the Boolean comparison (``sgdbayes compare``): a grid of log-log panels, each
-comparing several estimators of P(f|S) with one reference estimator on one case.
+"""A grid of log-log panels, each comparing several estimators of P(f|S) with one reference
+estimator on one case (the report's ``figures/pairs.png``).
 
-Only drawing happens here; :mod:`sampler.compare` chooses the functions and the numbers. Inputs are
+Only drawing happens here; the application's report chooses the functions and the numbers. Inputs are
 natural logs; axes show log10 and say so. Colours and markers follow the series label, the same in
 every panel. An empty panel says why (its ``note``) instead of showing nothing silently.
 """
@@ -70,11 +70,11 @@ def figure_compare(panels: Sequence[Panel], *, ncols: int, title: str = ""):
         One axes per panel, in order (``fig.axes[i]``; a colour bar adds none); series with no
         finite point are listed in the legend as ``label (0)``.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # slow to import: only when a figure is drawn
 
-    from sampler._checks import check_int
+    from .complexity import _check_int
 
-    ncols = check_int("ncols", ncols, minimum=1)
+    ncols = _check_int("ncols", ncols, minimum=1)
     panels = list(panels)
     if not panels:
         raise ValueError("figure_compare needs at least one panel, got none")

@@ -30,6 +30,8 @@ def _check_bits(name: str, value) -> str:
     return value
 
 
+# sampler's checks, imported lazily here and in stats: importing sampler imports torch (slow), and
+# `import analysis` promises neither torch nor matplotlib.
 def _check_int(name, value, **kw) -> int:
     from sampler._checks import check_int
 
@@ -208,7 +210,7 @@ def boolean_expression_complexity(bits: str, n: int = 7) -> int:
     int
         Literal count of the DNF found.
     """
-    import sympy
+    import sympy  # slow to import: only this measure needs it
     from sympy.logic.boolalg import SOPform
 
     t = _truth_table(bits, n)
@@ -260,7 +262,7 @@ def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[f
     (N,) bool torch tensor, on CPU
         True where the input is critical.
     """
-    import torch
+    import torch  # slow to import; only this function needs it
 
     radius = _check_float("radius", radius, minimum=0.0)
     n_steps = _check_int("n_steps", n_steps, minimum=1)

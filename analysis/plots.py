@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .stats import cumulative_mass
+
 LN10 = math.log(10.0)
 _DPI = 120
 
@@ -41,7 +43,7 @@ def _err(name: str, e, n: int) -> np.ndarray | None:
 
 
 def _new_figure(figsize=(6.0, 5.0)):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # slow to import: only when a figure is drawn
 
     fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
     return fig, fig.add_subplot()
@@ -64,7 +66,7 @@ def _note_dropped(ax, dropped: int, why: str = "non-finite") -> None:
 
 def save_figure(fig, path) -> Path:
     """Render ``fig`` as PNG and write it atomically to ``path`` (folders created)."""
-    from sampler.store import atomic_write_bytes
+    from sampler.atomic import atomic_write_bytes  # lazily: importing sampler imports torch (slow)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -73,7 +75,8 @@ def save_figure(fig, path) -> Path:
 
 # --------------------------------------------------------------------------------------------
 def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_label: str = "",
-                      yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True):
+                      yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
+                      xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)"):
     """P_SGD against P_B on log10 axes with the diagonal P_SGD = P_B.
 
     Parameters
@@ -120,7 +123,7 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
     if diagonal and keep.any():
         lo, hi = min(xs.min(), ys.min()), max(xs.max(), ys.max())
         pad = 0.05 * (hi - lo) if hi > lo else 0.5
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=1, label="P_SGD = P_B", zorder=1)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=1, label="y = x", zorder=1)
     if c is not None and keep.any():
         cmin, cmax = int(np.min(c[keep])), int(np.max(c[keep]))
         for v in sorted({cmin, cmax}):
@@ -128,8 +131,8 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
                        linewidths=0.3, label=f"count {v}")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize=8)
-    ax.set_xlabel("log10 P_B(f|S)")
-    ax.set_ylabel("log10 P_SGD(f|S)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     _note_dropped(ax, int((~keep).sum()))
@@ -137,11 +140,13 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
 
 
 def plot_psgd_vs_pb(log_p_b, log_p_sgd, path, *, counts=None, color=None, color_label: str = "",
-                    yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True) -> Path:
+                    yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
+                    xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)") -> Path:
     """Write :func:`figure_psgd_vs_pb` (which documents the parameters) as PNG to ``path``;
     returns the path."""
     return save_figure(figure_psgd_vs_pb(log_p_b, log_p_sgd, counts=counts, color=color, color_label=color_label,
-                                         yerr=yerr, xerr=xerr, title=title, diagonal=diagonal), path)
+                                         yerr=yerr, xerr=xerr, title=title, diagonal=diagonal, xlabel=xlabel,
+                                         ylabel=ylabel), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,8 +244,6 @@ def figure_cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False,
     matplotlib.figure.Figure
         Two lines in ``fig.axes[0].lines``: ranked by P_B, then by P_SGD.
     """
-    from .stats import cumulative_mass
-
     cm = cumulative_mass(log_p_sgd, log_p_b, normalise=normalise)
     fig, ax = _new_figure()
     ax.step(cm.rank, cm.by_pb, where="post", color="tab:orange", label="functions ranked by P_B")

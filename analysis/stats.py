@@ -14,6 +14,8 @@ import numpy as np
 from scipy import stats as sps
 from scipy.special import logsumexp
 
+from .complexity import _check_int
+
 if TYPE_CHECKING:  # pragma: no cover
     from sampler.functions import FunctionCounts
 
@@ -21,10 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 _BLOCK_ELEMENTS = 4_000_000
 
 
-def _check_int(name, value, **kw) -> int:
-    from sampler._checks import check_int  # lazily: importing sampler imports torch
-
-    return check_int(name, value, **kw)
 
 
 def _as_1d(name: str, x) -> np.ndarray:

@@ -9,7 +9,7 @@ Public API (DESIGN.md): :func:`kernel`, :func:`empirical_kernel`, :class:`NNGPKe
 from .bound import pac_bayes_bound
 from .empirical import empirical_kernel
 from .ep import EPResult, ep_orthant
-from .ess import EssResult, ess_function_counts, ess_posterior, ess_sample
+from .ess import EssResult, ess_posterior, ess_sample
 from .kernels import kernel, kernel_diag
 from .orthant import OrthantResult, log_orthant, orthant
 from .posterior import LogPBResult, TrainPosterior, gp_test_error, log_pb, log_pb_details, log_ps, train_posterior
@@ -28,5 +28,5 @@ __all__ = [
     "kernel", "kernel_diag", "empirical_kernel", "NNGPKernel",
     "orthant", "log_orthant", "OrthantResult", "ep_orthant", "EPResult",
     "log_ps", "log_pb", "log_pb_details", "LogPBResult", "train_posterior", "TrainPosterior", "gp_test_error",
-    "pac_bayes_bound", "ess_sample", "ess_posterior", "ess_function_counts", "EssResult",
+    "pac_bayes_bound", "ess_sample", "ess_posterior", "EssResult",
 ]

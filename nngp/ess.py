@@ -31,8 +31,10 @@ import numpy as np
 import torch
 
 from sampler._checks import check_int
-from sampler.functions import FunctionCounts
+from sampler.functions import FunctionCounts, string_to_bits
 from sampler.seeding import make_generator
+
+from .kernels import kernel
 
 _TWO_PI = 2.0 * math.pi
 
@@ -80,8 +82,6 @@ class EssResult:
         Chains are independent, so ``std / sqrt(n_chains)`` of this is an honest standard error of
         the pooled frequency whatever the autocorrelation within chains.
         """
-        from sampler.functions import string_to_bits
-
         bits = string_to_bits(function)
         if bits.shape[0] != self.test_bits.shape[2]:
             raise ValueError(f"function must have length {self.test_bits.shape[2]}, got {bits.shape[0]}")
@@ -262,15 +262,18 @@ def ess_sample(
 
 def _bit_diagnostics(bits: np.ndarray) -> tuple[float, float]:
     """Max R-hat and min bulk ESS (arviz) over the E bits that vary across kept samples."""
-    import arviz as az
+    import arviz as az  # slow to import (seconds): only when diagnostics are asked for
 
     flat = bits.reshape(-1, bits.shape[2])
     varying = flat.min(axis=0) != flat.max(axis=0)
     if not varying.any() or bits.shape[1] < 4:
         return math.nan, math.nan
     data = az.convert_to_dataset({"bit": bits[:, :, varying].astype(np.float64)})
-    rhat = np.asarray(az.rhat(data)["bit"])
-    ess = np.asarray(az.ess(data, method="bulk")["bit"])
+    # A bit constant within each chain but not across chains has zero within-chain variance: arviz
+    # divides by it and returns R-hat = inf (the chains disagree and none moves), the right answer.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rhat = np.asarray(az.rhat(data)["bit"])
+        ess = np.asarray(az.ess(data, method="bulk")["bit"])
     return float(np.nanmax(rhat)), float(np.nanmin(ess))
 
 
@@ -282,15 +285,6 @@ def ess_posterior(arch, split, n_samples: int, *, seed: int, n_chains: int = 4, 
     it to reuse a kernel. Other keywords go to :func:`ess_sample`.
     """
     if K is None:
-        from .kernels import kernel
-
         K = kernel(arch, split.x_all(), input_shape=split.input_shape)
     return ess_sample(K, split.y_train, split.n_train, n_samples=n_samples, n_chains=n_chains,
                       burn_in=burn_in, thin=thin, seed=seed, device=device, **kwargs)
-
-
-def ess_function_counts(arch, split, n_samples: int, *, seed: int, n_chains: int = 4, burn_in: int = 200,
-                        thin: int = 1, K=None, device: str | torch.device = "cpu", **kwargs) -> FunctionCounts:
-    """Functions on E of ESS samples of the NNGP posterior of ``arch`` given S (see :func:`ess_posterior`)."""
-    return ess_posterior(arch, split, n_samples, seed=seed, n_chains=n_chains, burn_in=burn_in, thin=thin,
-                         K=K, device=device, **kwargs).counts

@@ -30,6 +30,7 @@ import warnings
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
+from tqdm.auto import tqdm
 import torch
 
 from sampler._checks import check_choice, check_int
@@ -399,8 +400,6 @@ def log_pb_details(
     stderr = np.full(n_f, np.nan)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_f, desc=f"log P_B ({method})", unit="f")
     try:
         e_keep = torch.from_numpy(_unique_rows(split.x_test))

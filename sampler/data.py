@@ -32,7 +32,7 @@ from .seeding import derive_seed
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits", "ionosphere", "boolean")
 BINARIZATIONS = ("half", "parity")
 BOOLEAN_N = 7
-BOOLEAN_TARGETS = ("parity", "majority", "constant", "first-bit", "alternating")
+BOOLEAN_TARGETS = ("parity", "majority", "constant", "first-bit", "alternating", "weight6")
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -308,7 +308,7 @@ def _cifar10(data_dir: Path | None) -> Pool:
 
 
 def _digits() -> Pool:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # slow to import: only for this dataset
 
     bunch = load_digits()
     x = bunch.data.astype(np.float32) / 16.0
@@ -343,7 +343,7 @@ def boolean_inputs(n: int = BOOLEAN_N) -> np.ndarray:
 
 def boolean_target(target: str, n: int = BOOLEAN_N) -> str:
     """A named Boolean target (``parity``, ``majority``, ``constant``, ``first-bit``,
-    ``alternating``) or a ``2**n``-character bitstring, as the bitstring over all inputs."""
+    ``alternating``, ``weight6``) or a ``2**n``-character bitstring, as the bitstring over all inputs."""
     size = 2 ** n
     if not isinstance(target, str):
         raise TypeError(f"target must be a {size}-character bitstring or one of {list(BOOLEAN_TARGETS)}, "
@@ -357,6 +357,7 @@ def boolean_target(target: str, n: int = BOOLEAN_N) -> str:
             "constant": np.zeros(size, dtype=int),
             "first-bit": x[:, 0],
             "alternating": np.arange(size) % 2,
+            "weight6": (ones >= 6).astype(int),  # 1 on inputs with >= 6 ones: 8 of 128 for n = 7 (LZ 49)
         }[target]
         return "".join(map(str, bits))
     if set(target) <= {"0", "1"} and target:

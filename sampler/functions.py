@@ -11,7 +11,6 @@ import types
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -68,15 +67,6 @@ def check_bitstring(name: str, value, length: int | None = None) -> str:
     if length is not None and len(value) != length:
         raise ValueError(f"{name} must have length {length}, got length {len(value)}")
     return value
-
-
-def hamming_error(bitstring: str, labels: torch.Tensor | np.ndarray) -> float:
-    """Fraction of positions where ``bitstring`` differs from 0/1 ``labels`` (the test error)."""
-    bits = string_to_bits(bitstring)
-    lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.uint8)
-    if lab.shape != bits.shape:
-        raise ValueError(f"labels must have shape {bits.shape} to match the function, got {lab.shape}")
-    return float(np.mean(bits != lab))
 
 
 @dataclass(frozen=True)
@@ -225,44 +215,3 @@ class FunctionCounts(Mapping):
         fs = [f for f, _ in self.most_common()] if functions is None else list(functions)
         with np.errstate(divide="ignore"):
             return np.log(np.array([self[f] for f in fs], dtype=float)) - math.log(max(self.n_fit, 1))
-
-    # tables and files -----------------------------------------------------------------------
-    def to_frame(self):
-        """A pandas DataFrame with columns ``function``, ``count``, ``p`` (count / n_fit),
-        most frequent first; ``n_runs`` and ``n_fit`` are in ``frame.attrs``."""
-        import pandas as pd
-
-        items = self.most_common()
-        frame = pd.DataFrame({
-            "function": [f for f, _ in items],
-            "count": np.array([c for _, c in items], dtype=np.int64),
-        })
-        frame["p"] = frame["count"] / self.n_fit if self.n_fit else np.nan
-        frame.attrs.update(n_runs=self.n_runs, n_fit=self.n_fit)
-        return frame
-
-    def to_parquet(self, path: str | Path) -> Path:
-        """Write atomically as Parquet (``function``, ``count``; n_runs/n_fit in the metadata)."""
-        import pyarrow as pa
-
-        from .store import atomic_write_table
-
-        items = self.most_common()
-        table = pa.table({
-            "function": pa.array([f for f, _ in items], pa.string()),
-            "count": pa.array([c for _, c in items], pa.int64()),
-        }).replace_schema_metadata({"n_runs": str(self.n_runs), "n_fit": str(self.n_fit)})
-        return atomic_write_table(table, path)
-
-    @classmethod
-    def from_parquet(cls, path: str | Path) -> "FunctionCounts":
-        """Read a file written by :meth:`to_parquet`."""
-        import pyarrow.parquet as pq
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no function counts file at {path}")
-        table = pq.read_table(path)
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        counts = dict(zip(table.column("function").to_pylist(), table.column("count").to_pylist()))
-        return cls(counts, n_runs=int(meta["n_runs"]), n_fit=int(meta["n_fit"]))

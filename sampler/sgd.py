@@ -55,6 +55,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_float, check_int
 from .architectures import Architecture
@@ -63,6 +64,7 @@ from .ensemble import EnsembleNet
 from .functions import FunctionCounts, outputs_to_strings
 from .optimizers import OPTIMIZERS, EnsembleOptimizer, torch_optimizer
 from .seeding import make_generator
+from .store import RunFolder
 
 LOSSES = ("ce", "mse")
 DEVICES = ("cpu", "cuda", "auto")
@@ -660,8 +662,6 @@ def sample_sgd(
     resolve_device(device)
     bar = None
     if progress is True:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_runs, unit="run", desc=f"P_SGD {arch.describe()}", smoothing=0.1)
         progress = bar
     elif progress is False:
@@ -683,8 +683,6 @@ def sample_sgd(
 
 
 def _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_folder, shard_size, progress, dtype):
-    from .store import RunFolder
-
     folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
     n_shards = math.ceil(n_runs / shard_size)
     meta = _spec_meta(arch, spec, seed)

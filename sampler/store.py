@@ -22,74 +22,23 @@ import os
 import platform
 import socket
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow.parquet as pq
+import torch
+
 from ._checks import check_int
+from .atomic import _json_default, atomic_write_bytes, atomic_write_json, atomic_write_table, atomic_write_text
 from .functions import FunctionCounts
 
+__all__ = ["RunFolder", "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "atomic_write_text",
+           "git_revision", "package_versions", "host_info"]
+
 SHARD_DIGITS = 6
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some file systems cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(obj):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
-
-
-def atomic_write_table(table, path: str | Path) -> Path:
-    """Write a ``pyarrow.Table`` as Parquet to ``path`` atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def git_revision(directory: str | Path | None = None) -> str | None:
@@ -118,13 +67,8 @@ def host_info() -> dict[str, Any]:
     """Host name, platform, Python, CPU count and CUDA device (if any) of this process."""
     info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
             "cpu_count": os.cpu_count()}
-    try:
-        import torch
-
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        info["cuda"] = None
+    info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    info["torch_threads"] = torch.get_num_threads()
     return info
 
 
@@ -213,8 +157,6 @@ class RunFolder:
 
     def read_shard(self, kind: str, index: int):
         """The shard's ``(pyarrow.Table, meta dict)``."""
-        import pyarrow.parquet as pq
-
         path = self.shard_path(kind, index)
         if not path.is_file():
             raise FileNotFoundError(f"shard {index} of {kind!r} is not finished: no file {path}")

@@ -36,7 +36,7 @@ def test_psgd_vs_pb_content():
     assert sizes[np.argmax(counts[keep])] == sizes.max() > sizes.min()
     assert ax.get_xlabel() == "log10 P_B(f|S)" and ax.get_ylabel() == "log10 P_SGD(f|S)"
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "test error"  # colour bar
-    diag = [ln for ln in ax.lines if ln.get_label() == "P_SGD = P_B"]
+    diag = [ln for ln in ax.lines if ln.get_label() == "y = x"]
     assert len(diag) == 1 and np.allclose(*diag[0].get_data())
     assert any("1 point(s) not shown" in t.get_text() for t in ax.texts)
 

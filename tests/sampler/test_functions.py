@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sampler import FunctionCounts
-from sampler.functions import bits_to_strings, hamming_error, outputs_to_strings, strings_to_bits
+from sampler.functions import bits_to_strings, outputs_to_strings, strings_to_bits
 
 
 def test_outputs_to_strings_uses_strict_positive_threshold():
@@ -35,16 +35,6 @@ def test_merge_of_shards_is_exact():
     assert parts[0] + parts[1] + parts[2] + parts[3] == whole
 
 
-def test_frame_and_parquet_round_trip(tmp_path):
-    c = FunctionCounts({"0011": 5, "1111": 2, "0000": 5}, n_runs=20, n_fit=12)
-    frame = c.to_frame()
-    assert frame["function"].tolist() == ["0000", "0011", "1111"]
-    assert frame.attrs == {"n_runs": 20, "n_fit": 12}
-    np.testing.assert_allclose(frame["p"].sum(), 1.0)
-    path = c.to_parquet(tmp_path / "c.parquet")
-    assert FunctionCounts.from_parquet(path) == c
-
-
 def test_log_probabilities():
     c = FunctionCounts({"01": 3, "10": 1}, n_runs=5, n_fit=4)
     np.testing.assert_allclose(c.log_probabilities(["01", "10", "11"]), [np.log(0.75), np.log(0.25), -np.inf])
@@ -59,10 +49,6 @@ def test_log_probabilities():
 def test_invalid_counts(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FunctionCounts(**kwargs)
-
-
-def test_hamming_error():
-    assert hamming_error("0110", torch.tensor([0, 1, 0, 0])) == 0.25
 
 
 def test_function_counts_is_a_read_only_mapping():

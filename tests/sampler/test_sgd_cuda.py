@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 import sampler
-from sampler.functions import hamming_error
+from analysis import test_error
 from sampler.optimizers import OPTIMIZERS
 from sampler.sgd import LOSSES, TrainSpec, iter_runs, train_runs
 
@@ -100,7 +100,7 @@ def test_paper_sized_network_trains_on_cuda():
     spec = TrainSpec(optimizer="sgd", lr=0.05, batch_size=64, max_epochs=200)
     t_gpu = train_runs(arch, split, spec, seed=0, start=0, stop=8, ensemble=8, device="cuda")
     assert all(t_gpu.column("fit").to_pylist())
-    errors = [hamming_error(f, split.y_test) for f in t_gpu.column("function").to_pylist()]
+    errors = [test_error(f, split.y_test) for f in t_gpu.column("function").to_pylist()]
     assert max(errors) < 0.3 and np.mean(errors) < 0.2
 
 

@@ -1,10 +1,10 @@
 """The ``sgdbayes`` command line.
 
 ``sgdbayes data DATASET [--n-train M] ...`` prints a split's summary; ``sgdbayes run [CONFIG]
-[--set key=value ...] [--out DIR] [--executor local|ray]`` runs a whole experiment (or, for a file
-with a ``[sweep]`` section, each of its points) into a run folder; ``sgdbayes analyze RUN_DIR`` re-makes its report;
-``sgdbayes compare [CONFIG] [--set ...] [--out DIR]`` runs the Boolean estimator comparison
-(sampler.compare). Bad input becomes one line on stderr and exit status 2, never a traceback (set
+[--set key=value ...] [--out DIR] [--executor local|ray]`` runs the estimators a config names over
+its cases (a ``[sweep]`` makes one case per point) into a run folder (no CONFIG: the default
+experiment, ``configs/default.toml``); ``sgdbayes analyze RUN_DIR`` re-makes its report;
+``sgdbayes estimators`` lists the registered estimators and their options. Bad input becomes one line on stderr and exit status 2, never a traceback (set
 ``SGDBAYES_TRACEBACK=1`` to see one).
 """
 
@@ -15,6 +15,12 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from sampler.data import load_split
+
+from .config import load_config
+from .estimators import estimator_names, get_estimator
+from .pipeline import analyze_run, run_experiment
 
 EXIT_BAD_INPUT = 2
 
@@ -36,9 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--target", default=None, help="boolean only: 128-char bitstring or a name (parity, ...)")
 
     r = sub.add_parser("run", help="run an experiment (P_SGD, P_B, analysis, report) into a run folder")
-    r.add_argument("config", nargs="?", default=None, help="TOML experiment file (default: built-in defaults)")
+    r.add_argument("config", nargs="?", default=None,
+                   help="TOML experiment file (default: the default experiment, as configs/default.toml)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config key, e.g. --set sgd.n_runs=64 (repeatable)")
+                   help="override one config key, e.g. --set estimators.sgd.n_runs=64 (repeatable)")
     r.add_argument("--out", default=None, help="run folder (default: runs/<config name>-<time>)")
     r.add_argument("--executor", default="local", choices=["local", "ray"], help="where shards run")
     r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
@@ -47,22 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="re-make the statistics, figures and report of a finished run folder")
     a.add_argument("run_dir")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="analysis.KEY=VALUE",
-                   help="override an [analysis] key, e.g. --set analysis.min_count=5")
+                   help="override an [analysis] or [report] key, e.g. --set analysis.min_count=5")
 
-    c = sub.add_parser("compare", help="Boolean n=7 check: P_SGD and P_B by prior sampling, EP and ESS, one table "
-                                       "and one figure")
-    c.add_argument("config", nargs="?", default=None,
-                   help="TOML file with a [compare] table (default: built-in, as configs/paper/boolean.toml)")
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one key, e.g. --set compare.train_sizes=[32] or --set sgd.n_runs=200")
-    c.add_argument("--out", default=None, help="run folder (default: runs/<config name>-<time>)")
-    c.add_argument("--no-progress", action="store_true", help="no progress output")
+    sub.add_parser("estimators", help="list the registered estimators and their options")
     return p
 
 
 def _cmd_data(args) -> int:
-    from .data import load_split
-
     split = load_split(args.dataset, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                        binarize=args.binarize, data_dir=args.data_dir, target=args.target)
     print(split.summary())
@@ -70,46 +68,29 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .config import load_config
-    from .experiment import run_experiment
-    from .sweep import is_sweep_file, load_sweep, run_sweep
-
     out = args.out
     if out is None:
         name = Path(args.config).stem if args.config else "default"
         out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.config is not None and is_sweep_file(args.config):
-        result = run_sweep(load_sweep(args.config, args.overrides), out, executor=args.executor,
-                           address=args.address, progress=not args.no_progress)
-    else:
-        result = run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
-                                address=args.address, progress=not args.no_progress)
+    result = run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
+                            address=args.address, progress=not args.no_progress)
     print(result.summary_text())
     print(f"report: {result.report_path}")
     return 0
 
 
 def _cmd_analyze(args) -> int:
-    from .experiment import analyze_run
-
     result = analyze_run(args.run_dir, overrides=args.overrides)
     print(result.summary_text())
     print(f"report: {result.report_path}")
     return 0
 
 
-def _cmd_compare(args) -> int:
-    from .compare import load_compare_config, run_compare
-
-    config = load_compare_config(args.config, args.overrides)
-    out = args.out
-    if out is None:
-        name = Path(args.config).stem if args.config else "boolean-compare"
-        out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = run_compare(config, out, progress=not args.no_progress)
-    print(result.summary_text())
-    print(f"table: {result.table_path}\nfigure: {result.figure_path}\nreport: {result.report_path}\n"
-          f"wall time: {result.seconds:.1f} s")
+def _cmd_estimators(args) -> int:
+    for name in estimator_names():
+        est = get_estimator(name)
+        print(f"{name}  ({est.quantity}, {est.kind}): " + ", ".join(
+            f"{k}={v!r}" for k, v in est.Options().to_table().items()))
     return 0
 
 
@@ -119,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze, "compare": _cmd_compare}[args.command]
+    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze,
+               "estimators": _cmd_estimators}[args.command]
     try:
         return handler(args)
     except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:

@@ -1,6 +1,6 @@
 import pytest
 
-from sampler.cli import main
+from sgdbayes.cli import main
 
 
 def test_data_summary(capsys):
@@ -12,7 +12,7 @@ def test_data_summary(capsys):
 @pytest.mark.parametrize("argv, match", [
     (["data", "mnist", "--n-train", "-5"], "n_train must be >= 1, got n_train=-5"),
     (["data", "mnsit"], "did you mean 'mnist'"),
-    (["run", "--set", "sgd.n_rns=3"], "unknown key sgd.n_rns"),
+    (["run", "--set", "estimators.sgd.n_rns=3"], "unknown key estimators.sgd.n_rns"),
     (["run", "no-such-config.toml"], "does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, match):
@@ -26,3 +26,10 @@ def test_help_exits_cleanly():
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
+
+
+def test_estimators_are_listed(capsys):
+    assert main(["estimators"]) == 0
+    out = capsys.readouterr().out
+    for name in ["sgd", "prior", "ess", "nuts", "ep", "ep-conditional", "tilting"]:
+        assert f"\n{name}  (" in "\n" + out

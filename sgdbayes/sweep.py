@@ -1,5 +1,6 @@
-"""Sweep reports: one figure and one table over the points of a sweep (random labels, width,
-optimiser settings), from the points' ``summary.json`` numbers."""
+"""Sweep reports: one figure and one table over the cases of a sweep (random labels, width,
+optimiser settings), from the cases' summaries. The sweep itself (``[sweep]`` axes or points, one
+case per point) is expanded by :meth:`sgdbayes.config.ExperimentConfig.cases`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from sampler.store import atomic_write_json
+
+from .tables import markdown_table
 
 # (summary key, column title) shown in the sweep table, per sweep kind.
 COLUMNS = {
@@ -27,28 +32,13 @@ def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def sweep_table_lines(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> list[str]:
-    """The sweep's table as Markdown lines."""
-    cols = COLUMNS[kind]
-    lines = ["| point | " + " | ".join(t for _, t in cols) + " |", "| --- " * (len(cols) + 1) + "|"]
-    for name, s in zip(names, summaries):
-        lines.append(f"| {name} | " + " | ".join(_fmt(s.get(k)) for k, _ in cols) + " |")
-    return lines
-
-
 def _axis(settings: Sequence[tuple[tuple[str, Any], ...]], key: str) -> np.ndarray:
     return np.array([dict(s).get(key, math.nan) for s in settings], dtype=float)
 
 
 def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
     """Draw the sweep figure of ``kind`` to ``path`` (PNG)."""
-    import matplotlib
+    import matplotlib  # slow to import: only when a sweep is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -108,15 +98,21 @@ def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
     return path
 
 
-def make_sweep_report(out: Path, kind: str, names, settings, summaries) -> Path:
-    """Write ``sweep.json``, ``figures/sweep.png`` and ``report.md`` into the sweep folder ``out``."""
-    from sampler.store import atomic_write_json, atomic_write_text
+def sweep_table(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> str:
+    """The sweep's table (one row per case) as markdown."""
+    cols = COLUMNS[kind]
+    return markdown_table(["case"] + [t for _, t in cols], [[n] + [s.get(k) for k, _ in cols]
+                                                            for n, s in zip(names, summaries)])
 
-    out = Path(out)
-    fig = plot_sweep(kind, names, settings, summaries, out / "figures" / "sweep.png")
-    atomic_write_json(out / "sweep.json", {"kind": kind, "points": [
-        {"name": n, "settings": dict(s), "summary": sm} for n, s, sm in zip(names, settings, summaries)]})
-    lines = [f"# sgd-bayes sweep: {kind}", "", *sweep_table_lines(kind, names, summaries), "",
-             f"![sweep]({fig.relative_to(out)})", "",
-             "Each point's own report is in its sub-folder: " + ", ".join(f"[{n}]({n}/report.md)" for n in names), ""]
-    return atomic_write_text(out / "report.md", "\n".join(lines))
+
+def sweep_section(folder: Path, config, summaries: Sequence[dict]) -> list[str]:
+    """Draw ``figures/sweep.png``, write ``sweep.json``; returns the report's sweep section."""
+    kind = config.sweep.kind
+    cases = config.cases()
+    names, settings = [c.name for c in cases], [c.settings for c in cases]
+    fig = plot_sweep(kind, names, settings, summaries, Path(folder) / "figures" / "sweep.png")
+    atomic_write_json(Path(folder) / "sweep.json", {"kind": kind, "points": [
+        {"name": n, "settings": dict(s), "summary": {k: v for k, v in sm.items() if k not in ("pairs", "extras")}}
+        for n, s, sm in zip(names, settings, summaries)]})
+    return [f"## Sweep: {kind}", "", sweep_table(kind, names, summaries), "",
+            f"![sweep]({fig.relative_to(folder)})", ""]

@@ -14,7 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ._checks import check_choice
+from tqdm.auto import tqdm
+
+from sampler._checks import check_choice
+from sampler.store import RunFolder
 
 EXECUTORS = ("local", "ray")
 
@@ -34,9 +37,14 @@ class ShardTask:
     config : dict
         The experiment config as a nested dict (``ExperimentConfig.to_dict()``).
     params : dict
-        Kind-specific parameters (e.g. ``start``/``stop`` run indices, function lists).
+        Worker-specific parameters (for the pipeline: the case, the estimator's label, its shard).
+    worker : callable
+        A module-level function ``worker(task, folder, progress) -> n_items`` that computes the
+        shard and writes it with ``folder.write_shard(kind, index, ...)`` (pickled by reference).
     num_gpus : float
         GPUs the task asks of Ray (0 for CPU work).
+    items : int
+        Items (runs, samples, functions) in the shard, for the progress bar.
     """
 
     kind: str
@@ -44,7 +52,9 @@ class ShardTask:
     folder: str
     config: dict
     params: dict = field(default_factory=dict)
+    worker: Callable | None = None
     num_gpus: float = 0.0
+    items: int = 1
 
 
 @dataclass(frozen=True)
@@ -64,14 +74,13 @@ def run_task(task: ShardTask, progress: Callable[[int, int], None] | None = None
 
     ``progress(n_done, n_fit)``, if given, hears how many of the task's items are done so far.
     """
-    from .store import RunFolder
-    from .tasks import TASK_KINDS
-
     folder = RunFolder(task.folder)
     if folder.has_shard(task.kind, task.index):
         return ShardReport(task.kind, task.index, socket.gethostname(), 0.0, 0, True)
     t0 = time.perf_counter()
-    n_items = TASK_KINDS[task.kind](task, folder, progress)
+    if task.worker is None:
+        raise ValueError(f"shard task {task.kind}/{task.index} has no worker")
+    n_items = task.worker(task, folder, progress)
     return ShardReport(task.kind, task.index, socket.gethostname(), time.perf_counter() - t0, n_items, False)
 
 
@@ -79,8 +88,6 @@ class _Progress:
     """A tqdm bar over items (runs or functions) of a whole fan-out, with shards done in the postfix."""
 
     def __init__(self, total_items: int, n_shards: int, desc: str, enabled: bool):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=total_items, desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
         self.n_shards = n_shards
         self.done = 0
@@ -114,7 +121,7 @@ def execute(
     address: str | None = None,
     progress: bool = True,
     desc: str = "shards",
-    items_of: Callable[[ShardTask], int] = lambda t: 1,
+    items_of: Callable[[ShardTask], int] = lambda t: t.items,
 ) -> list[ShardReport]:
     """Run every task (skipping finished shards) and return their reports in task order.
 
@@ -145,7 +152,7 @@ def execute(
 
 def _execute_ray(tasks, address, bar, items_of) -> list[ShardReport]:
     try:
-        import ray
+        import ray  # only here (import-linter contract); slow to import and optional
     except ImportError as exc:
         raise ValueError("executor='ray' needs Ray: pip install 'sgd-bayes[ray]' (or pip install ray)") from exc
     if not ray.is_initialized():

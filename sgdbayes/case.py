@@ -1,0 +1,107 @@
+"""A case: one split and one architecture on which every estimator of an experiment runs.
+
+An experiment without a ``[sweep]`` has one case, named ``main``; a sweep has one case per point,
+named after the keys the point sets (``target=weight6,n_train=32``). Estimators get the
+:class:`Case` and read what they need from it (its split, its architecture); the split is loaded
+once per process (:func:`split_for` is cached), so a worker running many shards of a case loads
+the data once.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from sampler._checks import check_choice, check_float, check_int
+from sampler.architectures import Architecture
+from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_split
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which split: ``sampler.load_split(dataset, n_train=, n_test=, seed=, ...)``.
+
+    Attributes
+    ----------
+    dataset : str
+        A pool of :data:`sampler.data.DATASETS`.
+    n_train, n_test : int
+        m = |S| and k = |E|.
+    seed : int
+        Split seed (and label-corruption seed).
+    binarize : {"half", "parity"}
+    data_dir : str
+        Folder with the dataset's files ("" for the shipped data).
+    target : str
+        Boolean only: a target name (``constant``, ``weight6``, ...) or a 128-character bitstring.
+    corrupt_fraction : float
+        In [0, 1]: that fraction of S's labels replaced by random bits (seeded by ``seed``); E
+        keeps its true labels.
+    """
+
+    dataset: str = "mnist"
+    n_train: int = 100
+    n_test: int = 20
+    seed: int = 0
+    binarize: str = "half"
+    data_dir: str = ""
+    target: str = ""
+    corrupt_fraction: float = 0.0
+
+    def __post_init__(self):
+        check_choice("data.dataset", self.dataset, DATASETS)
+        check_int("data.n_train", self.n_train, minimum=1)
+        check_int("data.n_test", self.n_test, minimum=1)
+        check_int("data.seed", self.seed, minimum=0)
+        check_choice("data.binarize", self.binarize, BINARIZATIONS)
+        check_float("data.corrupt_fraction", self.corrupt_fraction, minimum=0.0, maximum=1.0)
+        if self.target and self.dataset != "boolean":
+            raise ValueError(f"data.target is only for dataset 'boolean', got dataset={self.dataset!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def split_for(data: DataConfig) -> Split:
+    """The split ``data`` describes (label corruption included); cached per process, since every
+    shard of a case needs the same split and loading MNIST costs about a second."""
+    split = load_split(data.dataset, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
+                       binarize=data.binarize, data_dir=data.data_dir or None,
+                       target=(data.target or None) if data.dataset == "boolean" else None)
+    if data.corrupt_fraction > 0:
+        split = corrupt_labels(split, data.corrupt_fraction, seed=data.seed)
+    return split
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of an experiment.
+
+    Attributes
+    ----------
+    name : str
+        ``main`` without a sweep; otherwise the point's settings, e.g. ``width=64,depth=2``.
+    settings : tuple of (key, value)
+        The sweep keys this point sets (empty without a sweep).
+    data : DataConfig
+    arch : Architecture
+    estimators : tuple of EstimatorSpec
+        This point's estimators (a sweep may change their options), in config order.
+    """
+
+    name: str
+    settings: tuple[tuple[str, Any], ...]
+    data: DataConfig
+    arch: Architecture
+    estimators: tuple
+
+    def split(self) -> Split:
+        """The case's split (cached per process)."""
+        return split_for(self.data)
+
+    def estimator(self, label: str):
+        """The :class:`~sgdbayes.config.EstimatorSpec` labelled ``label``."""
+        for spec in self.estimators:
+            if spec.label == label:
+                return spec
+        raise KeyError(f"case {self.name!r} has no estimator labelled {label!r}; it has "
+                       f"{[s.label for s in self.estimators]}")

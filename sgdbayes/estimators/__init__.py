@@ -1,0 +1,13 @@
+"""Estimator plug-ins: the registry and the built-in estimators.
+
+``register_estimator(name)`` registers an :class:`Estimator` subclass; importing this package
+registers the built-ins: samplers ``sgd`` (P_SGD), ``prior``, ``ess``, ``nuts`` and scorers
+``ep-conditional``, ``ep``, ``tilting`` (P_B). See :mod:`sgdbayes.estimators.base`.
+"""
+
+from . import ep, ess, nuts, prior, sgd, tilting  # noqa: F401  (registers the built-ins)
+from .base import (RESULT_COLUMNS, RESULT_SCHEMA, Estimator, EstimatorResult, Options, estimator_names,
+                   get_estimator, option, register_estimator, shard_table)
+
+__all__ = ["Estimator", "EstimatorResult", "Options", "option", "register_estimator", "get_estimator",
+           "estimator_names", "shard_table", "RESULT_COLUMNS", "RESULT_SCHEMA"]

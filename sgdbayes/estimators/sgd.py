@@ -1,0 +1,96 @@
+"""``sgd``: P_SGD(f|S) by training many networks from fresh random initialisations to 100% training
+accuracy (:func:`sampler.train_runs`, vectorised over an ensemble) and counting their functions.
+
+Options are the sampling knobs (``n_runs``, ``ensemble``, ``seed``, ``device``, ``shard_size``) and
+the fields of :class:`sampler.TrainSpec` (``optimizer``, ``lr``, ``batch_size``, ``loss``,
+``momentum``, ``max_epochs``, ``epochs_after_fit``, ``check_every``), taken from TrainSpec itself so
+that they are declared once (``check_every = 0`` stands for TrainSpec's None: check at each
+epoch's end). Run i is a pure function of (seed, i): a shard is runs ``[start, stop)``, and the
+counts do not depend on ``shard_size``, ``ensemble`` or the executor. Runs that never fit S count
+in ``n_samples`` and in no function.
+
+Run it: ``sgdbayes run configs/default.toml`` (``[estimators.sgd] method = "sgd"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections import Counter
+
+import numpy as np
+
+from sampler.sgd import DEVICES, TrainSpec, resolve_device, train_runs
+
+from .base import Estimator, Options, option, register_estimator, shard_table
+
+
+def _train_fields():
+    # TrainSpec's fields, with None (check_every) written as 0 since TOML has no null.
+    return [(f.name, f.type, dataclasses.field(default=0 if f.default is None else f.default))
+            for f in dataclasses.fields(TrainSpec)]
+
+
+def _check(self, label: str) -> None:
+    try:
+        spec = self.train_spec()
+    except (TypeError, ValueError) as exc:  # re-raised with the config key's full name
+        raise type(exc)(f"estimators.{label}.{exc}") from None
+    del spec
+
+
+def _train_spec(self) -> TrainSpec:
+    """The :class:`sampler.TrainSpec` these options describe."""
+    values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSpec)}
+    values["check_every"] = values["check_every"] or None
+    return TrainSpec(**values)
+
+
+SGDOptions = dataclasses.make_dataclass(
+    "SGDOptions",
+    [("n_runs", int, option(8192, minimum=1, doc="runs started")),
+     ("ensemble", int, option(512, minimum=1, doc="networks trained at once")),
+     ("seed", int, option(0, minimum=0)),
+     ("device", str, option("cpu", choices=DEVICES)),
+     ("shard_size", int, option(1024, minimum=1, doc="runs per shard"))] + _train_fields(),
+    bases=(Options,), frozen=True, namespace={"check": _check, "train_spec": _train_spec,
+                                              "__module__": __name__})
+SGDOptions.__doc__ = "Options of the ``sgd`` estimator: sampling knobs plus :class:`sampler.TrainSpec`'s fields."
+
+
+@register_estimator("sgd")
+class SGDEstimator(Estimator):
+    """P_SGD by counting the functions of ``n_runs`` independently trained networks."""
+
+    quantity = "p_sgd"
+    kind = "sampler"
+    Options = SGDOptions
+
+    def plan(self, case, options, functions=None):
+        options.train_spec().check_train_size(case.data.n_train)
+        step = options.shard_size
+        return [{"start": a, "stop": min(a + step, options.n_runs), "items": min(step, options.n_runs - a)}
+                for a in range(0, options.n_runs, step)]
+
+    def run_shard(self, case, options, shard, progress=None):
+        device = str(resolve_device(options.device))
+        runs = train_runs(case.arch, case.split(), options.train_spec(), seed=options.seed, start=shard["start"],
+                          stop=shard["stop"], ensemble=options.ensemble, device=device, progress=progress)
+        fit = np.asarray(runs.column("fit").to_pylist(), dtype=bool)
+        counts = Counter(f for f, ok in zip(runs.column("function").to_pylist(), fit) if ok)
+        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        info = {"epochs": np.asarray(runs.column("epochs").to_pylist())[fit].tolist(),
+                "final_loss": np.asarray(runs.column("final_loss").to_pylist(), dtype=float)[fit].tolist(),
+                "device": device, "node": socket.gethostname()}
+        return shard_table([f for f, _ in items], counts=[c for _, c in items], n_samples=len(fit), info=info)
+
+    def extras(self, case, options, result):
+        epochs = np.concatenate([np.asarray(i["epochs"], float) for i in result.infos] or [np.zeros(0)])
+        loss = np.concatenate([np.asarray(i["final_loss"], float) for i in result.infos] or [np.zeros(0)])
+        if epochs.size == 0:
+            return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None}
+        return {"sgd_mean_epochs": float(epochs.mean()), "sgd_median_epochs": float(np.median(epochs)),
+                "sgd_mean_final_loss": float(loss.mean())}
+
+    def num_gpus(self, options):
+        return 1.0 if options.device in ("cuda", "auto") else 0.0

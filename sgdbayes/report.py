@@ -1,0 +1,451 @@
+"""The run folder's report, from the long table: statistics -> ``summary.json``, ``functions.parquet``,
+figures, ``report.md`` (and for a sweep, the sweep's table and figure).
+
+For each case and each pair ``(a, b)`` of :attr:`ExperimentConfig.pairs` (``a`` tested, ``b`` the
+reference; by default every P_SGD estimator against every P_B estimator): the functions each
+estimator *sees* (a sampler: count >= ``analysis.min_count``; a scorer: a finite log P) are
+intersected, and :func:`pair_stats` gives Pearson and Spearman of the natural logs with bootstrap
+intervals, the log-log slope, the mean |ln P_a - ln P_b| with the counting noise, and KL(P_a||P_b),
+total variation and Jensen-Shannon after renormalising both on the functions both found at all
+(a sampler: count >= 1). The first pair of a case is its *primary* pair: its statistics are the
+case's summary (the keys of DESIGN.md: ``n_runs``, ``n_fit``, ``n_functions``, ``pearson_log``,
+``spearman``, ``min_count``, ...) and it gets the full set of figures. ``summary.json`` holds the
+first case's summary at top level and ``cases``, a list with every case's summary, pairs and extras.
+
+Error-bar checks: for every scorer with standard errors (``tilting``) and every other scorer
+without (``ep``, ``ep-conditional``) on the same case, a table of the functions both scored, ``z =
+(ln P_ep - ln P_tilting) / se``, a figure with error bars, and ``median_abs_z`` in the summary.
+
+Only :mod:`analysis` computes and draws; this module chooses what to compute and writes it down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+import analysis
+import nngp
+from analysis import plots
+from analysis.compare_plots import Panel, Series, plot_compare
+from sampler.store import atomic_write_json, atomic_write_table, atomic_write_text
+
+from .sweep import sweep_section
+from .tables import csv_table, fmt, markdown_table
+
+FIGURES = {
+    "psgd_vs_pb": "P_SGD against P_B, coloured by test error",
+    "psgd_vs_pb_lz": "P_SGD against P_B, coloured by LZ complexity",
+    "p_vs_complexity": "P_SGD and P_B against LZ complexity",
+    "p_vs_error": "P_SGD and P_B against test error",
+    "cumulative_mass": "cumulative P_SGD mass of functions ranked by P_B and by P_SGD",
+    "pairs": "every pair: log P(f|S) of the tested estimator against its reference",
+}
+
+
+def _finite(x):
+    """``x`` as a JSON number (ints stay ints), or None when it is nan or infinite."""
+    if x is None:
+        return None
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, str):
+        return x
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# --- estimates and pairs -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator's rows of the long table on one case, as maps by function.
+
+    ``counts`` is None for a scorer; ``n_samples``/``n_fit`` are the sampler's totals.
+    """
+
+    label: str
+    method: str
+    log_p: dict
+    log_p_se: dict
+    counts: dict | None
+    n_samples: int | None
+    n_fit: int | None
+
+    def seen(self, min_count: int) -> set:
+        """Functions this estimator sees: count >= ``min_count`` (sampler), finite log P (scorer)."""
+        if self.counts is None:
+            return {f for f, v in self.log_p.items() if math.isfinite(v)}
+        return {f for f, c in self.counts.items() if c >= min_count}
+
+
+def estimates_by_case(table: pa.Table) -> dict[str, dict[str, Estimate]]:
+    """``{case: {label: Estimate}}`` from the long results table, in table order."""
+    cols = table.to_pydict()
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(cols["case"], cols["estimator"])):
+        groups.setdefault(key, []).append(i)
+    out: dict[str, dict[str, Estimate]] = {}
+    for (case, label), idx in groups.items():
+        fs = [cols["function"][i] for i in idx]
+        is_sampler = cols["count"][idx[0]] is not None
+        counts = {f: cols["count"][i] for f, i in zip(fs, idx)} if is_sampler else None
+        n = cols["n_samples"][idx[0]] if is_sampler else None
+        nan = math.nan
+        out.setdefault(case, {})[label] = Estimate(
+            label, cols["method"][idx[0]], {f: (nan if cols["log_p"][i] is None else cols["log_p"][i])
+                                            for f, i in zip(fs, idx)},
+            {f: (nan if cols["log_p_se"][i] is None else cols["log_p_se"][i]) for f, i in zip(fs, idx)},
+            counts, n, sum(counts.values()) if counts else (0 if is_sampler else None))
+    return out
+
+
+def pair_stats(a: Estimate, b: Estimate, *, min_count: int, n_boot: int, seed: int) -> dict[str, Any]:
+    """Statistics of estimator ``a`` (y axis) against reference ``b`` (x axis); see the module
+    docstring. Keys: ``a``, ``b``, ``n_a``, ``n_b``, ``n_common``, ``mass_a``, ``mass_b``,
+    ``pearson_log`` (+``_ci``), ``spearman`` (+``_ci``), ``slope_log`` (+``_ci``), ``intercept_log``,
+    ``mean_abs_dlog``, ``dlog_noise``, ``dist_*`` (from :func:`analysis.compare_distributions`),
+    ``note``. Fewer than 3 common functions: no correlation, and a note says so."""
+    sa, sb = a.seen(min_count), b.seen(min_count)
+    common = sorted(sa & sb, key=lambda f: (-b.log_p[f], f))
+    row: dict[str, Any] = {"a": a.label, "b": b.label, "n_a": len(sa), "n_b": len(sb), "n_common": len(common),
+                           "pearson_log": None, "pearson_log_ci": None, "spearman": None, "spearman_ci": None,
+                           "slope_log": None, "slope_log_ci": None, "intercept_log": None, "mean_abs_dlog": None,
+                           "dlog_noise": None}
+    notes = []
+    for e, s in ((a, sa), (b, sb)):
+        if e.counts is not None and e.n_fit == 0:
+            notes.append(f"{e.label}: 0 of {e.n_samples} samples fit S")
+        elif not s:
+            notes.append(f"{e.label}: no function seen >= {min_count} times" if e.counts is not None
+                         else f"{e.label}: no function scored")
+    if common:
+        la, lb = np.array([a.log_p[f] for f in common]), np.array([b.log_p[f] for f in common])
+        row["mean_abs_dlog"] = float(np.mean(np.abs(la - lb)))
+        var = np.zeros(len(common))
+        for e in (a, b):
+            if e.counts is not None:
+                c = np.array([e.counts[f] for f in common], dtype=float)
+                var += (1.0 - c / e.n_fit) / c
+        row["dlog_noise"] = float(np.mean(np.sqrt(var)))
+    if len(common) >= 3:
+        c = analysis.correlate(la, lb, n_boot=n_boot, seed=seed)
+        row.update(pearson_log=c.pearson, pearson_log_ci=list(c.pearson_ci), spearman=c.spearman,
+                   spearman_ci=list(c.spearman_ci), slope_log=c.slope, slope_log_ci=list(c.slope_ci),
+                   intercept_log=c.intercept, n_boot_used=c.n_boot_used)
+        notes += list(c.notes)
+    else:
+        notes.append(f"{len(common)} common function(s): too few for a correlation (need 3)")
+    both = sorted(a.seen(1) & b.seen(1))
+    if both:
+        d = analysis.compare_distributions(np.array([a.log_p[f] for f in both]),
+                                           np.array([b.log_p[f] for f in both]), log=True)
+        row.update({f"dist_{k}": v for k, v in d.as_dict().items()})
+    row["note"] = "; ".join(notes)
+    return _finite(row)
+
+
+PAIR_COLUMNS = [("a", "estimator"), ("b", "reference"), ("n_a", "n seen"), ("n_b", "n ref"),
+                ("n_common", "common"), ("pearson_log", "pearson"), ("pearson_log_ci", "95% CI"),
+                ("spearman", "spearman"), ("slope_log", "slope"), ("mean_abs_dlog", "mean |dlnP|"),
+                ("dlog_noise", "count noise"), ("dist_kl", "KL(a||b)"), ("dist_tv", "TV"), ("dist_js", "JS"),
+                ("note", "note")]
+
+
+def error_bar_checks(est: Mapping[str, Estimate]) -> list[dict[str, Any]]:
+    """For each scorer ``r`` with finite standard errors and each other scorer ``e`` without: the
+    functions both scored, ``z = (ln P_e - ln P_r) / se_r`` and its median |z|."""
+    scorers = [e for e in est.values() if e.counts is None]
+    refs = [e for e in scorers if any(math.isfinite(v) for v in e.log_p_se.values())]
+    out = []
+    for r in refs:
+        for e in scorers:
+            if e is r or any(math.isfinite(v) for v in e.log_p_se.values()):
+                continue
+            fs = [f for f in r.log_p if f in e.log_p and math.isfinite(r.log_p[f]) and math.isfinite(e.log_p[f])]
+            z = np.array([(e.log_p[f] - r.log_p[f]) / r.log_p_se[f] for f in fs]) if fs else np.zeros(0)
+            out.append({"estimator": e.label, "reference": r.label, "functions": fs,
+                        "log_p": [e.log_p[f] for f in fs], "log_p_ref": [r.log_p[f] for f in fs],
+                        "se_ref": [r.log_p_se[f] for f in fs], "z": z.tolist(),
+                        "median_abs_z": float(np.median(np.abs(z))) if z.size else None,
+                        "median_se_ref": float(np.median([r.log_p_se[f] for f in fs])) if fs else None})
+    return out
+
+
+# --- per case ------------------------------------------------------------------------------------------
+def case_summary(case, config, est: Mapping[str, Estimate], extras: Mapping[str, dict]) -> dict[str, Any]:
+    """The summary of one case: its primary pair's statistics with today's key names, every
+    pair's statistics (``pairs``), error-bar checks (``checks``) and the estimators' extras."""
+    a_cfg = config.analysis
+    pairs = [pair_stats(est[a], est[b], min_count=a_cfg.min_count, n_boot=a_cfg.n_boot, seed=a_cfg.seed)
+             for a, b in config.pairs]
+    split = case.split()
+    summary: dict[str, Any] = {"case": case.name, "settings": dict(case.settings), "min_count": a_cfg.min_count}
+    if config.pairs:
+        a, b = (est[x] for x in config.pairs[0])
+        primary = pairs[0]
+        summary["primary_pair"] = list(config.pairs[0])
+        if a.counts is not None:
+            counts = np.array(list(a.counts.values()), dtype=float)
+            errors = np.array([analysis.test_error(f, split.y_test) for f in a.counts])
+            p = counts / max(a.n_fit, 1)
+            used = a.seen(a_cfg.min_count) & b.seen(a_cfg.min_count)
+            summary.update({
+                "n_runs": a.n_samples, "n_fit": a.n_fit, "fit_fraction": a.n_fit / a.n_samples if a.n_samples else None,
+                "n_functions": len(a.counts), "n_functions_used": len(used),
+                "runs_in_used_functions": int(sum(a.counts[f] for f in used)),
+                "sgd_mean_test_error": float(np.average(errors, weights=counts)) if counts.sum() else None,
+                "sgd_top_share": float(counts.max() / a.n_fit) if a.n_fit else None,
+                "sgd_entropy": float(-np.sum(p * np.log(p))) if a.n_fit else None})
+        summary.update({k: v for k, v in primary.items() if k not in ("a", "b", "note")})
+        summary["correlation_note"] = primary["note"]
+        for label in [config.pairs[0][0], config.pairs[0][1]] + list(extras):
+            summary.update({k: v for k, v in extras.get(label, {}).items()
+                            if k not in summary and k not in ("n_samples", "n_fit")})
+        if summary.get("log_p_s") is not None:
+            summary["pac_bayes_bound"] = nngp.pac_bayes_bound(summary["log_p_s"], case.data.n_train)
+    checks = error_bar_checks(est)
+    if checks:
+        summary["ep_tilting_median_abs_z"] = checks[0]["median_abs_z"]
+    summary["pairs"] = pairs
+    summary["checks"] = [{k: v for k, v in c.items() if k in ("estimator", "reference", "median_abs_z",
+                                                                "median_se_ref")} | {"n_functions": len(c["functions"])}
+                         for c in checks]
+    summary["extras"] = dict(extras)
+    return _finite(summary)
+
+
+def functions_table(case, config, est: Mapping[str, Estimate]) -> pa.Table:
+    """The wide view of one case: one row per function any estimator has, most frequent first by
+    the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
+    pair), complexity and test error, then ``count_<label>``/``log_p_<label>``/``log_p_se_<label>``
+    for every estimator, then ``case``."""
+    split = case.split()
+    a, b = config.pairs[0] if config.pairs else (None, None)
+    fs = list(dict.fromkeys([*(est[a].log_p if a else ()), *(f for e in est.values() for f in e.log_p)]))
+    nan = math.nan
+    cols: dict[str, Any] = {"function": pa.array(fs, pa.string())}
+    if a:
+        cols["count"] = pa.array([(est[a].counts or {}).get(f, 0) for f in fs], pa.int64())
+        cols["log_p_sgd"] = pa.array([est[a].log_p.get(f, nan) for f in fs], pa.float64())
+        cols["log_pb"] = pa.array([est[b].log_p.get(f, nan) for f in fs], pa.float64())
+    cols["lz_complexity"] = pa.array([analysis.lz_complexity(f) for f in fs], pa.float64())
+    cols["entropy"] = pa.array([analysis.entropy(f) for f in fs], pa.float64())
+    cols["test_error"] = pa.array([analysis.test_error(f, split.y_test) for f in fs], pa.float64())
+    for label, e in est.items():
+        key = label.replace("-", "_")
+        if e.counts is not None:
+            cols[f"count_{key}"] = pa.array([e.counts.get(f, 0) for f in fs], pa.int64())
+        cols[f"log_p_{key}"] = pa.array([e.log_p.get(f, nan) for f in fs], pa.float64())
+        cols[f"log_p_se_{key}"] = pa.array([e.log_p_se.get(f, nan) for f in fs], pa.float64())
+    cols["case"] = pa.array([case.name] * len(fs), pa.string())
+    return pa.table(cols)
+
+
+def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dict[str, str]:
+    """The primary pair's five figures and the error-bar figures of one case, in
+    ``figures/<case>/``; returns name -> path relative to ``folder``."""
+    fig_dir = folder / "figures" / case.name
+    out: dict[str, Path] = {}
+    f = wide.to_pandas()
+    if config.pairs and "log_pb" in f:
+        f = f[np.isfinite(f["log_pb"].to_numpy(float)) & (f["count"].to_numpy() > 0)]
+        a, b = config.pairs[0]
+        if len(f):
+            lpb, lsgd, count = f["log_pb"].to_numpy(), f["log_p_sgd"].to_numpy(), f["count"].to_numpy()
+            lab = dict(xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}")
+            out["psgd_vs_pb"] = plots.plot_psgd_vs_pb(lpb, lsgd, fig_dir / "psgd_vs_pb.png", counts=count,
+                                                      color=f["test_error"].to_numpy(), color_label="test error",
+                                                      title=f"{a} vs {b} ({len(f)} functions)", **lab)
+            out["psgd_vs_pb_lz"] = plots.plot_psgd_vs_pb(lpb, lsgd, fig_dir / "psgd_vs_pb_lz.png", counts=count,
+                                                         color=f["lz_complexity"].to_numpy(),
+                                                         color_label="LZ complexity",
+                                                         title=f"{a} vs {b}, coloured by LZ complexity", **lab)
+            out["p_vs_complexity"] = plots.plot_p_vs_complexity(f["lz_complexity"].to_numpy(), lsgd, lpb,
+                                                                fig_dir / "p_vs_complexity.png")
+            out["p_vs_error"] = plots.plot_p_vs_error(f["test_error"].to_numpy(), lsgd, lpb, fig_dir / "p_vs_error.png")
+            out["cumulative_mass"] = plots.plot_cumulative_mass(lsgd, lpb, fig_dir / "cumulative_mass.png")
+    for c in checks:
+        if c["functions"]:
+            name = f"errorbars_{c['estimator']}_vs_{c['reference']}"
+            se = np.array(c["se_ref"]) / math.log(10)
+            out[name] = plots.plot_psgd_vs_pb(
+                c["log_p_ref"], c["log_p"], fig_dir / f"{name}.png", xerr=se,
+                title=f"{c['estimator']} against {c['reference']} (+- 1 s.e.), median |z| = "
+                      f"{fmt(c['median_abs_z'], 3)}", xlabel=f"log10 P_B(f|S), {c['reference']}",
+                ylabel=f"log10 P_B(f|S), {c['estimator']}")
+    return {k: str(p.relative_to(folder)) for k, p in out.items()}
+
+
+def pairs_figure(folder: Path, config, cases, by_case: Mapping[str, Mapping[str, Estimate]]) -> str | None:
+    """One panel per case and reference: every estimator paired with it, over the functions both see."""
+    mc = config.analysis.min_count
+    refs = list(dict.fromkeys(b for _, b in config.pairs))
+    panels = []
+    for ref in refs:
+        for case in cases:
+            est = by_case.get(case.name, {})
+            series = []
+            for a, b in config.pairs:
+                if b != ref or a not in est or b not in est:
+                    continue
+                common = sorted(est[a].seen(mc) & est[b].seen(mc))
+                series.append(Series(a, np.array([est[b].log_p[f] for f in common]),
+                                     np.array([est[a].log_p[f] for f in common])))
+            r = est.get(ref)
+            note = "" if any(len(s.log_x) for s in series) else f"no function common at >= {mc}"
+            if r is not None and r.counts is not None and r.n_fit == 0:
+                note = f"{ref}: 0 of {r.n_samples:.3g} samples fit S"
+            panels.append(Panel(f"{case.name}: vs {ref}", ref, tuple(series), note))
+    if not panels:
+        return None
+    path = plot_compare(panels, folder / "figures" / "pairs.png", ncols=len(cases),
+                        title=f"log P(f|S) of each estimator against its reference (functions seen >= {mc} times)")
+    return str(path.relative_to(folder))
+
+
+# --- the whole report ------------------------------------------------------------------------------------
+SUMMARY_ROWS = [
+    ("n_runs", "SGD runs started"), ("n_fit", "runs that reached 100% train accuracy"),
+    ("fit_fraction", "fraction fitted"), ("n_functions", "distinct functions found"),
+    ("min_count", "min count for statistics"), ("n_functions_used", "functions used in correlations"),
+    ("runs_in_used_functions", "runs in those functions"),
+    ("pearson_log", "Pearson r of log P_SGD vs log P_B"), ("pearson_log_ci", "  95% bootstrap CI"),
+    ("spearman", "Spearman rho"), ("spearman_ci", "  95% bootstrap CI"),
+    ("slope_log", "slope of log P_SGD on log P_B"),
+    ("dist_kl", "KL(P_SGD || P_B) on shared support (nats)"), ("dist_tv", "total variation on shared support"),
+    ("sgd_mean_test_error", "mean test error of SGD's functions"),
+    ("sgd_top_share", "share of runs in the commonest function"), ("sgd_entropy", "entropy of P_SGD (nats)"),
+    ("sgd_mean_epochs", "mean epochs to fit"), ("gp_test_error", "test error of the GP posterior mean's sign"),
+    ("log_p_s", "log P(S) (EP, natural log)"), ("log_p_s_tilting", "log P(S) (tilting)"),
+    ("log_p_s_tilting_se", "  its standard error"), ("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound"),
+    ("ep_tilting_median_abs_z", "median |EP - tilting| / tilting's s.e."),
+]
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The key numbers as aligned lines for a terminal."""
+    width = max(len(label) for _, label in SUMMARY_ROWS)
+    lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in SUMMARY_ROWS if key in summary]
+    if summary.get("correlation_note"):
+        lines.append(f"note: {summary['correlation_note']}")
+    if len(summary.get("cases", [])) > 1:
+        lines.append(f"({len(summary['cases'])} cases; the numbers above are the first's; see report.md)")
+    return lines
+
+
+def _extras_rows(extras: Mapping[str, dict]) -> list[list[Any]]:
+    return [[label, key, value] for label, d in extras.items() for key, value in d.items()]
+
+
+def _empty(spec, extras: Mapping[str, dict]) -> Estimate:
+    """An estimator with no rows in the long table: a scorer with nothing to score, or a sampler
+    none of whose samples fit S (its totals are in the case's extras)."""
+    if spec.estimator.kind == "scorer":
+        return Estimate(spec.label, spec.method, {}, {}, None, None, None)
+    e = extras.get(spec.label, {})
+    if "n_samples" not in e:
+        raise ValueError(f"results.parquet has no rows of {spec.label!r} and its extras no n_samples")
+    return Estimate(spec.label, spec.method, {}, {}, {}, e["n_samples"], 0)
+
+
+def make_report(folder: str | Path, config, table: pa.Table, extras: Mapping[str, Mapping[str, dict]], *,
+                manifest: Mapping | None = None) -> tuple[dict[str, Any], Path]:
+    """Write ``functions.parquet``, figures, ``summary.json``, ``pairs.csv`` and ``report.md``.
+
+    Parameters
+    ----------
+    folder : path
+    config : ExperimentConfig
+    table : pyarrow.Table
+        ``results.parquet``.
+    extras : mapping case -> label -> dict
+        Each estimator's per-case extras.
+
+    Returns
+    -------
+    summary : dict
+    report_path : Path
+    """
+    folder = Path(folder)
+    cases = config.cases()
+    by_case = estimates_by_case(table)
+    summaries, wides, lines, estimates = [], [], [], {}
+    pair_rows = []
+    for case in cases:
+        est = {s.label: by_case.get(case.name, {}).get(s.label) or _empty(s, extras.get(case.name, {}))
+               for s in case.estimators}
+        estimates[case.name] = est
+        s = case_summary(case, config, est, extras.get(case.name, {}))
+        wide = functions_table(case, config, est)
+        checks = error_bar_checks(est)
+        s["figures"] = case_figures(folder, case, config, est, wide, checks)
+        summaries.append(s)
+        wides.append(wide)
+        pair_rows += [[case.name] + [p.get(k) for k, _ in PAIR_COLUMNS] for p in s["pairs"]]
+        lines += _case_section(case, config, s, wide, checks)
+    atomic_write_table(pa.concat_tables(wides, promote_options="default"), folder / "functions.parquet")
+    pairs_fig = pairs_figure(folder, config, cases, estimates)
+    header = ["case"] + [t for _, t in PAIR_COLUMNS]
+    atomic_write_text(folder / "pairs.csv", csv_table(["case"] + [k for k, _ in PAIR_COLUMNS], pair_rows))
+    summary = {k: v for k, v in summaries[0].items() if k not in ("pairs", "checks", "extras", "case")}
+    summary.update(cases=summaries, pairs_figure=pairs_fig, figures=summaries[0]["figures"])
+    if config.sweep is not None:
+        lines = sweep_section(folder, config, summaries) + lines
+    timings = (manifest or {}).get("timings", {})
+    head = ["# sgd-bayes report", "",
+            f"{config.arch.describe()} on {config.data.dataset} (m = {config.data.n_train}, k = {config.data.n_test}, "
+            f"split seed {config.data.seed}); estimators: "
+            + ", ".join(f"{s.label} ({s.method})" for s in config.estimators) + f"; {len(cases)} case(s).", "",
+            "## All pairs", "", markdown_table(header, pair_rows), ""]
+    if pairs_fig:
+        head += [f"![{FIGURES['pairs']}]({pairs_fig})", ""]
+    if timings:
+        head += ["Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(timings.items())), ""]
+    tail = ["## Config", "", "```toml", config.to_toml().rstrip(), "```", "",
+            "Logs are natural unless an axis says log10. Correlations are over functions both estimators see "
+            "(samplers: count >= `min_count`); intervals are percentile bootstrap over those functions.", ""]
+    atomic_write_json(folder / "summary.json", summary)
+    report = atomic_write_text(folder / "report.md", "\n".join(head + lines + tail))
+    return summary, report
+
+
+def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
+    lines = [f"## Case {case.name}", ""]
+    if config.pairs:
+        lines += [f"Primary pair: {config.pairs[0][0]} against {config.pairs[0][1]}.", "",
+                  markdown_table(["quantity", "value"], [[label.strip(), s.get(key)] for key, label in SUMMARY_ROWS
+                                                         if key in s]), ""]
+    if s.get("correlation_note"):
+        lines += [f"**Note:** {s['correlation_note']}.", ""]
+    for c in checks:
+        lines += [f"### {c['estimator']} against {c['reference']}, with error bars", "",
+                  f"{len(c['functions'])} functions; median |z| = {fmt(c['median_abs_z'], 3)} where z = "
+                  f"(ln P_{c['estimator']} - ln P_{c['reference']}) / s.e.; median s.e. "
+                  f"{fmt(c['median_se_ref'], 3)} nats.", "",
+                  markdown_table(["function on E", c["estimator"], c["reference"], "s.e.", "z"],
+                                 [[f"`{f}`", x, y, e, z] for f, x, y, e, z in
+                                  zip(c["functions"], c["log_p"], c["log_p_ref"], c["se_ref"], c["z"])][:20]), ""]
+    for name, path in s["figures"].items():
+        title = FIGURES.get(name, name.replace("_", " "))
+        lines += [f"### {title}", "", f"![{title}]({path})", ""]
+    extras = _extras_rows(s.get("extras", {}))
+    if extras:
+        lines += ["### Estimator facts", "", markdown_table(["estimator", "quantity", "value"], extras), ""]
+    top = wide.slice(0, 10).to_pylist()
+    if top and "count" in wide.column_names:
+        lines += ["### Most frequent functions", "",
+                  markdown_table(["function on E", "count", "log P_SGD", "log P_B", "LZ", "test error"],
+                                 [[f"`{r['function']}`", r["count"], r["log_p_sgd"], r["log_pb"], r["lz_complexity"],
+                                   r["test_error"]] for r in top]), ""]
+    return lines
