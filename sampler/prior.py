@@ -9,8 +9,8 @@ Randomness and invariance
 -------------------------
 Samples are grouped into consecutive *blocks* of ``block_size`` samples (default
 :data:`BLOCK_SIZE`). Block ``b`` draws all its parameters from ``make_generator(seed, "prior",
-b)``: each layer's weights for the whole block as one ``(block_size, fan_out, fan_in)`` tensor,
-then its biases, layer after layer (for FCN); for other architectures ``arch.build`` is called
+b)``: each parameter's values for the whole block as one ``(block_size, *shape)`` tensor, in
+``named_parameters()`` order, biases skipped when ``sigma_b == 0`` (for FCN); for other architectures ``arch.build`` is called
 ``block_size`` times in a row on that generator. Sample ``j`` is therefore a pure function of
 ``(seed, block_size, j)`` (and the device's generator): the counts do not depend on
 ``batch_size``, on ``shard_size``, on how many shards were done before an interruption, and the
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ._checks import check_int
-from .architectures import FCN, Architecture, activation_fn
+from .architectures import FCN, Architecture, draw_standard, fcn_forward, fcn_param_shapes
 from .data import Split
 from .functions import FunctionCounts
 from .seeding import make_generator
@@ -111,67 +111,17 @@ def binomial_summary(n_fit: int, n_runs: int) -> dict:
 
 # --- drawing and evaluating batches of networks ---------------------------------------------------
 
-def draw_fcn_block(arch: FCN, d_in: int, n: int, *, generator: torch.Generator,
-                   dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Parameters of ``n`` random FCNs, the prior of ``arch.build``.
-
-    Returns
-    -------
-    list of (W, b)
-        One pair per layer (hidden layers then the readout): ``W`` of shape ``(n, fan_out,
-        fan_in)`` with entries ``N(0, sigma_w**2 / fan_in)``, ``b`` of shape ``(n, fan_out)``
-        with entries ``N(0, sigma_b**2)`` (None when ``sigma_b == 0``).
-    """
-    device = generator.device
-    sizes = [d_in] + [arch.width] * arch.depth + [1]
-    params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        w = torch.randn((n, fan_out, fan_in), generator=generator, dtype=dtype, device=device)
-        w.mul_(arch.sigma_w / math.sqrt(fan_in))
-        b = None
-        if arch.sigma_b > 0:
-            b = torch.randn((n, fan_out), generator=generator, dtype=dtype, device=device).mul_(arch.sigma_b)
-        params.append((w, b))
-    return params
-
-
-def fcn_forward_batched(arch: FCN, params, x: torch.Tensor) -> torch.Tensor:
-    """Outputs of a batch of FCNs on shared inputs.
-
-    Parameters
-    ----------
-    params : list of (W, b)
-        As returned by :func:`draw_fcn_block` (batch size B).
-    x : torch.Tensor, shape (n, d)
-
-    Returns
-    -------
-    torch.Tensor, shape (B, n)
-    """
-    phi = activation_fn(arch.activation)
-    h = x.unsqueeze(0)  # (1, n, d): broadcast over the batch
-    for i, (w, b) in enumerate(params):
-        h = torch.matmul(h, w.transpose(1, 2))  # (B, n, fan_out)
-        if b is not None:
-            h = h + b.unsqueeze(1)
-        if i < len(params) - 1:
-            h = phi(h)
-    return h.squeeze(-1)
-
-
-def _slice_params(params, lo: int, hi: int):
-    return [(w[lo:hi], None if b is None else b[lo:hi]) for w, b in params]
-
-
 def block_outputs(arch: Architecture, split_x: torch.Tensor, input_shape, block: int, n: int, *,
                   seed: int, block_size: int, batch_size: int, device) -> torch.Tensor:
     """Outputs ``(n, n_points)`` on ``split_x`` of the first ``n`` samples of block ``block``."""
     gen = make_generator(seed, PRIOR_KIND, block, device=device)
     if isinstance(arch, FCN):
         # Draw the whole block so that sample j does not depend on n or on batch_size.
-        params = draw_fcn_block(arch, split_x.shape[1], block_size, generator=gen)
-        outs = [fcn_forward_batched(arch, _slice_params(params, lo, min(lo + batch_size, n)), split_x)
-                for lo in range(0, n, batch_size)]
+        shapes = fcn_param_shapes(split_x.shape[1], arch.depth, arch.width)
+        params = draw_standard(shapes, block_size, sigma_w=arch.sigma_w, sigma_b=arch.sigma_b, generator=gen,
+                               dtype=split_x.dtype, skip_zero=True)
+        outs = [fcn_forward([None if p is None else p[lo:min(lo + batch_size, n)] for p in params], split_x,
+                            arch.activation) for lo in range(0, n, batch_size)]
         return torch.cat(outs)
     # Fallback: one module per sample, built in sequence from the block's generator.
     outs = []
