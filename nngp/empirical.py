@@ -127,10 +127,10 @@ def empirical_kernel(
         h = h.to(torch.float64)
         if estimator == "readout":
             return sb2 + sw2 * (h @ h.transpose(1, 2)) / h.shape[-1]
-        # draw the readout explicitly: f = b + h w
-        w = torch.randn(h.shape[0], h.shape[-1], 1, generator=gen, dtype=torch.float64, device=device)
-        b = torch.randn(h.shape[0], 1, 1, generator=gen, dtype=torch.float64, device=device)
-        f = sb2 ** 0.5 * b + (sw2 / h.shape[-1]) ** 0.5 * (h @ w)
+        # draw the readout explicitly (the init rule of arch.build): f = h w^T + b
+        w, b = draw_standard(fcn_param_shapes(h.shape[-1], 0, 1), h.shape[0], sigma_w=arch.sigma_w,  # type: ignore[attr-defined]
+                             sigma_b=arch.sigma_b, generator=gen, dtype=torch.float64)  # type: ignore[attr-defined]
+        f = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         return f @ f.transpose(1, 2)
 
     done = 0
