@@ -77,7 +77,8 @@ def main(argv=None) -> None:
                     "(the pre-activation sampler draws 8 times as many)")
     ap.add_argument("--boolean-samples", type=int, default=1 << 18, help="draws per Boolean run, each sampler")
     ap.add_argument("--loop", type=int, default=2000, help="samples for the naive loop (0: skip it)")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="networks per batched pass (0: each sampler's default, prior_sampling's batch_size=None)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -86,8 +87,8 @@ def main(argv=None) -> None:
         args.repeats, args.mnist_samples, args.boolean_samples, args.loop = 2, 1 << 13, 1 << 16, 500
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads={torch.get_num_threads()}, device={args.device}, batch_size={args.batch_size}")
-    kw = dict(repeats=args.repeats, seed=args.seed, device=args.device, batch_size=args.batch_size)
+    print(f"torch threads={torch.get_num_threads()}, device={args.device}, batch_size={args.batch_size or 'default'}")
+    kw = dict(repeats=args.repeats, seed=args.seed, device=args.device, batch_size=args.batch_size or None)
 
     mnist = sampler.load_split("mnist", n_train=8, n_test=6, seed=0)
     arch = sampler.FCN(depth=2, width=64, activation="relu", sigma_w=1.0, sigma_b=0.0357)

@@ -206,21 +206,45 @@ def plan_fcn(arch: FCN, x: torch.Tensor, *, kinds=None) -> FCNPlan:
 
 def draw_noise(plan: FCNPlan, size: int, *, generator: torch.Generator,
                dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-    """The ``N(0, 1)`` noise of ``size`` networks: one tensor ``(size, rows, width)`` per layer,
-    drawn layer after layer from ``generator`` (on its device)."""
+    """The random numbers of ``size`` networks: one tensor ``(size, rows, width)`` per layer.
+
+    Drawn layer after layer from ``generator`` (on its device) as ``N(0, 1)``; a ``direct``
+    layer's rows are then scaled to its weights and bias (``sigma_w / sqrt(fan_in)``, and
+    ``sigma_b`` for the last row), once per call rather than once per evaluated batch.
+    """
     check_int("size", size, minimum=0)
-    return [torch.randn((size, *shape), generator=generator, dtype=dtype, device=generator.device)
-            for shape in plan.noise_shapes]
+    noise = [torch.randn((size, *shape), generator=generator, dtype=dtype, device=generator.device)
+             for shape in plan.noise_shapes]
+    arch = plan.arch
+    for kind, g in zip(plan.kinds, noise[1:]):
+        if kind == "direct":
+            fan_in = g.shape[1] - int(arch.sigma_b > 0)
+            g[:, :fan_in].mul_(arch.sigma_w / math.sqrt(fan_in))
+            g[:, fan_in:].mul_(arch.sigma_b)
+    return noise
 
 
-def outputs_from_noise(plan: FCNPlan, noise: list[torch.Tensor], *, batch_size: int = 256) -> torch.Tensor:
+def evaluation_batch(plan: FCNPlan, size: int) -> int:
+    """Networks per batched pass when the caller does not say: as many as keep one layer's
+    activations within 2**22 floats (16 MiB in float32), at least 256, at most ``size``.
+
+    Fewer, larger passes suffer far less when the cores are shared with other processes (each
+    multi-threaded op then waits for a descheduled thread); the noise of ``size`` networks,
+    already in memory, is of the same order as their activations.
+    """
+    width = max(w for _, w in plan.noise_shapes)
+    return max(1, min(size, max(256, 2 ** 22 // (plan.n_points * width))))
+
+
+def outputs_from_noise(plan: FCNPlan, noise: list[torch.Tensor], *, batch_size: int | None = None) -> torch.Tensor:
     """Outputs ``(size, n)`` on the plan's points of the networks whose noise is ``noise``.
 
     Network ``j`` depends on row ``j`` of every noise tensor only; ``batch_size`` networks are
-    evaluated at once (memory ~ ``batch_size * n * width``) and does not change the values.
+    evaluated at once (memory ~ ``batch_size * n * width``; default :func:`evaluation_batch`),
+    which does not change the values.
     """
-    check_int("batch_size", batch_size, minimum=1)
     size = noise[0].shape[0]
+    batch_size = evaluation_batch(plan, size) if batch_size is None else check_int("batch_size", batch_size, minimum=1)
     first = plan.first.to(device=noise[0].device, dtype=noise[0].dtype)
     outs = [_outputs(plan, first, [g[lo:lo + batch_size] for g in noise]) for lo in range(0, size, batch_size)]
     return torch.cat(outs) if outs else noise[0].new_zeros(0, plan.n_points)
@@ -237,14 +261,11 @@ def _outputs(plan: FCNPlan, first: torch.Tensor, noise: list[torch.Tensor]) -> t
     z = torch.bmm(first.expand(noise[0].shape[0], *first.shape), noise[0])  # (B, n, width)
     for kind, g in zip(plan.kinds, noise[1:]):
         fan_in = z.shape[-1]
-        scale = arch.sigma_w / math.sqrt(fan_in)
         if kind == "compact":  # the activations feed only the float64 Gram matrix
+            scale = arch.sigma_w / math.sqrt(fan_in)
             factor = compact_factor(phi_(z.to(torch.float64)), scale, sigma_b)
             z = torch.bmm(factor.to(z.dtype), g)
             continue
-        a = phi_(z)
-        if sigma_b > 0:  # [scale a, sigma_b 1] @ g: the weights' arithmetic, bias noise last
-            z = torch.baddbmm(g[:, fan_in:], a, g[:, :fan_in], beta=sigma_b, alpha=scale)
-        else:
-            z = torch.bmm(a, g).mul_(scale)
+        a = phi_(z)  # 'direct': g holds the weights (rows :fan_in) and the bias (row fan_in), scaled
+        z = torch.baddbmm(g[:, fan_in:], a, g[:, :fan_in]) if sigma_b > 0 else torch.bmm(a, g)
     return z.squeeze(-1)

@@ -54,6 +54,8 @@ from .seeding import make_generator
 
 #: Samples per block of randomness (see the module docstring).
 BLOCK_SIZE = 4096
+#: Networks per batched forward pass of the weight sampler when ``batch_size`` is None.
+BATCH_SIZE = 256
 #: Shard size (samples) used with a run folder, a multiple of the block size.
 SHARD_SIZE = 1 << 20
 PRIOR_KIND = "prior"
@@ -143,18 +145,20 @@ def resolve_method(arch: Architecture, method: str) -> str:
 
 
 def block_outputs(arch: Architecture, split_x: torch.Tensor, input_shape, block: int, n: int, *,
-                  seed: int, block_size: int, batch_size: int, device, method: str = "weights",
+                  seed: int, block_size: int, batch_size: int | None, device, method: str = "weights",
                   plan: pre.FCNPlan | None = None) -> torch.Tensor:
     """Outputs ``(n, n_points)`` on ``split_x`` of the first ``n`` samples of block ``block``.
 
     ``method`` is ``"weights"`` or ``"preactivations"`` (module docstring); ``plan`` is
-    ``preactivations.plan_fcn(arch, split_x)``, computed here when not given.
+    ``preactivations.plan_fcn(arch, split_x)``, computed here when not given. ``batch_size=None``
+    is :data:`BATCH_SIZE` for ``"weights"``, ``preactivations.evaluation_batch`` otherwise.
     """
     gen = make_generator(seed, _STREAMS[method], block, device=device)
     if method == "preactivations":
         plan = plan if plan is not None else pre.plan_fcn(arch, split_x)  # type: ignore[arg-type]
         noise = [g[:n] for g in pre.draw_noise(plan, block_size, generator=gen, dtype=split_x.dtype)]
         return pre.outputs_from_noise(plan, noise, batch_size=batch_size)
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
     if isinstance(arch, FCN):
         # Draw the whole block so that sample j does not depend on n or on batch_size.
         shapes = fcn_param_shapes(split_x.shape[1], arch.depth, arch.width)
@@ -211,7 +215,8 @@ def _check_inputs(arch, split, n_samples, seed, batch_size, block_size, shard_si
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
     check_int("n_samples", n_samples, minimum=1)
     check_int("seed", seed, minimum=0)
-    check_int("batch_size", batch_size, minimum=1)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, minimum=1)
     check_int("block_size", block_size, minimum=1)
     check_int("shard_size", shard_size, minimum=1)
     if shard_size % block_size:
@@ -231,7 +236,7 @@ def prior_sampling(
     *,
     seed: int,
     device: str | torch.device = "cpu",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     block_size: int = BLOCK_SIZE,
     progress: bool = True,
     run_folder=None,
@@ -249,12 +254,15 @@ def prior_sampling(
     n_samples : int
         Prior samples to draw in all (including those already on disk in ``run_folder``).
     seed : int
-        Keyword-only; sample j is a function of ``(seed, block_size, j)`` (module docstring).
+        Keyword-only; sample j is a function of ``(method, seed, block_size, j)`` (module docstring).
     device : str or torch.device
         Where the networks are drawn and evaluated.
-    batch_size : int
+    batch_size : int, optional
         Networks evaluated per batched forward pass (memory ~ ``batch_size * (m + k) * width``
-        floats); does not change the results.
+        floats); does not change the results. Default: :data:`BATCH_SIZE` (256) for the weight
+        sampler; for the pre-activation sampler as many as keep a layer's activations within
+        2**22 floats (``preactivations.evaluation_batch``; the whole block on MNIST at m + k =
+        14), since fewer, larger passes lose much less when the cores are shared.
     block_size : int
         Samples per block of randomness; changes the random stream, not the distribution.
     progress : bool
@@ -354,7 +362,7 @@ def sample_prior(
     *,
     seed: int,
     device: str | torch.device = "cpu",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     block_size: int = BLOCK_SIZE,
     progress: bool = True,
     run_folder=None,
@@ -372,7 +380,7 @@ def sample_prior(
 
 
 def iter_prior_outputs(arch: Architecture, x: torch.Tensor, n_samples: int, *, seed: int,
-                       input_shape=None, block_size: int = BLOCK_SIZE, batch_size: int = 256,
+                       input_shape=None, block_size: int = BLOCK_SIZE, batch_size: int | None = None,
                        device: str | torch.device = "cpu", method: str = "auto") -> Iterator[torch.Tensor]:
     """Raw outputs of the same random networks :func:`prior_sampling` draws, block by block.
 
@@ -382,6 +390,8 @@ def iter_prior_outputs(arch: Architecture, x: torch.Tensor, n_samples: int, *, s
     """
     check_int("n_samples", n_samples, minimum=1)
     check_int("block_size", block_size, minimum=1)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, minimum=1)
     method = resolve_method(arch, method)
     device = torch.device(device)
     shape = tuple(input_shape) if input_shape is not None else (x.shape[1],)
