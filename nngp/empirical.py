@@ -22,7 +22,7 @@ import math
 import torch
 
 from sampler._checks import check_choice, check_int
-from sampler.architectures import FCN, Architecture, activation_fn
+from sampler.architectures import FCN, Architecture, draw_standard, fcn_features, fcn_param_shapes
 from sampler.seeding import make_generator
 
 from .kernels import as_float64
@@ -44,18 +44,14 @@ def _penultimate(net: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torc
 def _fcn_features_batched(arch: FCN, x: torch.Tensor, n_nets: int, gen: torch.Generator) -> torch.Tensor:
     """Penultimate features of ``n_nets`` independent FCNs at once, shape (n_nets, n, width).
 
-    Same distribution as ``arch.build`` (weights N(0, sw^2/fan_in), biases N(0, sb^2)); drawn as
-    one tensor per layer so that many narrow networks cost one batched matmul.
+    The hidden layers of ``n_nets`` networks drawn as one tensor per parameter
+    (``sampler.architectures.draw_standard``, the rule of ``arch.build``) and evaluated by the
+    one batched FCN forward pass, so that many narrow networks cost one batched matmul.
     """
-    phi = activation_fn(arch.activation)
-    h = x.unsqueeze(0).expand(n_nets, *x.shape)
-    fan_in = x.shape[1]
-    for _ in range(arch.depth):
-        w = torch.randn(n_nets, fan_in, arch.width, generator=gen, dtype=x.dtype, device=x.device)
-        b = torch.randn(n_nets, 1, arch.width, generator=gen, dtype=x.dtype, device=x.device)
-        h = phi(torch.baddbmm(b * arch.sigma_b, h, w * (arch.sigma_w / math.sqrt(fan_in))))
-        fan_in = arch.width
-    return h
+    shapes = fcn_param_shapes(x.shape[1], arch.depth, arch.width)[:-2]  # the readout is integrated out
+    params = draw_standard(shapes, n_nets, sigma_w=arch.sigma_w, sigma_b=arch.sigma_b, generator=gen,
+                           dtype=x.dtype, skip_zero=True)
+    return fcn_features(params, x, arch.activation)
 
 
 def empirical_kernel(
@@ -131,10 +127,10 @@ def empirical_kernel(
         h = h.to(torch.float64)
         if estimator == "readout":
             return sb2 + sw2 * (h @ h.transpose(1, 2)) / h.shape[-1]
-        # draw the readout explicitly: f = b + h w
-        w = torch.randn(h.shape[0], h.shape[-1], 1, generator=gen, dtype=torch.float64, device=device)
-        b = torch.randn(h.shape[0], 1, 1, generator=gen, dtype=torch.float64, device=device)
-        f = sb2 ** 0.5 * b + (sw2 / h.shape[-1]) ** 0.5 * (h @ w)
+        # draw the readout explicitly (the init rule of arch.build): f = h w^T + b
+        w, b = draw_standard(fcn_param_shapes(h.shape[-1], 0, 1), h.shape[0], sigma_w=arch.sigma_w,  # type: ignore[attr-defined]
+                             sigma_b=arch.sigma_b, generator=gen, dtype=torch.float64)  # type: ignore[attr-defined]
+        f = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         return f @ f.transpose(1, 2)
 
     done = 0

@@ -39,23 +39,147 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
     return tuple(int(s) for s in input_shape)
 
 
+def standard_std(name: str, shape: tuple[int, ...], sigma_w: float, sigma_b: float) -> float:
+    """Prior standard deviation of one parameter tensor: the project's one initialisation rule.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name in ``module.named_parameters()``; a name whose last part starts with
+        ``bias`` is a bias, anything else a weight.
+    shape : tuple of int
+        The parameter's shape (without any ensemble dimension); a weight's ``fan_in`` is the
+        product of all its dimensions but the first (1 for a vector).
+    sigma_w, sigma_b : float
+        Weight and bias scales of the standard parameterisation (dimensionless).
+
+    Returns
+    -------
+    float
+        ``sigma_b`` for a bias, ``sigma_w / sqrt(fan_in)`` for a weight.
+    """
+    if name.rsplit(".", 1)[-1].startswith("bias"):
+        return sigma_b
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return sigma_w / math.sqrt(fan_in)
+
+
 def init_standard_(module: nn.Module, sigma_w: float, sigma_b: float, generator: torch.Generator) -> nn.Module:
     """Draw every parameter of ``module`` in place, in ``module.named_parameters()`` order.
 
-    Parameters whose name ends in ``bias`` (or starts ``bias``) get ``N(0, sigma_b**2)``; every
-    other parameter is a weight with ``fan_in`` = product of all its dimensions but the first and
-    gets ``N(0, sigma_w**2 / fan_in)``. Returns ``module``.
+    Each parameter is ``N(0, 1)`` noise of its shape times :func:`standard_std` (weights
+    ``N(0, sigma_w**2 / fan_in)``, biases ``N(0, sigma_b**2)``). Returns ``module``.
     """
     with torch.no_grad():
         for name, p in module.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-            if leaf.startswith("bias"):
-                p.copy_(noise * sigma_b)
-            else:
-                fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
-                p.copy_(noise * (sigma_w / math.sqrt(fan_in)))
+            p.copy_(noise * standard_std(name, tuple(p.shape), sigma_w, sigma_b))
     return module
+
+
+def draw_standard(named_shapes, n: int, *, sigma_w: float, sigma_b: float, generator: torch.Generator,
+                  dtype: torch.dtype = torch.float32, skip_zero: bool = False) -> list[torch.Tensor | None]:
+    """Parameters of ``n`` networks at once, stacked: the rule of :func:`init_standard_`.
+
+    Parameters
+    ----------
+    named_shapes : sequence of (str, tuple of int)
+        Name and shape of each parameter, in drawing order (e.g. :func:`fcn_param_shapes`).
+    n : int
+        Networks.
+    generator : torch.Generator
+        Source of the noise (keyword-only); the tensors live on its device.
+    skip_zero : bool
+        Give ``None`` (and draw nothing) for parameters whose standard deviation is 0.
+
+    Returns
+    -------
+    list of tensors ``(n, *shape)`` (or None)
+        Parameter ``i`` is ``N(0, 1)`` noise drawn as one tensor, times :func:`standard_std`.
+    """
+    out: list[torch.Tensor | None] = []
+    for name, shape in named_shapes:
+        std = standard_std(name, tuple(shape), sigma_w, sigma_b)
+        if skip_zero and std == 0:
+            out.append(None)
+            continue
+        noise = torch.randn((n, *shape), generator=generator, dtype=dtype, device=generator.device)
+        out.append(noise.mul_(std))
+    return out
+
+
+def fcn_param_shapes(d_in: int, depth: int, width: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of :class:`FCNNet`'s parameters, in ``named_parameters()`` order.
+
+    ``[("layers.0.weight", (width, d_in)), ("layers.0.bias", (width,)), ...,
+    ("readout.weight", (1, width)), ("readout.bias", (1,))]``.
+    """
+    sizes = [d_in] + [width] * depth
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes += [(f"layers.{i}.weight", (b, a)), (f"layers.{i}.bias", (b,))]
+    return shapes + [("readout.weight", (1, sizes[-1])), ("readout.bias", (1,))]
+
+
+def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``h W^T + b`` per member: ``h`` ``(n, fan_in)`` shared or ``(E, B, fan_in)``; ``w`` ``(E, fan_out,
+    fan_in)``; ``b`` ``(E, fan_out)`` or None. Returns ``(E, n or B, fan_out)``."""
+    if h.dim() == 2:  # shared inputs: one broadcast matmul, no per-member copy of x
+        out = torch.matmul(h, w.transpose(1, 2))
+        return out if b is None else out + b.unsqueeze(1)
+    if b is None:
+        return torch.bmm(h, w.transpose(1, 2))
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def fcn_features(params, x: torch.Tensor, activation: str, acts: list | None = None) -> torch.Tensor:
+    """Last hidden layer of ``E`` FCNs with stacked parameters (the inputs of their readouts).
+
+    Parameters
+    ----------
+    params : sequence of tensors
+        ``[W_1 (E, h_1, d), b_1 (E, h_1), ..., W_L (E, h_L, h_{L-1}), b_L (E, h_L)]``, hidden
+        layers only; a bias may be None (no bias).
+    x : tensor
+        ``(n, d)``, seen by every member, or ``(E, B, d)``, member ``j`` sees ``x[j]``.
+    activation : {"relu", "erf", "tanh"}
+    acts : list, optional
+        Receives each hidden layer's activations, first to last.
+
+    Returns
+    -------
+    tensor ``(E, n, h_L)`` or ``(E, B, h_L)``; ``x`` itself when there are no hidden layers.
+    """
+    phi = activation_fn(activation)
+    h = x
+    for i in range(0, len(params), 2):
+        h = phi(_affine(h, params[i], params[i + 1]))
+        if acts is not None:
+            acts.append(h)
+    return h
+
+
+def fcn_forward(params, x: torch.Tensor, activation: str, acts: list | None = None) -> torch.Tensor:
+    """Outputs of ``E`` FCNs with stacked parameters: the project's one FCN forward pass.
+
+    Parameters
+    ----------
+    params : sequence of tensors
+        :func:`fcn_features`'s hidden layers followed by the readout ``W_out (E, 1, h_L)``,
+        ``b_out (E, 1)`` (or None): the order of :func:`fcn_param_shapes`, each with a leading
+        ensemble dimension.
+    x : tensor ``(n, d)`` (shared) or ``(E, B, d)`` (one batch per member)
+    activation : {"relu", "erf", "tanh"}
+    acts : list, optional
+        Receives each hidden layer's activations (for a hand-written backward pass).
+
+    Returns
+    -------
+    tensor ``(E, n)`` or ``(E, B)``
+        Member ``j``'s outputs depend on row ``j`` of the parameters only.
+    """
+    h = fcn_features(params[:-2], x, activation, acts)
+    return _affine(h, params[-2], params[-1]).squeeze(-1)
 
 
 @dataclass(frozen=True)
@@ -250,13 +374,11 @@ class FCNNet(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.readout = nn.Linear(sizes[-1], 1)
         self.activation = activation
-        self._phi = activation_fn(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.reshape(x.shape[0], -1)
-        for layer in self.layers:
-            h = self._phi(layer(h))
-        return self.readout(h).squeeze(-1)
+        # attribute access (not .parameters()) so that torch.func.functional_call's tensors are used
+        params = [t.unsqueeze(0) for layer in (*self.layers, self.readout) for t in (layer.weight, layer.bias)]
+        return fcn_forward(params, x.reshape(x.shape[0], -1), self.activation)[0]
 
 
 class CNNNet(nn.Module):

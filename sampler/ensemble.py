@@ -4,7 +4,7 @@ An ensemble of ``E`` networks is a list of tensors, one per parameter of the arc
 module (in ``module.named_parameters()`` order), each of shape ``(E, *shape)``: row ``j`` of every
 tensor is member ``j``. :class:`EnsembleNet` evaluates all members at once:
 
-- FCN: batched matmuls (``torch.baddbmm``) over the ensemble dimension;
+- FCN: :func:`sampler.architectures.fcn_forward`, batched matmuls over the ensemble dimension;
 - CNN: one grouped convolution (``groups=E``) per layer, then a batched matmul readout;
 - LSTM: the LSTM cell written with batched matmuls (same parameter layout and gate order
   ``i, f, g, o`` as ``torch.nn.LSTM``), one step at a time (``torch.func.vmap`` has no
@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .architectures import Architecture, CNNNet, FCNNet, LSTMNet, init_standard_
+from .architectures import Architecture, CNNNet, FCNNet, LSTMNet, fcn_forward, init_standard_
 from .seeding import make_generator
 
 
@@ -157,21 +157,7 @@ class EnsembleNet:
 
     def _fcn(self, params, x, acts: list | None = None):
         # acts, if given, receives each hidden layer's activations (for the hand-written backward)
-        net: FCNNet = self.template  # type: ignore[assignment]
-        phi = net._phi
-        h = x
-        for i in range(len(net.layers)):
-            w, b = params[2 * i], params[2 * i + 1]
-            if h.dim() == 2:  # shared inputs: one broadcast matmul, no per-member copy of x
-                h = phi(torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1))
-            else:
-                h = phi(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
-            if acts is not None:
-                acts.append(h)
-        w, b = params[-2], params[-1]
-        if h.dim() == 2:
-            return (torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)).squeeze(-1)
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)).squeeze(-1)
+        return fcn_forward(params, x, self.arch.activation, acts)  # type: ignore[attr-defined]
 
     def _cnn(self, params, x):
         net: CNNNet = self.template  # type: ignore[assignment]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ._checks import check_float, check_int
-from .architectures import Architecture
+from .architectures import Architecture, FCNNet, fcn_forward, standard_std
 from .data import Split
 from .functions import FunctionCounts
 from .seeding import derive_seed, make_generator
@@ -207,17 +207,11 @@ class ParamSpec:
 
 
 def param_specs(module: torch.nn.Module, sigma_w: float, sigma_b: float) -> list[ParamSpec]:
-    """The prior scales of ``init_standard_``: weights ``sigma_w / sqrt(fan_in)``, biases ``sigma_b``."""
-    specs = []
-    for name, p in module.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf.startswith("bias"):
-            scale = float(sigma_b)
-        else:
-            fan_in = math.prod(p.shape[1:]) if p.dim() > 1 else 1
-            scale = float(sigma_w) / math.sqrt(fan_in)
-        specs.append(ParamSpec(name, name.replace(".", "_") + "_z", tuple(p.shape), scale))
-    return specs
+    """The prior scales of ``init_standard_`` (:func:`sampler.architectures.standard_std`): weights
+    ``sigma_w / sqrt(fan_in)``, biases ``sigma_b``."""
+    return [ParamSpec(name, name.replace(".", "_") + "_z", tuple(p.shape),
+                      float(standard_std(name, tuple(p.shape), sigma_w, sigma_b)))
+            for name, p in module.named_parameters()]
 
 
 def network_model(module, specs: list[ParamSpec], x_train: torch.Tensor, y_train: torch.Tensor,
@@ -241,17 +235,31 @@ def network_model(module, specs: list[ParamSpec], x_train: torch.Tensor, y_train
 
 def network_outputs(module, specs: list[ParamSpec], samples: dict[str, torch.Tensor], x: torch.Tensor
                     ) -> torch.Tensor:
-    """Outputs ``(n_chains, n_draws, n)`` of the network at every draw on inputs ``x (n, d)``."""
+    """Outputs ``(n_chains, n_draws, n)`` of the network at every draw on inputs ``x (n, d)``.
+
+    An FCN evaluates all draws of a chain at once through the one batched FCN forward pass
+    (:func:`sampler.architectures.fcn_forward`, parameters stacked over draws); any other module
+    one draw at a time through ``torch.func.functional_call``.
+    """
     from torch.func import functional_call
 
     some = samples[next(s.site for s in specs if s.scale > 0.0)]
     n_chains, n_draws = some.shape[:2]
     out = torch.empty((n_chains, n_draws, x.shape[0]), dtype=x.dtype, device=x.device)
+
+    def draw(s: ParamSpec, c: int, j: int | slice) -> torch.Tensor | None:
+        if s.scale == 0.0:
+            return None
+        return samples[s.site][c, j] * s.scale
+
     with torch.no_grad():
         for c in range(n_chains):
+            if isinstance(module, FCNNet):  # one chain at a time: a chain's outputs do not depend on n_chains
+                out[c] = fcn_forward([draw(s, c, slice(None)) for s in specs], x, module.activation)
+                continue
             for j in range(n_draws):
-                params = {s.name: (samples[s.site][c, j] * s.scale if s.scale > 0.0
-                                   else torch.zeros(s.shape, dtype=x.dtype, device=x.device)) for s in specs}
+                params = {s.name: p if (p := draw(s, c, j)) is not None
+                          else torch.zeros(s.shape, dtype=x.dtype, device=x.device) for s in specs}
                 out[c, j] = functional_call(module, params, (x,))
     return out
 

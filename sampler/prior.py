@@ -5,20 +5,33 @@ fan_in)``, ``b ~ N(0, sigma_b**2)``), keep those whose function reproduces every
 count their functions on E. This is exact for the finite network up to Monte Carlo error, and
 practical where P(S) is not tiny (the Boolean n = 7 system with |S| = 32 or 64).
 
+Two samplers (``method``)
+-------------------------
+``"weights"``
+    Draws every parameter (any architecture). FCNs: a whole block's weights as one tensor per
+    parameter, evaluated by the batched FCN forward pass; CNN and LSTM: ``arch.build`` one module
+    per sample (correct, but hundreds of times slower).
+``"preactivations"`` (FCNs only; the default for them)
+    Draws each layer's pre-activations on the split's n = m + k points from their Gaussian given
+    the previous layer (:mod:`sampler.preactivations`): the same distribution of functions, far
+    fewer random numbers when n is small against the input dimension (MNIST m = 8, k = 6, FCN
+    2x64: about 25x, benchmarks/prior_sampling.py).
+``"auto"`` (default) is ``"preactivations"`` for an FCN and ``"weights"`` otherwise. The two
+samplers give the same distribution, not the same individual draws for a seed.
+
 Randomness and invariance
 -------------------------
 Samples are grouped into consecutive *blocks* of ``block_size`` samples (default
-:data:`BLOCK_SIZE`). Block ``b`` draws all its parameters from ``make_generator(seed, "prior",
-b)``: each layer's weights for the whole block as one ``(block_size, fan_out, fan_in)`` tensor,
-then its biases, layer after layer (for FCN); for other architectures ``arch.build`` is called
-``block_size`` times in a row on that generator. Sample ``j`` is therefore a pure function of
-``(seed, block_size, j)`` (and the device's generator): the counts do not depend on
-``batch_size``, on ``shard_size``, on how many shards were done before an interruption, and the
-first ``n`` samples are the same whatever ``n_samples`` is. They do depend on ``block_size``.
-
-Vectorisation: FCNs (any depth, relu/erf/tanh) are evaluated for a whole batch of networks at once
-with batched matrix products. CNN and LSTM fall back to building and evaluating one module per
-sample through ``arch.build``: correct, but hundreds of times slower.
+:data:`BLOCK_SIZE`). Block ``b`` draws all its randomness from ``make_generator(seed, "prior",
+b)`` (``"weights"``) or ``make_generator(seed, "prior-preactivations", b)``: for ``"weights"``
+each parameter's values for the whole block as one ``(block_size, *shape)`` tensor, in
+``named_parameters()`` order (biases skipped when ``sigma_b == 0``; for CNN/LSTM ``arch.build``
+``block_size`` times in a row); for ``"preactivations"`` each layer's noise for the whole block.
+Sample ``j`` is therefore a pure function of ``(method, seed, block_size, j)`` (and the device's
+generator): the counts do not depend on ``batch_size``, on ``shard_size``, on how many shards were
+done before an interruption, and the first ``n`` samples are the same whatever ``n_samples`` is.
+They do depend on ``block_size``. Memory: a block's noise, ``block_size`` times the parameters
+(``"weights"``) or ``sum(rows * width)`` of :class:`sampler.preactivations.FCNPlan` floats.
 """
 
 from __future__ import annotations
@@ -32,17 +45,23 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ._checks import check_int
-from .architectures import FCN, Architecture, activation_fn
+from . import preactivations as pre
+from ._checks import check_choice, check_int
+from .architectures import FCN, Architecture, draw_standard, fcn_forward, fcn_param_shapes
 from .data import Split
 from .functions import FunctionCounts
 from .seeding import make_generator
 
 #: Samples per block of randomness (see the module docstring).
 BLOCK_SIZE = 4096
+#: Networks per batched forward pass of the weight sampler when ``batch_size`` is None.
+BATCH_SIZE = 256
 #: Shard size (samples) used with a run folder, a multiple of the block size.
 SHARD_SIZE = 1 << 20
 PRIOR_KIND = "prior"
+#: ``method`` values of :func:`prior_sampling`.
+METHODS = ("auto", "weights", "preactivations")
+_STREAMS = {"weights": PRIOR_KIND, "preactivations": "prior-preactivations"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +91,9 @@ class PriorResult:
     seed, block_size : int
         What the random stream is a function of.
     vectorised : bool
-        Whether the batched FCN path was used (False: one module per sample).
+        Whether a batched FCN path was used (False: one module per sample).
+    method : str
+        The sampler used, ``"weights"`` or ``"preactivations"``.
     """
 
     counts: FunctionCounts
@@ -86,6 +107,7 @@ class PriorResult:
     seed: int
     block_size: int
     vectorised: bool
+    method: str = "weights"
 
     @property
     def n_samples(self) -> int:
@@ -111,67 +133,39 @@ def binomial_summary(n_fit: int, n_runs: int) -> dict:
 
 # --- drawing and evaluating batches of networks ---------------------------------------------------
 
-def draw_fcn_block(arch: FCN, d_in: int, n: int, *, generator: torch.Generator,
-                   dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Parameters of ``n`` random FCNs, the prior of ``arch.build``.
-
-    Returns
-    -------
-    list of (W, b)
-        One pair per layer (hidden layers then the readout): ``W`` of shape ``(n, fan_out,
-        fan_in)`` with entries ``N(0, sigma_w**2 / fan_in)``, ``b`` of shape ``(n, fan_out)``
-        with entries ``N(0, sigma_b**2)`` (None when ``sigma_b == 0``).
-    """
-    device = generator.device
-    sizes = [d_in] + [arch.width] * arch.depth + [1]
-    params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        w = torch.randn((n, fan_out, fan_in), generator=generator, dtype=dtype, device=device)
-        w.mul_(arch.sigma_w / math.sqrt(fan_in))
-        b = None
-        if arch.sigma_b > 0:
-            b = torch.randn((n, fan_out), generator=generator, dtype=dtype, device=device).mul_(arch.sigma_b)
-        params.append((w, b))
-    return params
-
-
-def fcn_forward_batched(arch: FCN, params, x: torch.Tensor) -> torch.Tensor:
-    """Outputs of a batch of FCNs on shared inputs.
-
-    Parameters
-    ----------
-    params : list of (W, b)
-        As returned by :func:`draw_fcn_block` (batch size B).
-    x : torch.Tensor, shape (n, d)
-
-    Returns
-    -------
-    torch.Tensor, shape (B, n)
-    """
-    phi = activation_fn(arch.activation)
-    h = x.unsqueeze(0)  # (1, n, d): broadcast over the batch
-    for i, (w, b) in enumerate(params):
-        h = torch.matmul(h, w.transpose(1, 2))  # (B, n, fan_out)
-        if b is not None:
-            h = h + b.unsqueeze(1)
-        if i < len(params) - 1:
-            h = phi(h)
-    return h.squeeze(-1)
-
-
-def _slice_params(params, lo: int, hi: int):
-    return [(w[lo:hi], None if b is None else b[lo:hi]) for w, b in params]
+def resolve_method(arch: Architecture, method: str) -> str:
+    """``"weights"`` or ``"preactivations"``: what ``method`` (one of :data:`METHODS`) means for ``arch``."""
+    check_choice("method", method, METHODS)
+    if method == "auto":
+        return "preactivations" if isinstance(arch, FCN) else "weights"
+    if method == "preactivations" and not isinstance(arch, FCN):
+        raise ValueError(f"method='preactivations' samples FCNs only, got arch kind {arch.kind!r}; "
+                         f"use method='weights' or 'auto'")
+    return method
 
 
 def block_outputs(arch: Architecture, split_x: torch.Tensor, input_shape, block: int, n: int, *,
-                  seed: int, block_size: int, batch_size: int, device) -> torch.Tensor:
-    """Outputs ``(n, n_points)`` on ``split_x`` of the first ``n`` samples of block ``block``."""
-    gen = make_generator(seed, PRIOR_KIND, block, device=device)
+                  seed: int, block_size: int, batch_size: int | None, device, method: str = "weights",
+                  plan: pre.FCNPlan | None = None) -> torch.Tensor:
+    """Outputs ``(n, n_points)`` on ``split_x`` of the first ``n`` samples of block ``block``.
+
+    ``method`` is ``"weights"`` or ``"preactivations"`` (module docstring); ``plan`` is
+    ``preactivations.plan_fcn(arch, split_x)``, computed here when not given. ``batch_size=None``
+    is :data:`BATCH_SIZE` for ``"weights"``, ``preactivations.evaluation_batch`` otherwise.
+    """
+    gen = make_generator(seed, _STREAMS[method], block, device=device)
+    if method == "preactivations":
+        plan = plan if plan is not None else pre.plan_fcn(arch, split_x)  # type: ignore[arg-type]
+        noise = [g[:n] for g in pre.draw_noise(plan, block_size, generator=gen, dtype=split_x.dtype)]
+        return pre.outputs_from_noise(plan, noise, batch_size=batch_size)
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
     if isinstance(arch, FCN):
         # Draw the whole block so that sample j does not depend on n or on batch_size.
-        params = draw_fcn_block(arch, split_x.shape[1], block_size, generator=gen)
-        outs = [fcn_forward_batched(arch, _slice_params(params, lo, min(lo + batch_size, n)), split_x)
-                for lo in range(0, n, batch_size)]
+        shapes = fcn_param_shapes(split_x.shape[1], arch.depth, arch.width)
+        params = draw_standard(shapes, block_size, sigma_w=arch.sigma_w, sigma_b=arch.sigma_b, generator=gen,
+                               dtype=split_x.dtype, skip_zero=True)
+        outs = [fcn_forward([None if p is None else p[lo:min(lo + batch_size, n)] for p in params], split_x,
+                            arch.activation) for lo in range(0, n, batch_size)]
         return torch.cat(outs)
     # Fallback: one module per sample, built in sequence from the block's generator.
     outs = []
@@ -196,14 +190,14 @@ def _count_rows(bits: np.ndarray) -> Counter:
 
 
 def _sample_range(arch, x_all, y_train_bool, m, input_shape, lo: int, hi: int, *, seed, block_size,
-                  batch_size, device) -> tuple[Counter, int]:
+                  batch_size, device, method, plan) -> tuple[Counter, int]:
     """Counts and n_fit of samples ``[lo, hi)``; ``lo`` is a multiple of ``block_size``."""
     counts: Counter = Counter()
     n_fit = 0
     for start in range(lo, hi, block_size):
         n = min(block_size, hi - start)
-        out = block_outputs(arch, x_all, input_shape, start // block_size, n, seed=seed,
-                            block_size=block_size, batch_size=batch_size, device=device)
+        out = block_outputs(arch, x_all, input_shape, start // block_size, n, seed=seed, block_size=block_size,
+                            batch_size=batch_size, device=device, method=method, plan=plan)
         if not torch.isfinite(out).all():
             raise FloatingPointError(f"non-finite network outputs in prior block {start // block_size}")
         pos = out > 0
@@ -221,7 +215,8 @@ def _check_inputs(arch, split, n_samples, seed, batch_size, block_size, shard_si
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
     check_int("n_samples", n_samples, minimum=1)
     check_int("seed", seed, minimum=0)
-    check_int("batch_size", batch_size, minimum=1)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, minimum=1)
     check_int("block_size", block_size, minimum=1)
     check_int("shard_size", shard_size, minimum=1)
     if shard_size % block_size:
@@ -241,11 +236,12 @@ def prior_sampling(
     *,
     seed: int,
     device: str | torch.device = "cpu",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     block_size: int = BLOCK_SIZE,
     progress: bool = True,
     run_folder=None,
     shard_size: int = SHARD_SIZE,
+    method: str = "auto",
 ) -> PriorResult:
     """Estimate P_B(f|S) and P(S) by drawing ``n_samples`` random initialisations of ``arch``.
 
@@ -258,12 +254,15 @@ def prior_sampling(
     n_samples : int
         Prior samples to draw in all (including those already on disk in ``run_folder``).
     seed : int
-        Keyword-only; sample j is a function of ``(seed, block_size, j)`` (module docstring).
+        Keyword-only; sample j is a function of ``(method, seed, block_size, j)`` (module docstring).
     device : str or torch.device
         Where the networks are drawn and evaluated.
-    batch_size : int
+    batch_size : int, optional
         Networks evaluated per batched forward pass (memory ~ ``batch_size * (m + k) * width``
-        floats); does not change the results.
+        floats); does not change the results. Default: :data:`BATCH_SIZE` (256) for the weight
+        sampler; for the pre-activation sampler as many as keep a layer's activations within
+        2**22 floats (``preactivations.evaluation_batch``; the whole block on MNIST at m + k =
+        14), since fewer, larger passes lose much less when the cores are shared.
     block_size : int
         Samples per block of randomness; changes the random stream, not the distribution.
     progress : bool
@@ -275,6 +274,13 @@ def prior_sampling(
         split size raise ``ValueError``.
     shard_size : int
         Samples per shard, a multiple of ``block_size``; does not change the results.
+    method : {"auto", "weights", "preactivations"}
+        The sampler (module docstring): ``"preactivations"`` draws each FCN layer's
+        pre-activations on the split's points instead of its weights (FCNs only, much faster when
+        ``m + k`` is small against the input dimension); ``"weights"`` draws the parameters;
+        ``"auto"`` is ``"preactivations"`` for FCNs, ``"weights"`` otherwise. Both give the same
+        distribution of functions, but not the same individual draws for a seed; a run folder
+        remembers which was used.
 
     Returns
     -------
@@ -283,8 +289,10 @@ def prior_sampling(
     from .store import RunFolder
 
     _check_inputs(arch, split, n_samples, seed, batch_size, block_size, shard_size)
+    method = resolve_method(arch, method)
     device = torch.device(device)
     x_all = split.x_all().to(device=device, dtype=torch.float32)
+    plan = pre.plan_fcn(arch, x_all) if method == "preactivations" else None  # type: ignore[arg-type]
     y_train = split.y_train.to(device) == 1
     m = split.n_train
     folder = None
@@ -293,6 +301,8 @@ def prior_sampling(
     n_shards = math.ceil(n_samples / shard_size)
     stream = {"seed": int(seed), "block_size": int(block_size), "shard_size": int(shard_size),
               "arch": arch.to_dict(), "n_train": m, "n_test": split.n_test}
+    if method != "weights":  # run folders written before there was a choice keep resuming
+        stream["method"] = method
     counts: Counter = Counter()
     n_fit_total = 0
     drawn = 0
@@ -306,7 +316,8 @@ def prior_sampling(
             else:
                 t0 = time.perf_counter()
                 part, part_fit = _sample_range(arch, x_all, y_train, m, split.input_shape, lo, hi, seed=seed,
-                                               block_size=block_size, batch_size=batch_size, device=device)
+                                               block_size=block_size, batch_size=batch_size, device=device,
+                                               method=method, plan=plan)
                 seconds += time.perf_counter() - t0
                 drawn += hi - lo
                 if folder is not None:
@@ -319,7 +330,7 @@ def prior_sampling(
     fc = FunctionCounts(dict(counts), n_runs=n_samples, n_fit=n_fit_total)
     return PriorResult(counts=fc, **binomial_summary(n_fit_total, n_samples), seconds=seconds,
                        samples_per_second=drawn / seconds if drawn and seconds > 0 else math.nan,
-                       seed=int(seed), block_size=int(block_size), vectorised=isinstance(arch, FCN))
+                       seed=int(seed), block_size=int(block_size), vectorised=isinstance(arch, FCN), method=method)
 
 
 def _write_prior_shard(folder, shard: int, counts: Counter, n_runs: int, stream: dict) -> None:
@@ -351,11 +362,12 @@ def sample_prior(
     *,
     seed: int,
     device: str | torch.device = "cpu",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     block_size: int = BLOCK_SIZE,
     progress: bool = True,
     run_folder=None,
     shard_size: int = SHARD_SIZE,
+    method: str = "auto",
 ) -> FunctionCounts:
     """Functions on E of the random initialisations of ``arch`` that fit S.
 
@@ -364,22 +376,28 @@ def sample_prior(
     """
     return prior_sampling(arch, split, n_samples, seed=seed, device=device, batch_size=batch_size,
                           block_size=block_size, progress=progress, run_folder=run_folder,
-                          shard_size=shard_size).counts
+                          shard_size=shard_size, method=method).counts
 
 
 def iter_prior_outputs(arch: Architecture, x: torch.Tensor, n_samples: int, *, seed: int,
-                       input_shape=None, block_size: int = BLOCK_SIZE, batch_size: int = 256,
-                       device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+                       input_shape=None, block_size: int = BLOCK_SIZE, batch_size: int | None = None,
+                       device: str | torch.device = "cpu", method: str = "auto") -> Iterator[torch.Tensor]:
     """Raw outputs of the same random networks :func:`prior_sampling` draws, block by block.
 
-    Yields tensors of shape ``(n_block, n)`` for inputs ``x`` of shape ``(n, d)``; useful for
-    Monte Carlo kernels and tests.
+    Yields float32 tensors of shape ``(n_block, n)`` for inputs ``x`` of shape ``(n, d)`` (the
+    points of a split: with ``method="preactivations"`` the networks are drawn on these points
+    only); useful for Monte Carlo kernels and tests. ``method`` as in :func:`prior_sampling`.
     """
     check_int("n_samples", n_samples, minimum=1)
+    check_int("block_size", block_size, minimum=1)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, minimum=1)
+    method = resolve_method(arch, method)
     device = torch.device(device)
     shape = tuple(input_shape) if input_shape is not None else (x.shape[1],)
     x = x.to(device=device, dtype=torch.float32)
+    plan = pre.plan_fcn(arch, x) if method == "preactivations" else None  # type: ignore[arg-type]
     for start in range(0, n_samples, block_size):
         n = min(block_size, n_samples - start)
         yield block_outputs(arch, x, shape, start // block_size, n, seed=seed, block_size=block_size,
-                            batch_size=batch_size, device=device)
+                            batch_size=batch_size, device=device, method=method, plan=plan)

@@ -27,14 +27,15 @@ def orthant(cov, signs):
                                releps=1e-7).cdf(np.zeros(len(signs)))
 
 
-def test_linear_model_matches_exact_orthant_probabilities():
+@pytest.mark.parametrize("method", ["weights", "preactivations"])
+def test_linear_model_matches_exact_orthant_probabilities(method):
     # depth 0: f(x) = w.x + b is Gaussian with covariance sigma_w^2/d x x^T + sigma_b^2 (exact P_B).
     x = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 1, 1]], np.float64)
     arch = sampler.FCN(depth=0, width=1, sigma_w=1.3, sigma_b=0.4)
     split = make_split(x[:1], [1], x[1:])
     cov = 1.3 ** 2 / 3 * x @ x.T + 0.4 ** 2
     n = 200_000
-    res = prior_sampling(arch, split, n, seed=3, progress=False)
+    res = prior_sampling(arch, split, n, seed=3, progress=False, method=method)
     p_s = orthant(cov[:1, :1], np.array([1]))
     assert abs(res.acceptance_rate - p_s) < 5 * math.sqrt(p_s * (1 - p_s) / n)
     for f in ["000", "111", "101"]:
@@ -43,13 +44,14 @@ def test_linear_model_matches_exact_orthant_probabilities():
         assert abs(res.counts[f] / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-6, f
 
 
-def test_constant_functions_match_plain_loop_over_arch_build():
+@pytest.mark.parametrize("method", ["weights", "preactivations"])
+def test_constant_functions_match_plain_loop_over_arch_build(method):
     # 1 hidden layer, 3 inputs: the vectorised sampler against an independent loop over arch.build.
     x = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [1, 1, 1], [1, 0, 1]], np.float32)
     arch = sampler.FCN(depth=1, width=5, activation="relu", sigma_w=1.5, sigma_b=0.3)
     split = make_split(x[:1], [0], x[1:])
     n_vec, n_loop = 100_000, 4000
-    res = prior_sampling(arch, split, n_vec, seed=11, progress=False)
+    res = prior_sampling(arch, split, n_vec, seed=11, progress=False, method=method)
     gen = torch.Generator().manual_seed(12345)
     xs = torch.from_numpy(x)
     loop = {"0000": 0, "1111": 0}
@@ -72,11 +74,12 @@ def test_constant_functions_match_plain_loop_over_arch_build():
     assert res.counts["0000"] > 0.1 * n_vec  # the constant function is the most likely one
 
 
-def test_output_second_moment_matches_the_nngp_recursion():
+@pytest.mark.parametrize("method", ["weights", "preactivations"])
+def test_output_second_moment_matches_the_nngp_recursion(method):
     # depth 1 relu: E f(x)^2 = sigma_b^2 + sigma_w^2 * q / 2, q = sigma_b^2 + sigma_w^2 |x|^2 / d.
     arch = sampler.FCN(depth=1, width=7, activation="relu", sigma_w=1.2, sigma_b=0.5)
     x = torch.tensor([[1.0, 2.0, 0.0, -1.0]])
-    out = torch.cat(list(iter_prior_outputs(arch, x, 60_000, seed=2))).double()[:, 0]
+    out = torch.cat(list(iter_prior_outputs(arch, x, 60_000, seed=2, method=method))).double()[:, 0]
     q = 0.25 + 1.44 * 6.0 / 4
     expect = 0.25 + 1.44 * q / 2
     se = out.pow(2).std().item() / math.sqrt(len(out))
@@ -88,10 +91,11 @@ def boolean_split(m=16, k=24):
     return sampler.load_split("boolean", n_train=m, n_test=k, seed=1, target="constant")
 
 
-def test_invariant_to_batch_and_shard_size(tmp_path):
+@pytest.mark.parametrize("method", ["weights", "preactivations"])
+def test_invariant_to_batch_and_shard_size(tmp_path, method):
     arch = sampler.FCN(depth=2, width=8, activation="tanh", sigma_w=1.0, sigma_b=0.1)
     split = boolean_split()
-    kw = dict(seed=5, block_size=512, progress=False)
+    kw = dict(seed=5, block_size=512, progress=False, method=method)
     a = sample_prior(arch, split, 3000, batch_size=100, **kw)
     b = sample_prior(arch, split, 3000, batch_size=512, **kw)
     c = sample_prior(arch, split, 3000, batch_size=64, run_folder=tmp_path / "r", shard_size=1024, **kw)
@@ -99,13 +103,14 @@ def test_invariant_to_batch_and_shard_size(tmp_path):
     assert a == b == c
 
 
-def test_first_samples_do_not_depend_on_n_samples():
+@pytest.mark.parametrize("method", ["weights", "preactivations"])
+def test_first_samples_do_not_depend_on_n_samples(method):
     arch = sampler.FCN(depth=1, width=6, activation="erf")
     x = torch.rand(5, 3)
-    short = torch.cat(list(iter_prior_outputs(arch, x, 300, seed=1, block_size=128)))
-    long = torch.cat(list(iter_prior_outputs(arch, x, 700, seed=1, block_size=128)))
+    short = torch.cat(list(iter_prior_outputs(arch, x, 300, seed=1, block_size=128, method=method)))
+    long = torch.cat(list(iter_prior_outputs(arch, x, 700, seed=1, block_size=128, method=method)))
     torch.testing.assert_close(short, long[:300], rtol=0, atol=0)
-    other = torch.cat(list(iter_prior_outputs(arch, x, 300, seed=2, block_size=128)))
+    other = torch.cat(list(iter_prior_outputs(arch, x, 300, seed=2, block_size=128, method=method)))
     assert not torch.equal(short, other)
 
 
