@@ -189,9 +189,16 @@ def _count_rows(bits: np.ndarray) -> Counter:
     return Counter(dict(zip(strings, cnt.tolist())))
 
 
-def _sample_range(arch, x_all, y_train_bool, m, input_shape, lo: int, hi: int, *, seed, block_size,
-                  batch_size, device, method, plan) -> tuple[Counter, int]:
-    """Counts and n_fit of samples ``[lo, hi)``; ``lo`` is a multiple of ``block_size``."""
+def sample_range(arch, x_all, y_train_bool, m, input_shape, lo: int, hi: int, *, seed, block_size,
+                 batch_size, device, method, plan, progress=None) -> tuple[Counter, int]:
+    """Counts on E of the samples ``[lo, hi)`` that fit S, and how many fit.
+
+    The unit of work of :func:`prior_sampling` and of the pipeline's ``prior`` estimator (one
+    shard). ``x_all`` ``(m + k, d)`` holds S then E on ``device``; ``y_train_bool`` ``(m,)`` is S's
+    labels as bool; ``lo`` is a multiple of ``block_size``; ``method`` is ``"weights"`` or
+    ``"preactivations"`` (:func:`resolve_method`) and ``plan`` its :func:`preactivations.plan_fcn`
+    (or None). ``progress(n_done, n_fit)``, if given, hears after each block.
+    """
     counts: Counter = Counter()
     n_fit = 0
     for start in range(lo, hi, block_size):
@@ -205,6 +212,8 @@ def _sample_range(arch, x_all, y_train_bool, m, input_shape, lo: int, hi: int, *
         n_fit += int(fit.sum())
         if fit.any():
             counts.update(_count_rows(pos[fit, m:].to(torch.uint8).cpu().numpy()))
+        if progress is not None:
+            progress(min(start + block_size, hi) - lo, n_fit)
     return counts, n_fit
 
 
@@ -315,7 +324,7 @@ def prior_sampling(
                 part, part_fit = _read_prior_shard(folder, shard, hi - lo, stream)
             else:
                 t0 = time.perf_counter()
-                part, part_fit = _sample_range(arch, x_all, y_train, m, split.input_shape, lo, hi, seed=seed,
+                part, part_fit = sample_range(arch, x_all, y_train, m, split.input_shape, lo, hi, seed=seed,
                                                block_size=block_size, batch_size=batch_size, device=device,
                                                method=method, plan=plan)
                 seconds += time.perf_counter() - t0

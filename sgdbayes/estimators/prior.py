@@ -2,9 +2,9 @@
 initialisations, keep those that reproduce every label of S, count their functions on E. Exact up
 to Monte Carlo error: the ground truth where P(S) is not tiny (the Boolean n = 7 system).
 
-Samples are drawn by :func:`sampler.prior.block_outputs`: sample j is a pure function of
-``(seed, block_size = sampler.prior.BLOCK_SIZE, j)``, so the counts are those of
-:func:`sampler.prior_sampling` with the same seed and number of samples. Shards are chunks of
+Each shard is :func:`sampler.prior.sample_range`, the unit of work of :func:`sampler.prior_sampling`:
+sample j is a pure function of ``(method, seed, block_size = sampler.prior.BLOCK_SIZE, j)``, so the
+counts are those of :func:`sampler.prior_sampling` with the same method, seed and number of samples. Shards are chunks of
 ``chunk`` samples, drawn until ``min_fit`` samples fit S or ``n_samples`` were drawn
 (negative-binomial stopping, bias on P(S) O(1 / n_fit)); :meth:`PriorEstimator.extend` makes that
 decision from the finished shards, so a resumed run makes the same one.
@@ -17,13 +17,12 @@ Run it: ``sgdbayes run configs/paper/boolean.toml`` (``[estimators.prior] method
 from __future__ import annotations
 
 import socket
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
-from sampler.functions import bits_to_strings
-from sampler.prior import BLOCK_SIZE, binomial_summary, block_outputs
+from sampler.preactivations import plan_fcn
+from sampler.prior import BLOCK_SIZE, METHODS, binomial_summary, resolve_method, sample_range
 from sampler.sgd import DEVICES, resolve_device
 
 from .base import Estimator, Options, option, register_estimator, shard_table
@@ -42,8 +41,11 @@ class PriorOptions(Options):
     chunk : int
         Samples per shard, a multiple of ``sampler.prior.BLOCK_SIZE`` (4096).
     batch_size : int
-        Networks per batched forward pass; does not change the samples. Measured (7-40-40-1, 64
-        points): 1024 is 2.4x faster than 256 when the cores are shared.
+        Networks per batched forward pass; does not change the samples (0: the sampler's default).
+    draw : {"auto", "weights", "preactivations"}
+        How networks are drawn (``method`` of :func:`sampler.prior_sampling`): the same distribution of
+        functions, not the same draws for a seed; ``auto`` draws FCNs' pre-activations on the
+        split's points (faster) and builds other networks from weights.
     seed : int
     device : {"cpu", "cuda", "auto"}
     """
@@ -51,7 +53,8 @@ class PriorOptions(Options):
     n_samples: int = option(1 << 21, minimum=1)
     min_fit: int = option(50_000, minimum=1)
     chunk: int = option(1 << 18, minimum=BLOCK_SIZE)
-    batch_size: int = option(1024, minimum=1)
+    batch_size: int = option(0, minimum=0)
+    draw: str = option("auto", choices=METHODS)
     seed: int = option(0, minimum=0)
     device: str = option("cpu", choices=DEVICES)
 
@@ -86,26 +89,15 @@ class PriorEstimator(Estimator):
         split = case.split()
         device = resolve_device(options.device)
         x = split.x_all().to(device=device, dtype=torch.float32)
-        y = split.y_train.to(device) == 1
-        m = split.n_train
-        counts: Counter = Counter()
-        n_fit = 0
-        lo, hi = shard["start"], shard["stop"]
-        for start in range(lo, hi, BLOCK_SIZE):
-            out = block_outputs(case.arch, x, split.input_shape, start // BLOCK_SIZE, min(BLOCK_SIZE, hi - start),
-                                seed=options.seed, block_size=BLOCK_SIZE, batch_size=options.batch_size,
-                                device=device)
-            if not torch.isfinite(out).all():
-                raise FloatingPointError(f"non-finite network outputs in prior block {start // BLOCK_SIZE}")
-            pos = out > 0
-            fit = (pos[:, :m] == y).all(dim=1)
-            n_fit += int(fit.sum())
-            counts.update(bits_to_strings(pos[fit, m:].to(torch.uint8).cpu().numpy()))
-            if progress is not None:
-                progress(min(start + BLOCK_SIZE, hi) - lo, n_fit)
+        method = resolve_method(case.arch, options.draw)
+        plan = plan_fcn(case.arch, x) if method == "preactivations" else None
+        counts, _ = sample_range(case.arch, x, split.y_train.to(device) == 1, split.n_train, split.input_shape,
+                                 shard["start"], shard["stop"], seed=options.seed, block_size=BLOCK_SIZE,
+                                 batch_size=options.batch_size or None, device=device, method=method, plan=plan,
+                                 progress=progress)
         items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return shard_table([f for f, _ in items], counts=[c for _, c in items], n_samples=hi - lo,
-                           info={"node": socket.gethostname()})
+        return shard_table([f for f, _ in items], counts=[c for _, c in items], n_samples=shard["stop"] - shard["start"],
+                           info={"node": socket.gethostname(), "method": method})
 
     def extras(self, case, options, result):
         s = binomial_summary(result.n_fit, result.n_samples)
