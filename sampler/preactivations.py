@@ -162,7 +162,7 @@ class FCNPlan:
     kinds : tuple of str
         ``"direct"`` or ``"compact"`` for each layer after the first (the readout last).
     noise_shapes : tuple of (int, int)
-        Shape ``(rows, width)`` of the ``N(0, 1)`` noise of each layer, first layer included:
+        Shape ``(rows, width)`` of each layer's random draws (:func:`draw_noise`), first layer included:
         ``(r, width)``; ``(fan_in + 1, width)`` (``fan_in`` without a bias) for ``direct``;
         ``(n, width)`` for ``compact``. A network costs ``sum(rows * width)`` normals.
     """
@@ -250,12 +250,12 @@ def outputs_from_noise(plan: FCNPlan, noise: list[torch.Tensor], *, batch_size: 
     return torch.cat(outs) if outs else noise[0].new_zeros(0, plan.n_points)
 
 
-_ACTIVATIONS_ = {"relu": torch.relu_, "erf": torch.erf_, "tanh": torch.tanh_}
+_IN_PLACE = {"relu": torch.relu_, "erf": torch.erf_, "tanh": torch.tanh_}
 
 
 def _outputs(plan: FCNPlan, first: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
     arch = plan.arch
-    phi_ = _ACTIVATIONS_[arch.activation]  # in place: each z is used once
+    phi_ = _IN_PLACE[arch.activation]  # in place: each z is used once
     sigma_b = arch.sigma_b
     # bmm of the expanded factor: ~4x faster than torch.matmul's broadcast of a 2-D operand here
     z = torch.bmm(first.expand(noise[0].shape[0], *first.shape), noise[0])  # (B, n, width)
