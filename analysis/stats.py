@@ -454,3 +454,112 @@ def select_functions(counts: "FunctionCounts", min_count: int = 1) -> list[str]:
         raise TypeError(f"counts must be a sampler.FunctionCounts, got {type(counts).__name__}")
     items = sorted(((f, c) for f, c in mapping.items() if c >= min_count), key=lambda kv: (-kv[1], kv[0]))
     return [f for f, _ in items]
+
+
+# --------------------------------------------------------------------------------------------
+# Is a sample consistent with a distribution, or with another sample?
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitTest:
+    """A chi-square test of counts over functions.
+
+    Attributes
+    ----------
+    statistic : float
+        Pearson's chi-square.
+    dof : int
+        Degrees of freedom (cells - 1, or (cells - 1) for a two-sample table of 2 rows).
+    pvalue : float
+        Probability of a statistic at least this large under the null (nan when fewer than 2
+        cells remain).
+    n_cells : int
+        Cells after pooling: functions whose expected count is below ``min_expected`` are
+        pooled with the functions the reference does not cover into one "other" cell.
+    """
+
+    statistic: float
+    dof: int
+    pvalue: float
+    n_cells: int
+
+
+def _chi2(observed: np.ndarray, expected: np.ndarray, min_expected: float) -> FitTest:
+    """Pearson's chi-square after pooling every cell expected below ``min_expected`` into one;
+    a pooled cell still below it joins the smallest other cell."""
+    big = expected >= min_expected
+    obs, exp = observed[big].astype(float), expected[big].astype(float)
+    obs_o, exp_o = float(observed[~big].sum()), float(expected[~big].sum())
+    if exp_o >= min_expected or len(exp) == 0 or (exp_o == 0 and obs_o > 0):
+        obs, exp = np.r_[obs, obs_o], np.r_[exp, exp_o]
+    elif exp_o > 0 or obs_o > 0:
+        j = int(np.argmin(exp))
+        obs[j] += obs_o
+        exp[j] += exp_o
+    if len(exp) < 2:
+        return FitTest(math.nan, 0, math.nan, int(len(exp)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # an impossible observed cell: statistic inf, p = 0
+        terms = np.where(exp > 0, (obs - exp) ** 2 / exp, np.where(obs > 0, np.inf, 0.0))
+    stat = float(terms.sum())
+    dof = len(exp) - 1
+    return FitTest(stat, dof, float(sps.chi2.sf(stat, dof)), int(len(exp)))
+
+
+def goodness_of_fit(counts, log_p, *, n: int | None = None, min_expected: float = 5.0) -> FitTest:
+    """Are sampled counts consistent with model probabilities? Pearson's chi-square.
+
+    Parameters
+    ----------
+    counts : (F,) array of int
+        How often each of F functions was sampled.
+    log_p : (F,) array
+        Natural log of the model's probability of each function (need not sum to 1 over the F:
+        the rest of the model's mass, and of the samples, form one "other" cell).
+    n : int, optional
+        Total samples (default ``sum(counts)``): samples of functions outside the F go to "other".
+    min_expected : float
+        Functions with fewer expected samples are pooled into "other" (the chi-square
+        approximation needs about 5 per cell).
+
+    Returns
+    -------
+    FitTest
+    """
+    c = _as_1d("counts", counts)
+    lp = _as_1d("log_p", log_p)
+    if c.shape != lp.shape:
+        raise ValueError(f"counts and log_p must have the same length, got {c.size} and {lp.size}")
+    if (c < 0).any() or not np.all(c == np.round(c)):
+        raise ValueError("counts must be non-negative integers")
+    total = float(c.sum()) if n is None else float(_check_int("n", n, minimum=0))
+    if total < c.sum():
+        raise ValueError(f"n must be >= sum(counts) = {int(c.sum())}, got n={int(total)}")
+    p = np.exp(np.where(np.isfinite(lp), lp, -np.inf))
+    if p.sum() > 1 + 1e-9:
+        raise ValueError(f"the model probabilities sum to {p.sum():.6g} > 1")
+    observed = np.r_[c, total - c.sum()]
+    expected = np.r_[total * p, total * max(0.0, 1.0 - p.sum())]
+    return _chi2(observed, expected, min_expected)
+
+
+def homogeneity(counts_a, counts_b, *, min_expected: float = 5.0) -> FitTest:
+    """Were two samples of functions drawn from the same distribution? Chi-square test of
+    homogeneity of a 2 x F table (``counts_a``, ``counts_b`` over the same F functions; pass 0
+    where one sample never found a function). Cells are pooled by the pooled counts only, so the
+    pooling does not depend on which sample holds what."""
+    a = _as_1d("counts_a", counts_a)
+    b = _as_1d("counts_b", counts_b)
+    if a.shape != b.shape:
+        raise ValueError(f"counts_a and counts_b must have the same length, got {a.size} and {b.size}")
+    na, nb = a.sum(), b.sum()
+    if na == 0 or nb == 0:
+        return FitTest(math.nan, 0, math.nan, 0)
+    pooled = a + b
+    share = na / (na + nb)
+    keep = np.minimum(pooled * share, pooled * (1 - share)) >= min_expected
+    rows = [np.r_[x[keep], x[~keep].sum()] for x in (a, b)]
+    table = np.array(rows)
+    table = table[:, table.sum(0) > 0]
+    if table.shape[1] < 2:
+        return FitTest(math.nan, 0, math.nan, int(table.shape[1]))
+    res = sps.chi2_contingency(table, correction=False)
+    return FitTest(float(res.statistic), int(res.dof), float(res.pvalue), int(table.shape[1]))

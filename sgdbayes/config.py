@@ -34,9 +34,9 @@ from sampler.architectures import ARCHITECTURES, Architecture, make_architecture
 from .case import Case, DataConfig
 from .estimators import get_estimator
 from .estimators.base import LABEL_PATTERN, Options, coerce
+from .sweep import SWEEP_KINDS
 
 SECTIONS = ("data", "arch", "estimators", "analysis", "report", "sweep")
-SWEEP_KINDS = ("random_labels", "width", "optimizer", "generic")
 
 #: The default experiment (``sgdbayes run`` with no file); ``configs/default.toml`` spells out the same.
 DEFAULT: dict[str, Any] = {
@@ -258,7 +258,7 @@ def _build_pairs(raw: Any, estimators: tuple[EstimatorSpec, ...]) -> tuple[tuple
 def _build_sweep(raw: Any) -> SweepSpec:
     spec = _table("sweep", raw)
     _check_keys("sweep", spec, ("kind", "axes", "points"))
-    kind = check_choice("sweep.kind", spec.get("kind", "generic"), SWEEP_KINDS)
+    kind = check_choice("sweep.kind", spec.get("kind", "generic"), list(SWEEP_KINDS))
     if ("axes" in spec) == ("points" in spec):
         raise ValueError("[sweep] needs exactly one of 'axes' (a product) or 'points' (a list)")
     if "axes" in spec:

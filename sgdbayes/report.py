@@ -151,14 +151,39 @@ def pair_stats(a: Estimate, b: Estimate, *, min_count: int, n_boot: int, seed: i
         d = analysis.compare_distributions(np.array([a.log_p[f] for f in both]),
                                            np.array([b.log_p[f] for f in both]), log=True)
         row.update({f"dist_{k}": v for k, v in d.as_dict().items()})
+    row.update(fit_pvalue_test(a, b))
     row["note"] = "; ".join(notes)
     return _finite(row)
+
+
+def fit_pvalue_test(a: Estimate, b: Estimate) -> dict[str, Any]:
+    """Chi-square p-value of "``a`` and ``b`` describe the same distribution of functions":
+    homogeneity of two samples' counts, or goodness of fit of one sample's counts to the other
+    estimator's probabilities (functions it did not score, and cells expected below 5, are
+    pooled into one "other" cell). None for two scorers. Keys ``fit_test``, ``fit_pvalue``,
+    ``fit_dof``."""
+    if a.counts is not None and b.counts is not None:
+        fs = sorted(set(a.counts) | set(b.counts))
+        t = analysis.homogeneity([a.counts.get(f, 0) for f in fs], [b.counts.get(f, 0) for f in fs])
+        kind = "homogeneity"
+    elif a.counts is not None or b.counts is not None:
+        sample, model = (a, b) if a.counts is not None else (b, a)
+        fs = sorted(f for f, v in model.log_p.items() if math.isfinite(v))
+        if not fs or not sample.n_fit:
+            return {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
+        t = analysis.goodness_of_fit([sample.counts.get(f, 0) for f in fs], [model.log_p[f] for f in fs],
+                                     n=sample.n_fit)
+        kind = "goodness-of-fit"
+    else:
+        return {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
+    return {"fit_test": kind, "fit_pvalue": t.pvalue, "fit_dof": t.dof}
 
 
 PAIR_COLUMNS = [("a", "estimator"), ("b", "reference"), ("n_a", "n seen"), ("n_b", "n ref"),
                 ("n_common", "common"), ("pearson_log", "pearson"), ("pearson_log_ci", "95% CI"),
                 ("spearman", "spearman"), ("slope_log", "slope"), ("mean_abs_dlog", "mean |dlnP|"),
                 ("dlog_noise", "count noise"), ("dist_kl", "KL(a||b)"), ("dist_tv", "TV"), ("dist_js", "JS"),
+                ("fit_pvalue", "p (chi2)"),
                 ("note", "note")]
 
 
@@ -228,8 +253,9 @@ def case_summary(case, config, est: Mapping[str, Estimate], extras: Mapping[str,
 def functions_table(case, config, est: Mapping[str, Estimate]) -> pa.Table:
     """The wide view of one case: one row per function any estimator has, most frequent first by
     the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
-    pair), complexity and test error, then ``count_<label>``/``log_p_<label>``/``log_p_se_<label>``
-    for every estimator, then ``case``."""
+    pair), complexity and test error, then ``<label>:count``/``<label>:log_p``/``<label>:log_p_se``
+    for every estimator (a colon cannot occur in a label, so these never collide with the primary
+    pair's columns: a label ``sgd`` once overwrote ``log_p_sgd``), then ``case``."""
     split = case.split()
     a, b = config.pairs[0] if config.pairs else (None, None)
     fs = list(dict.fromkeys([*(est[a].log_p if a else ()), *(f for e in est.values() for f in e.log_p)]))
@@ -243,11 +269,10 @@ def functions_table(case, config, est: Mapping[str, Estimate]) -> pa.Table:
     cols["entropy"] = pa.array([analysis.entropy(f) for f in fs], pa.float64())
     cols["test_error"] = pa.array([analysis.test_error(f, split.y_test) for f in fs], pa.float64())
     for label, e in est.items():
-        key = label.replace("-", "_")
         if e.counts is not None:
-            cols[f"count_{key}"] = pa.array([e.counts.get(f, 0) for f in fs], pa.int64())
-        cols[f"log_p_{key}"] = pa.array([e.log_p.get(f, nan) for f in fs], pa.float64())
-        cols[f"log_p_se_{key}"] = pa.array([e.log_p_se.get(f, nan) for f in fs], pa.float64())
+            cols[f"{label}:count"] = pa.array([e.counts.get(f, 0) for f in fs], pa.int64())
+        cols[f"{label}:log_p"] = pa.array([e.log_p.get(f, nan) for f in fs], pa.float64())
+        cols[f"{label}:log_p_se"] = pa.array([e.log_p_se.get(f, nan) for f in fs], pa.float64())
     cols["case"] = pa.array([case.name] * len(fs), pa.string())
     return pa.table(cols)
 

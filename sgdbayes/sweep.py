@@ -6,27 +6,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from sampler.store import atomic_write_json
 
 from .tables import markdown_table
-
-# (summary key, column title) shown in the sweep table, per sweep kind.
-COLUMNS = {
-    "random_labels": [("sgd_mean_epochs", "SGD epochs to fit"), ("fit_fraction", "fit fraction"),
-                      ("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP test error"),
-                      ("log_p_s", "log P(S)"), ("pac_bayes_bound", "PAC-Bayes bound")],
-    "width": [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "NNGP test error"),
-              ("sgd_top_share", "top-function share"), ("sgd_entropy", "P_SGD entropy"),
-              ("n_functions", "functions"), ("sgd_mean_epochs", "epochs to fit")],
-    "optimizer": [("pearson_log", "Pearson (log)"), ("spearman", "Spearman"), ("dist_kl", "KL"),
-                  ("dist_tv", "TV"), ("n_functions_used", "functions used"), ("sgd_mean_test_error", "test error")],
-}
-COLUMNS["generic"] = COLUMNS["optimizer"]
-
 
 def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
@@ -36,6 +23,148 @@ def _axis(settings: Sequence[tuple[tuple[str, Any], ...]], key: str) -> np.ndarr
     return np.array([dict(s).get(key, math.nan) for s in settings], dtype=float)
 
 
+def _getter(summaries):
+    return lambda key: np.array([_num(s.get(key)) for s in summaries])  # noqa: E731
+
+
+@dataclass(frozen=True)
+class SweepKind:
+    """How a kind of sweep is shown: the table's columns (summary key, title) and its figure,
+    ``draw(fig_module, names, settings, summaries) -> matplotlib Figure``."""
+
+    columns: tuple[tuple[str, str], ...]
+    draw: Callable
+
+
+#: Registered sweep kinds (``[sweep] kind = ...``); :func:`register_sweep_kind` adds one.
+SWEEP_KINDS: dict[str, SweepKind] = {}
+
+
+def register_sweep_kind(name: str, columns, draw: Callable) -> None:
+    """Register a sweep kind: its table columns and figure function (see :class:`SweepKind`)."""
+    SWEEP_KINDS[name] = SweepKind(tuple(columns), draw)
+
+
+def _draw_random_labels(plt, names, settings, summaries):
+    get = _getter(summaries)
+    x = _axis(settings, "data.corrupt_fraction")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    axes[0].plot(x, get("sgd_mean_epochs"), "o-")
+    axes[0].set(xlabel="fraction of S's labels random", ylabel="SGD epochs to 100% train accuracy")
+    for key, label in [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP (EP) test error"),
+                       ("pac_bayes_bound", "PAC-Bayes bound (from log P(S))")]:
+        axes[1].plot(x, get(key), "o-", label=label)
+    axes[1].axhline(0.5, color="grey", ls=":", label="chance")
+    axes[1].set(xlabel="fraction of S's labels random", ylabel="error", ylim=(0, 1.05))
+    axes[1].legend(fontsize=8)
+    axes[2].plot(x, get("log_p_s"), "o-")
+    axes[2].set(xlabel="fraction of S's labels random", ylabel="log P(S) (natural log, EP)")
+    return fig
+
+
+def _draw_width(plt, names, settings, summaries):
+    get = _getter(summaries)
+    widths = _axis(settings, "arch.width")
+    depths = _axis(settings, "arch.depth")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for d in sorted(set(depths[np.isfinite(depths)]) or {math.nan}):
+        sel = (depths == d) if math.isfinite(d) else np.ones(len(widths), bool)
+        label = f"depth {d:g}" if math.isfinite(d) else "SGD"
+        order = np.argsort(widths[sel])
+        axes[0].plot(widths[sel][order], get("sgd_mean_test_error")[sel][order], "o-", label=f"SGD, {label}")
+        gp = get("gp_test_error")[sel]
+        if np.isfinite(gp).any():
+            axes[0].axhline(np.nanmean(gp), ls="--", color=axes[0].lines[-1].get_color(),
+                            label=f"NNGP (infinite width), {label}")
+        axes[1].plot(widths[sel][order], get("sgd_top_share")[sel][order], "o-", label=label)
+    axes[0].set(xscale="log", xlabel="width", ylabel="test error on E")
+    axes[0].legend(fontsize=8)
+    axes[1].set(xscale="log", xlabel="width", ylabel="share of runs in the commonest function")
+    axes[1].legend(fontsize=8)
+    return fig
+
+
+def _draw_generic(plt, names, settings, summaries):
+    get = _getter(summaries)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4))
+    x = np.arange(len(names))
+    for off, key, label in [(-0.15, "pearson_log", "Pearson (log)"), (0.15, "spearman", "Spearman")]:
+        y = get(key)
+        ci = np.array([s.get(key + "_ci") or [math.nan, math.nan] for s in summaries], dtype=float)
+        yerr = np.abs(np.vstack([y - ci[:, 0], ci[:, 1] - y]))
+        axes[0].errorbar(x + off, y, yerr=np.nan_to_num(yerr), fmt="o", capsize=3, label=label)
+    axes[0].set(xticks=x, ylabel="correlation of P_SGD with P_B", ylim=(-1.05, 1.05))
+    axes[0].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    axes[0].legend(fontsize=8)
+    axes[1].bar(x - 0.2, get("dist_kl"), 0.4, label="KL(P_SGD||P_B), nats")
+    axes[1].bar(x + 0.2, get("dist_tv"), 0.4, label="total variation")
+    axes[1].set(xticks=x)
+    axes[1].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    axes[1].legend(fontsize=8)
+    return fig
+
+
+def pair_value(summary: dict, a: str, b: str, key: str) -> float:
+    """``key`` of the pair (a, b) in a case summary's ``pairs`` (nan if absent)."""
+    for p in summary.get("pairs", []):
+        if p.get("a") == a and p.get("b") == b:
+            return _num(p.get(key))
+    return math.nan
+
+
+def _draw_finite_width(plt, names, settings, summaries):
+    """log P(S) per width (prior sampling of the finite net, with its 95% interval; EP and tilting
+    in the NNGP limit), then per pair of the first case: total variation and the chi-square p-value."""
+    widths = _axis(settings, "arch.width")
+    ms = _axis(settings, "data.n_train")
+    pairs = [(p["a"], p["b"]) for p in summaries[0].get("pairs", [])] if summaries else []
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for m in sorted(set(ms[np.isfinite(ms)]) or {math.nan}):
+        sel = np.flatnonzero((ms == m) if math.isfinite(m) else np.ones(len(widths), bool))
+        sel = sel[np.argsort(widths[sel])]
+        tag = f"m={m:g}" if math.isfinite(m) else ""
+        w = widths[sel]
+        prior = np.array([_num(summaries[i]["extras"].get("prior", {}).get("log_p_s_prior")) for i in sel])
+        ci = np.array([summaries[i]["extras"].get("prior", {}).get("p_s_prior_ci") or [math.nan, math.nan]
+                       for i in sel], dtype=float)
+        with np.errstate(divide="ignore"):
+            lo, hi = np.log(ci[:, 0]), np.log(ci[:, 1])
+        line = axes[0].errorbar(w, prior, yerr=np.nan_to_num(np.abs(np.vstack([prior - lo, hi - prior]))),
+                                fmt="o-", capsize=3, label=f"prior sampling, finite width {tag}")
+        color = line[0].get_color()
+        for key, style, label in [("log_p_s", "--", "EP"), ("log_p_s_tilting", ":", "tilting")]:
+            vals = [_num(summaries[i].get(key)) for i in sel]
+            if np.isfinite(vals).any():
+                axes[0].axhline(np.nanmean(vals), ls=style, color=color, label=f"NNGP by {label} {tag}")
+        for a, b in pairs:
+            axes[1].plot(w, [pair_value(summaries[i], a, b, "dist_tv") for i in sel], "o-", label=f"{a} vs {b} {tag}")
+            axes[2].plot(w, [max(pair_value(summaries[i], a, b, "fit_pvalue"), 1e-300) for i in sel], "o-",
+                         label=f"{a} vs {b} {tag}")
+    axes[0].set(xscale="log", xlabel="width", ylabel="log P(S) (natural log)")
+    axes[1].set(xscale="log", xlabel="width", ylabel="total variation on shared support")
+    axes[2].axhline(0.05, color="grey", ls=":", label="0.05")
+    axes[2].set(xscale="log", yscale="log", xlabel="width", ylabel="chi-square p-value (same distribution?)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return fig
+
+
+register_sweep_kind("random_labels", [("sgd_mean_epochs", "SGD epochs to fit"), ("fit_fraction", "fit fraction"),
+                                      ("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP test error"),
+                                      ("log_p_s", "log P(S)"), ("pac_bayes_bound", "PAC-Bayes bound")],
+                    _draw_random_labels)
+register_sweep_kind("width", [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "NNGP test error"),
+                              ("sgd_top_share", "top-function share"), ("sgd_entropy", "P_SGD entropy"),
+                              ("n_functions", "functions"), ("sgd_mean_epochs", "epochs to fit")], _draw_width)
+_GENERIC_COLUMNS = [("pearson_log", "Pearson (log)"), ("spearman", "Spearman"), ("dist_kl", "KL"),
+                    ("dist_tv", "TV"), ("n_functions_used", "functions used"), ("sgd_mean_test_error", "test error")]
+register_sweep_kind("optimizer", _GENERIC_COLUMNS, _draw_generic)
+register_sweep_kind("generic", _GENERIC_COLUMNS, _draw_generic)
+register_sweep_kind("finite_width", [("log_p_s_prior", "log P(S) finite (prior)"), ("log_p_s", "log P(S) NNGP (EP)"),
+                                     ("log_p_s_tilting", "log P(S) NNGP (tilting)"),
+                                     ("log_p_s_tilting_se", "tilting s.e.")], _draw_finite_width)
+
+
 def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
     """Draw the sweep figure of ``kind`` to ``path`` (PNG)."""
     import matplotlib  # slow to import: only when a sweep is drawn
@@ -43,54 +172,7 @@ def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    get = lambda key: np.array([_num(s.get(key)) for s in summaries])  # noqa: E731
-    if kind == "random_labels":
-        x = _axis(settings, "data.corrupt_fraction")
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-        axes[0].plot(x, get("sgd_mean_epochs"), "o-")
-        axes[0].set(xlabel="fraction of S's labels random", ylabel="SGD epochs to 100% train accuracy")
-        for key, label in [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP (EP) test error"),
-                           ("pac_bayes_bound", "PAC-Bayes bound (from log P(S))")]:
-            axes[1].plot(x, get(key), "o-", label=label)
-        axes[1].axhline(0.5, color="grey", ls=":", label="chance")
-        axes[1].set(xlabel="fraction of S's labels random", ylabel="error", ylim=(0, 1.05))
-        axes[1].legend(fontsize=8)
-        axes[2].plot(x, get("log_p_s"), "o-")
-        axes[2].set(xlabel="fraction of S's labels random", ylabel="log P(S) (natural log, EP)")
-    elif kind == "width":
-        widths = _axis(settings, "arch.width")
-        depths = _axis(settings, "arch.depth")
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for d in sorted(set(depths[np.isfinite(depths)]) or {math.nan}):
-            sel = (depths == d) if math.isfinite(d) else np.ones(len(widths), bool)
-            label = f"depth {d:g}" if math.isfinite(d) else "SGD"
-            order = np.argsort(widths[sel])
-            axes[0].plot(widths[sel][order], get("sgd_mean_test_error")[sel][order], "o-", label=f"SGD, {label}")
-            gp = get("gp_test_error")[sel]
-            if np.isfinite(gp).any():
-                axes[0].axhline(np.nanmean(gp), ls="--", color=axes[0].lines[-1].get_color(),
-                                label=f"NNGP (infinite width), {label}")
-            axes[1].plot(widths[sel][order], get("sgd_top_share")[sel][order], "o-", label=label)
-        axes[0].set(xscale="log", xlabel="width", ylabel="test error on E")
-        axes[0].legend(fontsize=8)
-        axes[1].set(xscale="log", xlabel="width", ylabel="share of runs in the commonest function")
-        axes[1].legend(fontsize=8)
-    else:
-        fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4))
-        x = np.arange(len(names))
-        for off, key, label in [(-0.15, "pearson_log", "Pearson (log)"), (0.15, "spearman", "Spearman")]:
-            y = get(key)
-            ci = np.array([s.get(key + "_ci") or [math.nan, math.nan] for s in summaries], dtype=float)
-            yerr = np.abs(np.vstack([y - ci[:, 0], ci[:, 1] - y]))
-            axes[0].errorbar(x + off, y, yerr=np.nan_to_num(yerr), fmt="o", capsize=3, label=label)
-        axes[0].set(xticks=x, ylabel="correlation of P_SGD with P_B", ylim=(-1.05, 1.05))
-        axes[0].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        axes[0].legend(fontsize=8)
-        axes[1].bar(x - 0.2, get("dist_kl"), 0.4, label="KL(P_SGD||P_B), nats")
-        axes[1].bar(x + 0.2, get("dist_tv"), 0.4, label="total variation")
-        axes[1].set(xticks=x)
-        axes[1].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        axes[1].legend(fontsize=8)
+    fig = SWEEP_KINDS[kind].draw(plt, names, settings, summaries)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -100,7 +182,7 @@ def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
 
 def sweep_table(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> str:
     """The sweep's table (one row per case) as markdown."""
-    cols = COLUMNS[kind]
+    cols = SWEEP_KINDS[kind].columns
     return markdown_table(["case"] + [t for _, t in cols], [[n] + [s.get(k) for k, _ in cols]
                                                             for n, s in zip(names, summaries)])
 

@@ -198,3 +198,53 @@ def test_correlate_names_non_numeric_input(bad):
 
     with pytest.raises(TypeError, match="log_p_sgd must"):
         analysis.correlate(bad, [1.0, 2.0, 3.0])
+
+
+# --- chi-square tests of counts ---------------------------------------------------------------------
+def _rejection_rate(test, n_rep, rng):
+    return np.mean([test(rng) < 0.05 for _ in range(n_rep)])
+
+
+def test_goodness_of_fit_has_its_level_under_the_null_and_power_against_a_wrong_model():
+    import analysis
+
+    rng = np.random.default_rng(123)
+    p = np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02])  # the last ones pool into "other"
+    shown = 5  # the model is given for 5 functions; the rest of its mass is "other"
+
+    def null(r):
+        c = r.multinomial(400, p)
+        return analysis.goodness_of_fit(c[:shown], np.log(p[:shown]), n=400).pvalue
+
+    # 2000 repetitions: the rejection rate at level 0.05 has binomial sd 0.005; allow 4 sd
+    assert abs(_rejection_rate(null, 2000, rng) - 0.05) < 0.02
+    q = p.copy()
+    q[0], q[1] = 0.3, 0.35  # a wrong model, 0.1 of mass moved
+
+    def alt(r):
+        c = r.multinomial(400, p)
+        return analysis.goodness_of_fit(c[:shown], np.log(q[:shown]), n=400).pvalue
+
+    assert _rejection_rate(alt, 200, rng) > 0.9
+    impossible = analysis.goodness_of_fit([10, 5], np.log([0.6, 0.4]), n=20)  # 5 samples where the model has none
+    assert impossible.pvalue == 0.0
+
+
+def test_homogeneity_has_its_level_under_the_null_and_power():
+    import analysis
+
+    rng = np.random.default_rng(7)
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.04, 0.01])
+
+    def null(r):
+        return analysis.homogeneity(r.multinomial(300, p), r.multinomial(500, p)).pvalue
+
+    assert abs(_rejection_rate(null, 2000, rng) - 0.05) < 0.02
+    q = np.array([0.35, 0.35, 0.15, 0.1, 0.04, 0.01])
+
+    def alt(r):
+        return analysis.homogeneity(r.multinomial(300, p), r.multinomial(500, q)).pvalue
+
+    assert _rejection_rate(alt, 200, rng) > 0.9
+    with pytest.raises(ValueError, match="same length"):
+        analysis.homogeneity([1, 2], [1, 2, 3])

@@ -1,6 +1,8 @@
 """End to end: `sgdbayes run` on real MNIST at a tiny size, resuming, then `sgdbayes analyze`."""
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -118,3 +120,26 @@ def test_a_sweep_runs_its_points_as_cases_with_one_report(tmp_path, kind, axes):
     assert (tmp_path / "figures" / "sweep.png").stat().st_size > 1000
     df = pq.read_table(tmp_path / "results.parquet").to_pandas()
     assert set(df["case"]) == set(names) and all(c["n_runs"] == 16 for c in result.summary["cases"])
+
+
+def test_finite_width_config_runs_small_and_reports_log_ps_tv_and_p_values(tmp_path):
+    """configs/finite_width.toml at tiny sizes: every case gets prior sampling's P(S) interval,
+    EP's and tilting's log P(S), and per pair a total variation and a chi-square p-value."""
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs" / "finite_width.toml",
+                      ["sweep.axes={'data.n_train' = [4], 'arch.width' = [8, 64]}", "estimators.sgd.n_runs=128",
+                       "estimators.sgd.shard_size=128", "estimators.sgd.ensemble=128", "estimators.prior.n_samples=16384",
+                       "estimators.prior.chunk=8192", "estimators.prior.min_fit=100000", "estimators.tilting.top=3",
+                       "estimators.tilting.n_samples=200", "analysis.n_boot=0"])
+    result = run_experiment(cfg, tmp_path, progress=False)
+    for case in result.summary["cases"]:
+        prior = case["extras"]["prior"]
+        lo, hi = prior["p_s_prior_ci"]
+        assert prior["n_samples"] == 16384 and 0 < lo < prior["p_s_prior"] < hi < 1
+        assert math.isfinite(case["log_p_s"]) and math.isfinite(case["log_p_s_tilting"])
+        pairs = {(p["a"], p["b"]): p for p in case["pairs"]}
+        assert set(pairs) == {("prior", "ep"), ("prior", "tilting"), ("sgd", "prior"), ("sgd", "ep")}
+        assert pairs["sgd", "prior"]["fit_test"] == "homogeneity" and pairs["prior", "ep"]["fit_test"] == "goodness-of-fit"
+        assert 0.0 <= pairs["sgd", "prior"]["fit_pvalue"] <= 1.0 and 0.0 <= pairs["prior", "ep"]["dist_tv"] <= 1.0
+    assert (tmp_path / "figures" / "sweep.png").stat().st_size > 1000
+    assert "log P(S) finite (prior)" in (tmp_path / "report.md").read_text()
