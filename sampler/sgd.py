@@ -610,13 +610,13 @@ def sample_sgd(
     arch: Architecture,
     split: Split,
     n_runs: int,
+    *,
     optimizer: str = "sgd",
     lr: float = 0.01,
     batch_size: int = 128,
     loss: str = "ce",
     seed: int = 0,
     device="cpu",
-    *,
     momentum: float = 0.0,
     max_epochs: int = 200,
     epochs_after_fit: int = 0,
@@ -635,6 +635,7 @@ def sample_sgd(
     split : Split
     n_runs : int
         Runs started (>= 1); runs that never fit are counted in ``n_runs`` and not in ``n_fit``.
+        Every argument after it is keyword-only (the seed above all).
     optimizer, lr, batch_size, loss, momentum, max_epochs, epochs_after_fit, check_every
         See :class:`TrainSpec`.
     seed : int
@@ -650,7 +651,9 @@ def sample_sgd(
     shard_size : int
         Runs per shard (with ``run_folder``).
     progress : bool, callable or tqdm bar
-        True: a tqdm bar (runs/s and fit fraction); a callable gets ``(n_done, n_fit)``.
+        True: a tqdm bar over the ``n_runs`` runs that moves as each run finishes, with a rate and an
+        estimate of the time left from the first runs on (``smoothing=0.1``: the latest runs weigh
+        most) and the fit fraction; a callable gets ``(n_done, n_fit)``.
     dtype : torch.dtype
 
     Returns

@@ -157,6 +157,13 @@ def execute(
         bar.close()
 
 
+def ray_num_gpus(task: ShardTask, cluster_gpus: float) -> float:
+    """GPUs to ask Ray for ``task`` on a cluster with ``cluster_gpus`` GPUs in all: none for a task
+    that runs as well on a CPU (``gpu_optional``, ``device = "auto"``) where the cluster has none,
+    since asking would leave it pending for ever."""
+    return 0.0 if task.gpu_optional and cluster_gpus <= 0 else float(task.num_gpus)
+
+
 def _execute_ray(tasks, address, bar, items_of) -> list[ShardReport]:
     try:
         import ray  # only here (import-linter contract); slow to import and optional
@@ -173,8 +180,7 @@ def _execute_ray(tasks, address, bar, items_of) -> list[ShardReport]:
     remote = ray.remote(run_task)
     pending = {}
     for i, task in enumerate(tasks):
-        gpus = 0.0 if task.gpu_optional and cluster_gpus == 0 else task.num_gpus
-        ref = remote.options(num_gpus=gpus, max_retries=3, retry_exceptions=False).remote(task)
+        ref = remote.options(num_gpus=ray_num_gpus(task, cluster_gpus), max_retries=3, retry_exceptions=False).remote(task)
         pending[ref] = i
     reports: list[Any] = [None] * len(tasks)
     while pending:

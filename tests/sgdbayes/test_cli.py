@@ -185,3 +185,35 @@ def test_sigterm_stops_the_run_cleanly(tmp_path):
     assert "terminated (SIGTERM); finished shards are kept" in proc.stderr
     assert not (out / ".lock").exists()
     assert sorted(p.name for p in (out / "cases" / "main" / "shards" / "sgd").iterdir()) == ["000000.parquet"]
+
+
+# happy paths through the command line (issue 15: only failures were tested through main) ----------
+def test_run_then_analyze_through_main(tmp_path, capsys):
+    """`sgdbayes run` writes the folder DESIGN.md promises and prints the summary; `sgdbayes analyze`
+    re-makes the report with another min_count."""
+    import json
+
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--no-progress"] + TINY_RUN) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.md'}" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_runs"] == 8 and summary["min_count"] == 2
+    for name in ("config.toml", "manifest.json", "functions.parquet", "results.parquet", "report.md"):
+        assert (out / name).is_file(), name
+    assert main(["analyze", str(out), "--set", "analysis.min_count=1"]) == 0
+    assert json.loads((out / "summary.json").read_text())["min_count"] == 1
+    assert "report:" in capsys.readouterr().out
+
+
+def test_a_sweep_through_main(tmp_path, capsys):
+    """A `[sweep]` given with --set runs one case per point and one report over them."""
+    import json
+
+    out = tmp_path / "sweep"
+    argv = ["run", "--out", str(out), "--no-progress"] + TINY_RUN + [
+        "--set", "sweep.kind=width", "--set", "sweep.axes={'arch.width' = [8, 16]}"]
+    assert main(argv) == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [p["name"] for p in sweep["points"]] == ["width=8", "width=16"]
+    assert (out / "cases" / "width=8" / "shards" / "sgd" / "000001.parquet").is_file()

@@ -156,3 +156,20 @@ def test_prior_estimator_equals_prior_sampling_and_resumes_exactly_once(tmp_path
     run_experiment(config, tmp_path, progress=False)  # resumed: nothing redrawn, nothing added
     assert [p.stat().st_mtime_ns for p in shards] == stamps
     assert sorted((tmp_path / "cases" / "main" / "shards" / "prior").glob("*.parquet")) == shards
+
+
+def test_device_auto_asks_ray_for_a_gpu_only_where_there_is_one():
+    """Guards: device = "auto" asked Ray for one GPU per shard, so on a CPU-only cluster the shards
+    stayed pending for ever."""
+    from sgdbayes.config import load_config
+    from sgdbayes.fanout import ray_num_gpus
+    from sgdbayes.pipeline import _task
+
+    for device, optional in (("auto", True), ("cuda", False), ("cpu", False)):
+        config = load_config(None, [f"estimators.sgd.device={device}"])
+        case = config.cases()[0]
+        spec = case.estimator("sgd")
+        task = _task(config.to_dict(), "unused", case, spec, 0, spec.estimator.plan(case, spec.options)[0])
+        assert task.gpu_optional is optional
+        assert ray_num_gpus(task, cluster_gpus=0) == (1.0 if device == "cuda" else 0.0)
+        assert ray_num_gpus(task, cluster_gpus=2) == (0.0 if device == "cpu" else 1.0)
