@@ -695,6 +695,11 @@ def sample_sgd(
 
 def _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_folder, shard_size, progress, dtype):
     folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
+    with folder.lock():  # one writer at a time (see RunFolder.lock)
+        return _fill_folder(folder, arch, split, spec, n_runs, seed, device, ensemble, shard_size, progress, dtype)
+
+
+def _fill_folder(folder, arch, split, spec, n_runs, seed, device, ensemble, shard_size, progress, dtype):
     n_shards = math.ceil(n_runs / shard_size)
     meta = _spec_meta(arch, spec, seed)
     print_ = fingerprint({**meta, "split": _split_digest(split)})

@@ -298,7 +298,11 @@ def analyze_folder(folder: RunFolder, config: ExperimentConfig) -> ExperimentRes
     if not path.is_file():
         raise FileNotFoundError(f"run folder {folder.path} has no results.parquet: the run did not finish; rerun "
                                 f"`sgdbayes run` with --out {folder.path} to resume it")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path} is corrupt ({type(exc).__name__}: {exc}); delete it and rerun `sgdbayes run` "
+                         f"with --out {folder.path} to remake it from the shards") from None
     extras = {}
     for c in config.cases():
         p = case_folder(folder.path, c).path / "extras.json"

@@ -137,15 +137,17 @@ def test_analyze_refuses_a_folder_whose_shards_are_gone(tmp_path, reference, cap
     assert err.count("\n") == 1 and "lacks 1 shard file(s)" in err and "sgd/000002.parquet" in err
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "cases/main/extras.json"])
-def test_corrupt_json_is_named(tmp_path, reference, capsys, name):
-    """Guards: a corrupt JSON file gave json's message without the file's name."""
+@pytest.mark.parametrize("name, says", [("manifest.json", "is not valid JSON"),
+                                        ("cases/main/extras.json", "is not valid JSON"),
+                                        ("results.parquet", "is corrupt")])
+def test_corrupt_files_are_named(tmp_path, reference, capsys, name, says):
+    """Guards: a corrupt JSON or Parquet file gave json's or pyarrow's message without its name."""
     out = tmp_path / "run"
     shutil.copytree(reference[0], out)
     (out / name).write_text("{not json")
     assert main(["analyze", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{out / name} is not valid JSON" in err
+    assert err.count("\n") == 1 and f"{out / name} {says}" in err
 
 
 def test_warnings_are_not_raised_by_a_plain_resume(reference):
