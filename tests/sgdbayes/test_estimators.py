@@ -173,3 +173,16 @@ def test_device_auto_asks_ray_for_a_gpu_only_where_there_is_one():
         assert task.gpu_optional is optional
         assert ray_num_gpus(task, cluster_gpus=0) == (1.0 if device == "cuda" else 0.0)
         assert ray_num_gpus(task, cluster_gpus=2) == (0.0 if device == "cpu" else 1.0)
+
+
+def test_memory_estimates_name_the_keys_that_set_them():
+    """The estimates the pipeline compares with the machine's memory before a run (issue 15):
+    SGD from the parameters counted on the meta device, EP from the (m + k)^2 kernel."""
+    from sgdbayes.config import load_config
+
+    case = load_config(None, ["arch.width=1000", "data.n_train=100", "data.n_test=20"]).cases()[0]
+    need, what = case.estimator("sgd").estimator.memory_bytes(case, case.estimator("sgd").options)
+    n_params = 784 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 + 1
+    assert need == 512 * n_params * 16 and "arch.width=1000" in what and "ensemble=512" in what
+    need, what = case.estimator("ep").estimator.memory_bytes(case, case.estimator("ep").options)
+    assert need == 120 ** 2 * 8 * 6 and "data.n_train + data.n_test" in what
