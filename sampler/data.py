@@ -18,6 +18,7 @@ import gzip
 import math
 import os
 import pickle
+import zlib
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -218,15 +219,21 @@ def _open_maybe_gz(path: Path):
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a numpy array of its stored dtype (uint8)."""
     path = Path(path)
-    with _open_maybe_gz(path) as fh:
-        data = fh.read()
+    try:
+        with _open_maybe_gz(path) as fh:
+            data = fh.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a truncated or damaged .gz
+        raise ValueError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); download it again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number {data[:4]!r})")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: {len(data)} bytes, shorter than its {ndim}-dimension header")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != math.prod(dims):
-        raise ValueError(f"{path}: header says {dims} but holds {arr.size} values")
+        raise ValueError(f"{path} is truncated or corrupt: its header says {dims} ({math.prod(dims)} values) but it "
+                         f"holds {arr.size}")
     return arr.reshape(dims)
 
 
@@ -291,6 +298,23 @@ def _fashion(data_dir: Path | None) -> Pool:
                    f"{FASHION_MNIST_SYSTEM_DIR}.")
 
 
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images ``(n, 3072)`` uint8 and labels ``(n,)``; a truncated or
+    damaged file is a ValueError naming it."""
+    try:
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        x = np.asarray(batch[b"data"], dtype=np.uint8)
+        y = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"{path} is truncated or not a CIFAR-10 python batch ({type(exc).__name__}: {exc}); "
+                         f"download it again") from None
+    if x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: data of shape {x.shape} (expected (n, 3072)), "
+                         f"labels of shape {y.shape}")
+    return x, y
+
+
 def _cifar10(data_dir: Path | None) -> Pool:
     names = [f"data_batch_{i}" for i in range(1, 6)]
     where = [] if data_dir is None else [data_dir, data_dir / "cifar-10-batches-py"]
@@ -298,10 +322,9 @@ def _cifar10(data_dir: Path | None) -> Pool:
         if all((directory / n).is_file() for n in names):
             xs, ys = [], []
             for n in names:
-                with open(directory / n, "rb") as fh:
-                    batch = pickle.load(fh, encoding="bytes")
-                xs.append(np.asarray(batch[b"data"], dtype=np.uint8))
-                ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+                xb, yb = _cifar_batch(directory / n)
+                xs.append(xb)
+                ys.append(yb)
             x = np.concatenate(xs).astype(np.float32) / 255.0
             return Pool("cifar10", x, np.concatenate(ys), 10, (3, 32, 32), str(directory))
     raise _missing("cifar10", names, where, "Point data_dir at the CIFAR-10 'python version' folder.")

@@ -44,6 +44,7 @@ become non-finite ends unfit with ``final_loss = nan`` and a ``RuntimeWarning`` 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import socket
 import time
@@ -64,7 +65,7 @@ from .ensemble import EnsembleNet
 from .functions import FunctionCounts, outputs_to_strings
 from .optimizers import OPTIMIZERS, EnsembleOptimizer, torch_optimizer
 from .seeding import make_generator
-from .store import RunFolder
+from .store import RunFolder, fingerprint
 
 LOSSES = ("ce", "mse")
 DEVICES = ("cpu", "cuda", "auto")
@@ -594,6 +595,13 @@ def train_members(arch: Architecture, split: Split, spec: TrainSpec, *, seed: in
     return members
 
 
+def _split_digest(split: Split) -> str:
+    h = hashlib.sha256()
+    for t in (split.x_train, split.y_train, split.x_test, split.y_test):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _spec_meta(arch, spec, seed):
     return {"seed": seed, "spec": dataclasses.asdict(spec), "arch": arch.to_dict()}
 
@@ -602,13 +610,13 @@ def sample_sgd(
     arch: Architecture,
     split: Split,
     n_runs: int,
+    *,
     optimizer: str = "sgd",
     lr: float = 0.01,
     batch_size: int = 128,
     loss: str = "ce",
     seed: int = 0,
     device="cpu",
-    *,
     momentum: float = 0.0,
     max_epochs: int = 200,
     epochs_after_fit: int = 0,
@@ -627,6 +635,7 @@ def sample_sgd(
     split : Split
     n_runs : int
         Runs started (>= 1); runs that never fit are counted in ``n_runs`` and not in ``n_fit``.
+        Every argument after it is keyword-only (the seed above all).
     optimizer, lr, batch_size, loss, momentum, max_epochs, epochs_after_fit, check_every
         See :class:`TrainSpec`.
     seed : int
@@ -642,7 +651,9 @@ def sample_sgd(
     shard_size : int
         Runs per shard (with ``run_folder``).
     progress : bool, callable or tqdm bar
-        True: a tqdm bar (runs/s and fit fraction); a callable gets ``(n_done, n_fit)``.
+        True: a tqdm bar over the ``n_runs`` runs that moves as each run finishes, with a rate and an
+        estimate of the time left from the first runs on (``smoothing=0.1``: the latest runs weigh
+        most) and the fit fraction; a callable gets ``(n_done, n_fit)``.
     dtype : torch.dtype
 
     Returns
@@ -684,8 +695,15 @@ def sample_sgd(
 
 def _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_folder, shard_size, progress, dtype):
     folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
+    with folder.lock():  # one writer at a time (see RunFolder.lock)
+        return _fill_folder(folder, arch, split, spec, n_runs, seed, device, ensemble, shard_size, progress, dtype)
+
+
+def _fill_folder(folder, arch, split, spec, n_runs, seed, device, ensemble, shard_size, progress, dtype):
     n_shards = math.ceil(n_runs / shard_size)
     meta = _spec_meta(arch, spec, seed)
+    print_ = fingerprint({**meta, "split": _split_digest(split)})
+    folder.check_shards("sgd")  # copied or overlapping shards refused; corrupt ones moved aside and redone
     todo, done_runs, done_fit = [], 0, 0
     for s in range(n_shards):
         start, stop = s * shard_size, min((s + 1) * shard_size, n_runs)
@@ -701,6 +719,10 @@ def _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_fol
             if key in old and old[key] != meta[key]:
                 raise ValueError(f"run folder {folder.path} holds sgd shards written with {key}={old[key]!r}, "
                                  f"this call has {key}={meta[key]!r}: use another run folder")
+        if old.get("fingerprint") != print_:
+            raise ValueError(f"shard file {folder.shard_path('sgd', s)} was written for another split, architecture, "
+                             f"training or seed (fingerprint {old.get('fingerprint')}, this call's is {print_}): use "
+                             f"another run folder")
         done_runs += table.num_rows
         done_fit += sum(table.column("fit").to_pylist())
     if progress is not None and hasattr(progress, "update") and done_runs:
@@ -714,7 +736,7 @@ def _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_fol
                                dtype=dtype):
             chunks.append(chunk)
             prog(chunk)
-        folder.write_shard("sgd", s, _table(chunks), start=start, stop=stop, node=socket.gethostname(),
+        folder.write_shard("sgd", s, _table(chunks), fingerprint=print_, start=start, stop=stop, node=socket.gethostname(),
                            device=dev, seconds=time.perf_counter() - t0, **meta)
     return folder.merge_counts("sgd", indices=list(range(n_shards)))
 

@@ -11,12 +11,17 @@ experiment, ``configs/default.toml``); ``sgdbayes analyze RUN_DIR`` re-makes its
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from sampler.data import load_split
+
+from sampler.store import FolderBusyError
 
 from .config import load_config
 from .estimators import estimator_names, get_estimator
@@ -94,6 +99,30 @@ def _cmd_estimators(args) -> int:
     return 0
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.filename2:
+        where += f" -> {exc.filename2}"
+    advice = {errno.ENOSPC: "free some space or pass another --out",
+              errno.EDQUOT: "free some space or pass another --out",
+              errno.EACCES: "pass a folder you may write to with --out",
+              errno.EPERM: "pass a folder you may write to with --out",
+              errno.EROFS: "the file system is read-only: pass another --out",
+              errno.ENOTDIR: "a path component is a file, not a folder: pass another --out"}.get(exc.errno, "")
+    line = (exc.strerror or str(exc)) + (f":{where}" if where else "")
+    return line + (f" ({advice})" if advice else "")
+
+
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so that ``finally`` blocks and ``atexit`` (which stops a
+    local Ray the run started) still run."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -102,17 +131,32 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze,
                "estimators": _cmd_estimators}[args.command]
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # only it may set signal handlers
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return handler(args)
-    except (ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, FolderBusyError) as exc:
         if os.environ.get("SGDBAYES_TRACEBACK"):
             raise
         print(f"sgdbayes {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # disk full, read-only or non-folder --out, unreadable file: say which
+        if os.environ.get("SGDBAYES_TRACEBACK"):
+            raise
+        print(f"sgdbayes {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"sgdbayes {args.command}: interrupted; finished shards are kept, rerun to resume",
               file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"sgdbayes {args.command}: terminated (SIGTERM); finished shards are kept, rerun to resume",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ write the manifest; the driver records which node did which shard from the shard
 
 from __future__ import annotations
 
+import atexit
 import socket
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ class ShardTask:
         shard and writes it with ``folder.write_shard(kind, index, ...)`` (pickled by reference).
     num_gpus : float
         GPUs the task asks of Ray (0 for CPU work).
+    gpu_optional : bool
+        The task runs as well on a CPU (``device = "auto"``): on a cluster without GPUs, Ray is
+        asked for none (asking would leave the task pending for ever).
     items : int
         Items (runs, samples, functions) in the shard, for the progress bar.
     """
@@ -55,6 +59,7 @@ class ShardTask:
     worker: Callable | None = None
     num_gpus: float = 0.0
     items: int = 1
+    gpu_optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ class _Progress:
     """A tqdm bar over items (runs or functions) of a whole fan-out, with shards done in the postfix."""
 
     def __init__(self, total_items: int, n_shards: int, desc: str, enabled: bool):
-        self.bar = tqdm(total=total_items, desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
+        # smoothing: the rate (and so the estimate) follows the latest runs, shown from the first ones
+        self.bar = tqdm(total=total_items, desc=desc, unit="item", disable=not enabled, dynamic_ncols=True,
+                        smoothing=0.1)
         self.n_shards = n_shards
         self.done = 0
         self.inner = 0  # items of the running task already shown
@@ -150,6 +157,13 @@ def execute(
         bar.close()
 
 
+def ray_num_gpus(task: ShardTask, cluster_gpus: float) -> float:
+    """GPUs to ask Ray for ``task`` on a cluster with ``cluster_gpus`` GPUs in all: none for a task
+    that runs as well on a CPU (``gpu_optional``, ``device = "auto"``) where the cluster has none,
+    since asking would leave it pending for ever."""
+    return 0.0 if task.gpu_optional and cluster_gpus <= 0 else float(task.num_gpus)
+
+
 def _execute_ray(tasks, address, bar, items_of) -> list[ShardReport]:
     try:
         import ray  # only here (import-linter contract); slow to import and optional
@@ -158,10 +172,15 @@ def _execute_ray(tasks, address, bar, items_of) -> list[ShardReport]:
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                  **({} if address else {"include_dashboard": False}))
+        if address is None:
+            # A local Ray this process started: stopped on every exit Python sees (the CLI turns
+            # SIGTERM into one). After a SIGKILL its processes outlive the driver: `ray stop`.
+            atexit.register(ray.shutdown)
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
     remote = ray.remote(run_task)
     pending = {}
     for i, task in enumerate(tasks):
-        ref = remote.options(num_gpus=task.num_gpus, max_retries=3, retry_exceptions=False).remote(task)
+        ref = remote.options(num_gpus=ray_num_gpus(task, cluster_gpus), max_retries=3, retry_exceptions=False).remote(task)
         pending[ref] = i
     reports: list[Any] = [None] * len(tasks)
     while pending:

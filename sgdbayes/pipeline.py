@@ -18,7 +18,10 @@ name. ``analyze_run(out)`` re-makes the report from the folder without running a
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +30,9 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampler.store import RunFolder, atomic_write_json, atomic_write_table, atomic_write_text
+import torch
+
+from sampler.store import RunFolder, ShardError, atomic_write_json, atomic_write_table, atomic_write_text, fingerprint
 
 from .case import Case
 from .config import ExperimentConfig, apply_overrides, load_config, parse_config, read_toml
@@ -61,30 +66,97 @@ def run_estimator_shard(task: ShardTask, folder: RunFolder, progress: Callable |
     spec = case.estimator(task.kind)
     t0 = time.perf_counter()
     table = spec.estimator.run_shard(case, spec.options, task.params["shard"], progress)
-    folder.write_shard(task.kind, task.index, table, shard=task.params["shard"], seconds=time.perf_counter() - t0)
+    folder.write_shard(task.kind, task.index, table, fingerprint=task.params.get("fingerprint"),
+                       shard=task.params["shard"], seconds=time.perf_counter() - t0)
     return spec.estimator.items(task.params["shard"])
+
+
+def estimator_fingerprint(case: Case, spec) -> str:
+    """What determines the numbers of ``spec``'s shards in ``case`` (its data, architecture, method
+    and options), hashed: each shard carries it, and shards with another one are refused."""
+    return fingerprint({"data": dataclasses.asdict(case.data), "arch": case.arch.to_dict(), "method": spec.method,
+                        "options": spec.options.to_table()})
 
 
 def _task(config_dict, out, case: Case, spec, index: int, shard: dict) -> ShardTask:
     return ShardTask(spec.label, index, str(case_folder(out, case).path), config_dict,
-                     {"case": case.name, "shard": shard}, run_estimator_shard,
-                     spec.estimator.num_gpus(spec.options), spec.estimator.items(shard))
+                     {"case": case.name, "shard": shard, "fingerprint": estimator_fingerprint(case, spec)},
+                     run_estimator_shard, spec.estimator.num_gpus(spec.options), spec.estimator.items(shard),
+                     spec.estimator.gpu_optional(spec.options))
 
 
-def read_result(folder: RunFolder, spec, n_shards: int) -> EstimatorResult:
-    """Merge shards ``0 .. n_shards - 1`` of the estimator ``spec`` in a case folder."""
-    tables = [folder.read_shard(spec.label, i)[0] for i in range(n_shards)]
+def check_shards(out, case: Case, spec, planned: list[dict]) -> None:
+    """Before shards of ``spec`` run or merge: refuse foreign, misnamed, copied or overlapping
+    shard files of the case (naming them) and move corrupt ones aside, so that they are redone."""
+    case_folder(out, case).check_shards(spec.label, estimator_fingerprint(case, spec),
+                                        expected=dict(enumerate(_jsonable(planned))))
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj))  # as the shard metadata holds it (tuples -> lists)
+
+
+def read_result(folder: RunFolder, spec, n_shards: int, case: Case | None = None) -> EstimatorResult:
+    """Merge shards ``0 .. n_shards - 1`` of the estimator ``spec`` in a case folder (with ``case``:
+    each shard's fingerprint is checked; a missing or corrupt one is a :class:`ShardError`)."""
+    tables = []
+    want = None if case is None else estimator_fingerprint(case, spec)
+    for i in range(n_shards):
+        table, meta = folder.read_shard(spec.label, i)
+        if want is not None and meta.get("fingerprint") != want:
+            raise ShardError(f"shard file {folder.shard_path(spec.label, i)} was written by another config "
+                             f"(fingerprint {meta.get('fingerprint')}, this run's is {want}); use a new --out")
+        tables.append(table)
     return EstimatorResult.from_shards(spec.label, spec.method, tables,
                                        sampler=spec.estimator.kind == "sampler")
 
 
 def _check_folder_config(folder: RunFolder, config: ExperimentConfig) -> None:
+    """Under the folder's lock: the folder's config must be ``config``, or the folder is new."""
     if folder.config_path.is_file():
         if load_config(folder.config_path) != config:
             raise ValueError(f"run folder {folder.path} holds a different config ({folder.config_path}); resume it "
                              f"with the same config, or pass a new --out")
     else:
         atomic_write_text(folder.config_path, config.to_toml())
+
+
+def available_bytes(device: str) -> tuple[int, str]:
+    """Memory this machine has for ``device`` (bytes) and where the number comes from."""
+    if device == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return int(free), f"free memory of {torch.cuda.get_device_name(0)}"
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except OSError:
+        pass  # not Linux: fall back on sysconf below
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available physical pages"
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e12:.3g} TB" if n >= 1e12 else f"{n / 1e9:.3g} GB"
+
+
+def check_resources(config: ExperimentConfig, *, executor: str = "local") -> None:
+    """Everything a run needs that can be checked before it writes anything: every case's data
+    (present and readable) and each estimator's memory against this machine's (local executor)."""
+    for case in config.cases():
+        case.split()
+        if executor != "local":
+            continue  # workers' machines are not this one
+        for spec in case.estimators:
+            need, what = spec.estimator.memory_bytes(case, spec.options)
+            device = str(getattr(spec.options, "device", "cpu"))
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            have, source = available_bytes(device)
+            if need > have:
+                where = f"case {case.name}, " if case.settings else ""
+                raise ValueError(f"{where}estimators.{spec.label}: needs about {_gb(need)} ({what}), more than the "
+                                 f"{_gb(have)} this machine has ({source}); make the network or the ensemble smaller")
 
 
 def _nodes(reports) -> dict[str, list[str]]:
@@ -120,6 +192,10 @@ def run_samplers(config: ExperimentConfig, out, *, executor="local", address=Non
     results: dict[str, dict[str, EstimatorResult]] = {c.name: {} for c in cases}
     reports, todo = [], dict(planned)
     while todo:
+        for c in cases:
+            for s in c.estimators:
+                if (c.name, s.label) in todo:
+                    check_shards(out, c, s, planned[c.name, s.label])
         tasks = [_task(raw, out, c, s, i, shard) for c in cases for s in c.estimators
                  if (c.name, s.label) in todo for i, shard in enumerate(planned[c.name, s.label])
                  if shard in todo[c.name, s.label]]
@@ -129,14 +205,14 @@ def run_samplers(config: ExperimentConfig, out, *, executor="local", address=Non
             for s in c.estimators:
                 if (c.name, s.label) not in todo:
                     continue
-                res = read_result(case_folder(out, c), s, len(planned[c.name, s.label]))
+                res = read_result(case_folder(out, c), s, len(planned[c.name, s.label]), c)
                 results[c.name][s.label] = res
                 extra = s.estimator.extend(c, s.options, res)
                 if extra:
                     planned[c.name, s.label] = planned[c.name, s.label] + list(extra)
                     more[c.name, s.label] = list(extra)
         todo = more
-    return results, reports
+    return results, reports, planned
 
 
 def found_functions(results: dict[str, EstimatorResult]) -> dict[str, int]:
@@ -153,33 +229,46 @@ def found_functions(results: dict[str, EstimatorResult]) -> dict[str, int]:
 def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str = "local", address: str | None = None,
                    progress: bool = True) -> ExperimentResult:
     """Run ``config`` into the run folder ``out`` (resuming whatever it already holds); see the
-    module docstring for the steps and the folder."""
+    module docstring for the steps and the folder.
+
+    Everything that can be checked is checked before the folder is written (options against the
+    data, the data files, memory); then the folder's lock is taken (one writer at a time, see
+    :meth:`sampler.RunFolder.lock`) and held for the whole run, the config check and write
+    included.
+    """
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     plan_samplers(config)  # bad options for the data fail here, before the folder is written
+    check_resources(config, executor=executor)
     folder = RunFolder(out)
+    with folder.lock():
+        return _run_locked(config, folder, out, executor=executor, address=address, progress=progress)
+
+
+def _run_locked(config, folder: RunFolder, out, *, executor, address, progress) -> ExperimentResult:
     _check_folder_config(folder, config)
     devices = sorted({getattr(s.options, "device", "cpu") for s in config.estimators})
     folder.start_manifest(seeds={"data": config.data.seed, "analysis": config.analysis.seed,
                                  **{s.label: s.options.seed for s in config.estimators if hasattr(s.options, "seed")}},
-                          device=",".join(devices))
-    folder.update_manifest(executor=executor)
+                          device=",".join(devices), argv=list(sys.argv), executor=executor)
     t0 = time.perf_counter()
-    results, reports = run_samplers(config, out, executor=executor, address=address, progress=progress)
+    results, reports, planned = run_samplers(config, out, executor=executor, address=address, progress=progress)
     folder.update_manifest(timings={"samplers_s": time.perf_counter() - t0}, nodes={"samplers": _nodes(reports)})
 
     t1 = time.perf_counter()
     raw, cases = config.to_dict(), config.cases()
-    planned = {(c.name, s.label): plan(c, s, found_functions(results[c.name]))
-               for c in cases for s in c.estimators if s.estimator.kind == "scorer"}
-    tasks = [_task(raw, out, c, s, i, shard) for c in cases for s in c.estimators
-             if (c.name, s.label) in planned for i, shard in enumerate(planned[c.name, s.label])]
+    planned.update({(c.name, s.label): plan(c, s, found_functions(results[c.name]))
+                    for c in cases for s in c.estimators if s.estimator.kind == "scorer"})
+    scorers = [(c, s) for c in cases for s in c.estimators if s.estimator.kind == "scorer"]
+    for c, s in scorers:
+        check_shards(out, c, s, planned[c.name, s.label])
+    tasks = [_task(raw, out, c, s, i, shard) for c, s in scorers for i, shard in enumerate(planned[c.name, s.label])]
     reports = execute(tasks, executor=executor, address=address, progress=progress, desc="scorers")
-    for c in cases:
-        for s in c.estimators:
-            if (c.name, s.label) in planned:
-                results[c.name][s.label] = read_result(case_folder(out, c), s, len(planned[c.name, s.label]))
-    folder.update_manifest(timings={"scorers_s": time.perf_counter() - t1}, nodes={"scorers": _nodes(reports)})
+    for c, s in scorers:
+        results[c.name][s.label] = read_result(case_folder(out, c), s, len(planned[c.name, s.label]), c)
+    folder.update_manifest(timings={"scorers_s": time.perf_counter() - t1}, nodes={"scorers": _nodes(reports)},
+                           shards={c.name: {s.label: len(planned[c.name, s.label]) for s in c.estimators}
+                                   for c in cases})
 
     t2 = time.perf_counter()
     for c in cases:
@@ -209,13 +298,36 @@ def analyze_folder(folder: RunFolder, config: ExperimentConfig) -> ExperimentRes
     if not path.is_file():
         raise FileNotFoundError(f"run folder {folder.path} has no results.parquet: the run did not finish; rerun "
                                 f"`sgdbayes run` with --out {folder.path} to resume it")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path} is corrupt ({type(exc).__name__}: {exc}); delete it and rerun `sgdbayes run` "
+                         f"with --out {folder.path} to remake it from the shards") from None
     extras = {}
     for c in config.cases():
         p = case_folder(folder.path, c).path / "extras.json"
-        extras[c.name] = json.loads(p.read_text()) if p.is_file() else {}
+        extras[c.name] = _read_json(p) if p.is_file() else {}
     summary, report = make_report(folder.path, config, table, extras, manifest=folder.read_manifest())
     return ExperimentResult(folder.path, summary, report)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rerun `sgdbayes run` to remake it") from None
+
+
+def missing_shards(folder: RunFolder, config: ExperimentConfig) -> list[str]:
+    """Shard files the finished run recorded (manifest ``shards``) that are no longer on disk."""
+    recorded = folder.read_manifest().get("shards", {})
+    gone = []
+    for c in config.cases():
+        cf = case_folder(folder.path, c)
+        for label, n in recorded.get(c.name, {}).items():
+            gone += [str(cf.shard_path(label, i).relative_to(folder.path)) for i in range(int(n))
+                     if not cf.has_shard(label, i)]
+    return gone
 
 
 def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
@@ -232,4 +344,10 @@ def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
             raise ValueError(f"analyze only takes [analysis] and [report] overrides, got --set {text!r}")
     changed = parse_config(apply_overrides(read_toml(folder.config_path), list(overrides)))
     config = replace(load_config(folder.config_path), analysis=changed.analysis, pairs=changed.pairs)
-    return analyze_folder(folder, config)
+    with folder.lock():
+        gone = missing_shards(folder, config)
+        if gone:
+            shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+            raise FileNotFoundError(f"run folder {folder.path} lacks {len(gone)} shard file(s) of its run: {shown}; "
+                                    f"rerun `sgdbayes run` with --out {folder.path} to redo them")
+        return analyze_folder(folder, config)

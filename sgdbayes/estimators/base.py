@@ -311,6 +311,16 @@ class Estimator:
         """GPUs a shard asks of Ray."""
         return 0.0
 
+    def gpu_optional(self, options) -> bool:
+        """Whether the shard runs as well without the GPUs of :meth:`num_gpus` (``device = "auto"``):
+        then Ray is asked for none where the cluster has none."""
+        return getattr(options, "device", None) == "auto"
+
+    def memory_bytes(self, case, options) -> tuple[int, str]:
+        """Estimated peak memory of one shard on its device, in bytes, and which config keys set it
+        (checked against the machine's before anything is written; default: nothing to check)."""
+        return 0, ""
+
 
 # The registry is the one piece of module state: like pyro's distributions or an entry-point table it
 # maps a name to a class, is filled at import time and never changes a result.

@@ -35,6 +35,11 @@ class EPOptions(ScorerOptions):
                          doc="where the kernel and the EP on S run (float64); 'auto' takes a GPU where there is one")
 
 
+#: Float64 (m + k) x (m + k) matrices the kernel and EP hold at once (the kernel, its factor, EP's
+#: working copies): the memory estimate checked before a run starts.
+KERNEL_COPIES = 6
+
+
 @functools.lru_cache(maxsize=1)
 def train_posterior_for(arch, data, device: str = "cpu"):
     """The EP fit on S of a case, computed once per process: every shard of a case and the
@@ -46,6 +51,11 @@ def train_posterior_for(arch, data, device: str = "cpu"):
 
 class _EP(Scorer):
     Options = EPOptions
+
+    def memory_bytes(self, case, options):
+        n = case.data.n_train + case.data.n_test
+        return (n * n * 8 * KERNEL_COPIES,
+                f"{KERNEL_COPIES} float64 kernel-sized matrices of (data.n_train + data.n_test)^2 = {n}^2 entries")
 
     def run_shard(self, case, options, shard, progress=None):
         fs = list(shard["functions"])

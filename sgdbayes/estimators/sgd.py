@@ -19,10 +19,28 @@ import socket
 from collections import Counter
 
 import numpy as np
+import torch
 
 from sampler.sgd import DEVICES, TrainSpec, resolve_device, train_runs
 
 from .base import Estimator, Options, option, register_estimator, shard_table
+
+
+#: At most this many runs (10^9: days of a GPU cluster); more is a typo, refused at once.
+MAX_RUNS = 10**9
+#: At most this many shards per estimator (their plan is held in memory and each is a file).
+MAX_SHARDS = 100_000
+#: Bytes per parameter per network while training: the float32 parameter, its gradient, the
+#: optimizer's state and a working copy.
+BYTES_PER_PARAMETER = 16
+
+
+def n_parameters(arch, input_shape) -> int:
+    """Parameters of one network of ``arch`` on inputs of ``input_shape``, counted on the meta
+    device (nothing is allocated, so a width of 10^6 costs nothing to count)."""
+    with torch.device("meta"):
+        module = arch._make(tuple(input_shape))  # the architecture's own module, uninitialised
+    return sum(p.numel() for p in module.parameters())
 
 
 def _train_fields():
@@ -48,7 +66,7 @@ def _train_spec(self) -> TrainSpec:
 
 SGDOptions = dataclasses.make_dataclass(
     "SGDOptions",
-    [("n_runs", int, option(8192, minimum=1, doc="runs started")),
+    [("n_runs", int, option(8192, minimum=1, maximum=MAX_RUNS, doc="runs started")),
      ("ensemble", int, option(512, minimum=1, doc="networks trained at once")),
      ("seed", int, option(0, minimum=0)),
      ("device", str, option("cpu", choices=DEVICES)),
@@ -69,6 +87,9 @@ class SGDEstimator(Estimator):
     def plan(self, case, options, functions=None):
         options.train_spec().check_train_size(case.data.n_train)
         step = options.shard_size
+        if -(-options.n_runs // step) > MAX_SHARDS:
+            raise ValueError(f"n_runs={options.n_runs} in shards of shard_size={step} makes "
+                             f"{-(-options.n_runs // step)} shards, more than the limit {MAX_SHARDS}; raise shard_size")
         return [{"start": a, "stop": min(a + step, options.n_runs), "items": min(step, options.n_runs - a)}
                 for a in range(0, options.n_runs, step)]
 
@@ -93,4 +114,13 @@ class SGDEstimator(Estimator):
                 "sgd_mean_final_loss": float(loss.mean())}
 
     def num_gpus(self, options):
-        return 1.0 if options.device in ("cuda", "auto") else 0.0
+        return 1.0 if options.device in ("cuda", "auto") else 0.0  # "auto": only where the cluster has GPUs
+
+    def memory_bytes(self, case, options):
+        ensemble = min(options.ensemble, options.shard_size, options.n_runs)
+        n = n_parameters(case.arch, case.split().input_shape)
+        sizes = ", ".join(f"arch.{k}={v}" for k, v in case.arch.to_dict().items()
+                          if isinstance(v, int) and not isinstance(v, bool))
+        return (ensemble * n * BYTES_PER_PARAMETER,
+                f"ensemble={ensemble} networks trained at once, each of {n:.3g} parameters with {sizes}, "
+                f"{BYTES_PER_PARAMETER} bytes per parameter")

@@ -40,6 +40,27 @@ def test_ep_conditional_against_per_function_ep(small):
     assert np.all(cond.log_pb < 0) and np.all(full.log_pb < 0)
 
 
+@pytest.mark.parametrize("which", ["zeros", "target"])
+def test_log_pb_against_tilting_fast(which):
+    """Fast independent check of log P_B that `make test` runs (issue 15: the only one, below, was
+    `slow`): per-f EP and ep-conditional against minimax tilting on S + E minus tilting on S (an
+    unbiased estimator with a standard error). Measured (m = 40, k = 8): |EP - tilting| 0.003 and
+    0.007 with se 0.015; ep-conditional 0.036 and 0.028 off. Tolerances: 5 se + 0.05 for EP, 5 se +
+    0.1 for ep-conditional."""
+    split = sampler.load_split("mnist", n_train=40, n_test=8, seed=0)
+    post = nngp.train_posterior(ARCH, split)
+    f = "0" * 8 if which == "zeros" else split.test_target
+    full = nngp.log_pb(ARCH, split, [f], method="ep", posterior=post)[0]
+    cond = nngp.log_pb(ARCH, split, [f], posterior=post)[0]
+    ts = nngp.orthant(post.K[:40, :40], split.y_train, method="tilting", seed=0, n_samples=4000)
+    y = torch.cat([split.y_train, torch.tensor([int(c) for c in f])])
+    tj = nngp.orthant(post.K, y, method="tilting", seed=1, n_samples=4000)
+    truth, se = tj.log_prob - ts.log_prob, math.hypot(tj.stderr, ts.stderr)
+    assert se < 0.05
+    assert abs(full - truth) < 5 * se + 0.05
+    assert abs(cond - truth) < 5 * se + 0.1
+
+
 @pytest.mark.slow
 def test_far_functions_per_f_ep_is_closer_to_the_truth():
     # Measured (m = 200, k = 20, all-zero f): ep-conditional -24.27, per-f ep -24.83, tilting on

@@ -257,3 +257,18 @@ def test_train_runs_names_a_bad_dtype(dtype):
     with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
         train_runs(sampler.FCN(depth=1, width=8), split, TrainSpec(batch_size=4), seed=0, start=0, stop=2,
                    dtype=dtype)
+
+
+def test_everything_after_n_runs_is_keyword_only(boolean):
+    """Guards: ``sample_sgd(arch, split, 10, "sgd", 0.1, 32, "ce", 3)`` passed the seed by position."""
+    with pytest.raises(TypeError, match="positional"):
+        sample_sgd(SMALL, boolean, 4, "sgd", 0.1, 8, "ce", 3, progress=False)
+
+
+def test_a_run_folder_in_use_is_refused(boolean, tmp_path):
+    """Guards: two sample_sgd calls on one run folder wrote into it at once."""
+    folder = sampler.RunFolder(tmp_path / "run")
+    with folder.lock():
+        with pytest.raises(sampler.store.FolderBusyError, match="in use by pid"):
+            sample_sgd(SMALL, boolean, 4, lr=0.5, batch_size=8, run_folder=folder, progress=False)
+    assert folder.shard_indices("sgd") == []

@@ -156,3 +156,33 @@ def test_prior_estimator_equals_prior_sampling_and_resumes_exactly_once(tmp_path
     run_experiment(config, tmp_path, progress=False)  # resumed: nothing redrawn, nothing added
     assert [p.stat().st_mtime_ns for p in shards] == stamps
     assert sorted((tmp_path / "cases" / "main" / "shards" / "prior").glob("*.parquet")) == shards
+
+
+def test_device_auto_asks_ray_for_a_gpu_only_where_there_is_one():
+    """Guards: device = "auto" asked Ray for one GPU per shard, so on a CPU-only cluster the shards
+    stayed pending for ever."""
+    from sgdbayes.config import load_config
+    from sgdbayes.fanout import ray_num_gpus
+    from sgdbayes.pipeline import _task
+
+    for device, optional in (("auto", True), ("cuda", False), ("cpu", False)):
+        config = load_config(None, [f"estimators.sgd.device={device}"])
+        case = config.cases()[0]
+        spec = case.estimator("sgd")
+        task = _task(config.to_dict(), "unused", case, spec, 0, spec.estimator.plan(case, spec.options)[0])
+        assert task.gpu_optional is optional
+        assert ray_num_gpus(task, cluster_gpus=0) == (1.0 if device == "cuda" else 0.0)
+        assert ray_num_gpus(task, cluster_gpus=2) == (0.0 if device == "cpu" else 1.0)
+
+
+def test_memory_estimates_name_the_keys_that_set_them():
+    """The estimates the pipeline compares with the machine's memory before a run (issue 15):
+    SGD from the parameters counted on the meta device, EP from the (m + k)^2 kernel."""
+    from sgdbayes.config import load_config
+
+    case = load_config(None, ["arch.width=1000", "data.n_train=100", "data.n_test=20"]).cases()[0]
+    need, what = case.estimator("sgd").estimator.memory_bytes(case, case.estimator("sgd").options)
+    n_params = 784 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 + 1
+    assert need == 512 * n_params * 16 and "arch.width=1000" in what and "ensemble=512" in what
+    need, what = case.estimator("ep").estimator.memory_bytes(case, case.estimator("ep").options)
+    assert need == 120 ** 2 * 8 * 6 and "data.n_train + data.n_test" in what

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -92,24 +91,41 @@ def test_worker_killed_mid_shard_loses_and_double_counts_nothing(tmp_path, local
     assert merge_counts(config, out) == expected
 
 
+KILL_AFTER_TWO_SHARDS = """\
+import os, signal, sys
+import sgdbayes.fanout as fanout
+real = fanout.run_task
+written = []
+def run_task(task, progress=None):
+    report = real(task, progress)
+    written.append(task.index)
+    if len(written) == 2:  # two shards are on disk: the driver dies here, with no chance to clean up
+        os.kill(os.getpid(), signal.SIGKILL)
+    return report
+fanout.run_task = run_task
+from sgdbayes.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_driver_killed_then_restarted_completes_the_folder(tmp_path):
+    """Guards: the old test killed the driver after a timer, a race (0 or all shards could be
+    done). Now the driver SIGKILLs itself right after its second shard is written."""
     out = tmp_path / "driver"
     overrides = SMALL + ["estimators.sgd.n_runs=96"]
     config, expected = _reference(tmp_path, overrides)
-    args = [sys.executable, "-m", "sgdbayes.cli", "run", "--no-progress", "--out", str(out)]
+    args = ["run", "--no-progress", "--out", str(out)]
     for o in overrides:
         args += ["--set", o]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not shard_indices(config, out) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    done_before = shard_indices(config, out)
-    assert 0 < len(done_before) < 6
-    # The restarted driver (the embedded executor: Ray's own restart is covered above) redoes only the rest.
-    assert subprocess.run(args, capture_output=True, timeout=600).returncode == 0
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_TWO_SHARDS] + args, capture_output=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert shard_indices(config, out) == [0, 1]
+    # The restarted driver (the embedded executor: Ray's own restart is covered above) redoes only the
+    # rest; the dead driver's lock (its pid is gone on this host) is broken.
+    again = subprocess.run([sys.executable, "-m", "sgdbayes.cli"] + args, capture_output=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert b"broke the stale lock" in again.stderr
     assert merge_counts(config, out) == expected
     redone = [int(i.split("/")[1]) for nodes in RunFolder(out).read_manifest()["nodes"]["samplers"].values()
               for i in nodes if i.startswith("sgd/")]
-    assert sorted(redone) == [i for i in range(6) if i not in done_before]
+    assert sorted(redone) == [2, 3, 4, 5]
