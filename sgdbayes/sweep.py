@@ -112,6 +112,9 @@ def pair_value(summary: dict, a: str, b: str, key: str) -> float:
     return math.nan
 
 
+P_FLOOR = 1e-12  # p-values below this are drawn at it, so that the ones near 0.05 stay readable
+
+
 def _draw_finite_width(plt, names, settings, summaries):
     """log P(S) per width (prior sampling of the finite net, with its 95% interval; EP and tilting
     in the NNGP limit), then per pair of the first case: total variation and the chi-square p-value."""
@@ -138,12 +141,13 @@ def _draw_finite_width(plt, names, settings, summaries):
                 axes[0].axhline(np.nanmean(vals), ls=style, color=color, label=f"NNGP by {label} {tag}")
         for a, b in pairs:
             axes[1].plot(w, [pair_value(summaries[i], a, b, "dist_tv") for i in sel], "o-", label=f"{a} vs {b} {tag}")
-            axes[2].plot(w, [max(pair_value(summaries[i], a, b, "fit_pvalue"), 1e-300) for i in sel], "o-",
+            axes[2].plot(w, [max(pair_value(summaries[i], a, b, "fit_pvalue"), P_FLOOR) for i in sel], "o-",
                          label=f"{a} vs {b} {tag}")
     axes[0].set(xscale="log", xlabel="width", ylabel="log P(S) (natural log)")
     axes[1].set(xscale="log", xlabel="width", ylabel="total variation on shared support")
     axes[2].axhline(0.05, color="grey", ls=":", label="0.05")
-    axes[2].set(xscale="log", yscale="log", xlabel="width", ylabel="chi-square p-value (same distribution?)")
+    axes[2].set(xscale="log", yscale="log", xlabel="width", ylim=(P_FLOOR / 3, 3), ylabel="chi-square p-value",
+                title=f"same distribution? (p < {P_FLOOR:g} drawn at {P_FLOOR:g})")
     for ax in axes:
         ax.legend(fontsize=7)
     return fig
