@@ -16,7 +16,7 @@ from typing import Any
 import nngp
 from sampler._checks import check_choice, check_float, check_int
 from sampler.architectures import Architecture
-from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_split
+from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
 from sampler.seeding import make_generator
 
 
@@ -27,7 +27,8 @@ class DataConfig:
     Attributes
     ----------
     dataset : str
-        A pool of :data:`sampler.data.DATASETS`.
+        A pool of :data:`sampler.data.DATASETS`, or ``arrays``: the user's own arrays at ``path``
+        (:func:`sampler.data.load_arrays`).
     n_train, n_test : int
         m = |S| and k = |E|.
     seed : int
@@ -40,6 +41,9 @@ class DataConfig:
     corrupt_fraction : float
         In [0, 1]: that fraction of S's labels replaced by random bits (seeded by ``seed``); E
         keeps its true labels.
+    path : str
+        ``arrays`` only: an ``.npz`` file or a folder of ``.npy`` files with keys ``x_train``,
+        ``y_train``, ``x_test``, ``y_test`` (a given split) or ``x``, ``y`` (a pool split by seed).
     """
 
     dataset: str = "mnist"
@@ -50,9 +54,14 @@ class DataConfig:
     data_dir: str = ""
     target: str = ""
     corrupt_fraction: float = 0.0
+    path: str = ""
 
     def __post_init__(self):
-        check_choice("data.dataset", self.dataset, DATASETS)
+        check_choice("data.dataset", self.dataset, DATASETS + ("arrays",))
+        if self.dataset == "arrays" and not self.path:
+            raise ValueError("data.path is required for dataset 'arrays' (an .npz file or a folder of .npy files)")
+        if self.path and self.dataset != "arrays":
+            raise ValueError(f"data.path is only for dataset 'arrays', got dataset={self.dataset!r}")
         check_int("data.n_train", self.n_train, minimum=1)
         check_int("data.n_test", self.n_test, minimum=1)
         check_int("data.seed", self.seed, minimum=0)
@@ -66,9 +75,13 @@ class DataConfig:
 def split_for(data: DataConfig) -> Split:
     """The split ``data`` describes (label corruption included); cached per process, since every
     shard of a case needs the same split and loading MNIST costs about a second."""
-    split = load_split(data.dataset, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
-                       binarize=data.binarize, data_dir=data.data_dir or None,
-                       target=(data.target or None) if data.dataset == "boolean" else None)
+    if data.dataset == "arrays":
+        split = load_arrays(data.path, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
+                            binarize=data.binarize)
+    else:
+        split = load_split(data.dataset, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
+                           binarize=data.binarize, data_dir=data.data_dir or None,
+                           target=(data.target or None) if data.dataset == "boolean" else None)
     if data.corrupt_fraction > 0:
         split = corrupt_labels(split, data.corrupt_fraction, seed=data.seed)
     return split
