@@ -1,16 +1,16 @@
 """NNGP kernels, orthant probabilities and log P_B(f|S) in the infinite-width limit.
 
-Public API (DESIGN.md): :func:`kernel`, :func:`empirical_kernel`, :class:`NNGPKernel`,
+Public API (DESIGN.md): :func:`kernel`, :func:`empirical_kernel`, :func:`kernel_for`, :class:`NNGPKernel`,
 :func:`orthant` / :func:`log_orthant`, :func:`log_ps`, :func:`log_pb` (and
 :func:`log_pb_details`), :func:`train_posterior`, :func:`gp_test_error`,
 :func:`pac_bayes_bound`.
 """
 
 from .bound import pac_bayes_bound
-from .empirical import empirical_kernel
+from .empirical import DEFAULT_MC_SAMPLES, KernelEstimate, empirical_kernel, kernel_for
 from .ep import EPResult, ep_orthant
 from .ess import EssResult, ess_posterior, ess_sample
-from .kernels import kernel, kernel_diag
+from .kernels import has_analytic_kernel, kernel, kernel_diag
 from .orthant import OrthantResult, log_orthant, orthant
 from .posterior import LogPBResult, TrainPosterior, gp_test_error, log_pb, log_pb_details, log_ps, train_posterior
 
@@ -25,7 +25,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    "kernel", "kernel_diag", "empirical_kernel", "NNGPKernel",
+    "kernel", "kernel_diag", "empirical_kernel", "kernel_for", "KernelEstimate", "DEFAULT_MC_SAMPLES",
+    "has_analytic_kernel", "NNGPKernel",
     "orthant", "log_orthant", "OrthantResult", "ep_orthant", "EPResult",
     "log_ps", "log_pb", "log_pb_details", "LogPBResult", "train_posterior", "TrainPosterior", "gp_test_error",
     "pac_bayes_bound", "ess_sample", "ess_posterior", "EssResult",

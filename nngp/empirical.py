@@ -18,14 +18,19 @@ once there are two or more nonlinear layers; with one hidden layer it is exactly
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from sampler._checks import check_choice, check_int
-from sampler.architectures import FCN, Architecture, draw_standard, fcn_features, fcn_param_shapes
-from sampler.seeding import make_generator
+from sampler.architectures import FCN, Architecture, Module, draw_standard, fcn_features, fcn_param_shapes
+from sampler.ensemble import EnsembleNet
+from sampler.seeding import derive_seed, make_generator
 
-from .kernels import as_float64
+from .kernels import as_float64, has_analytic_kernel, kernel
+
+DEFAULT_MC_SAMPLES = 2048
+"""Random networks in the Monte Carlo kernel of :func:`kernel_for` when no closed form exists."""
 
 
 def _penultimate(net: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -73,7 +78,8 @@ def empirical_kernel(
     Parameters
     ----------
     arch : sampler.Architecture
-        Any spec (FCN, CNN, LSTM; any activation).
+        Any spec (FCN, CNN, LSTM, any activation; ``sampler.Module``, whose networks' outputs are
+        averaged, ``estimator="outputs"``).
     x : tensor or array, shape (n, d)
         Flattened inputs.
     n_samples : int
@@ -134,6 +140,9 @@ def empirical_kernel(
         return f @ f.transpose(1, 2)
 
     done = 0
+    if estimator == "readout" and isinstance(arch, Module):
+        raise ValueError("estimator='readout' needs the network's readout layer, which a sampler.Module does not "
+                         "name; use estimator='outputs' (the plain average of f(x) f(x'))")
     if vectorized and isinstance(arch, FCN) and arch.depth > 0:
         per_chunk = max(1, min(n_samples, 2 ** 24 // max(1, n * max(arch.width, d))))
         with torch.no_grad():
@@ -141,9 +150,28 @@ def empirical_kernel(
                 b = min(per_chunk, n_samples - done)
                 add(from_features(_fcn_features_batched(arch, xd, b, gen)))
                 done += b
+    elif isinstance(arch, Module):
+        # no separable readout: the outputs themselves, of networks vmapped in chunks; network t is
+        # the one the SGD engine would start run t from with seed derive_seed(seed, "nngp.empirical_kernel")
+        ens = EnsembleNet(arch, shape, dtype=dtype, device=device)
+        mc_seed = derive_seed(seed, "nngp.empirical_kernel")
+        per_chunk = max(1, min(n_samples, 256))
+        with torch.no_grad():
+            while done < n_samples:
+                b = min(per_chunk, n_samples - done)
+                params = [p.detach() for p in ens.zeros(b)]
+                ens.init_(params, list(range(b)), list(range(done, done + b)), seed=mc_seed)
+                f = torch.cat([ens.forward(params, xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1)
+                f = f.to(torch.float64)
+                add(f.unsqueeze(2) * f.unsqueeze(1))
+                done += b
     else:
-        for _ in range(n_samples):
-            net = arch.build(shape, generator=gen, dtype=dtype, device=device)
+        # built (and checked) once, then re-drawn in place: arch.build is construction + arch.init_,
+        # so network t holds the values arch.build would give from the same generator state
+        net = arch.build(shape, generator=gen, dtype=dtype, device=device)
+        for t in range(n_samples):
+            if t:
+                arch.init_(net, gen)
             add(from_features(_penultimate(net, xd, batch_size).unsqueeze(0)))
     mean = acc / n_samples
     mean = 0.5 * (mean + mean.T)
@@ -153,3 +181,75 @@ def empirical_kernel(
         return mean.cpu()
     var = (acc2 / n_samples - mean * mean).clamp_min(0.0) * (n_samples / (n_samples - 1))
     return mean.cpu(), (var / n_samples).sqrt().cpu()
+
+
+@dataclass(frozen=True)
+class KernelEstimate:
+    """The NNGP kernel an estimator uses, and how it was obtained.
+
+    Attributes
+    ----------
+    K : torch.Tensor, float64, shape (n, n)
+        The kernel on the given inputs (CPU unless computed analytically on a device).
+    stderr : torch.Tensor or None, float64, shape (n, n)
+        Monte Carlo standard error of each entry; None for an analytic kernel.
+    n_samples : int
+        Random networks averaged (0 for an analytic kernel).
+    method : {"analytic", "monte-carlo"}
+    """
+
+    K: torch.Tensor
+    stderr: torch.Tensor | None
+    n_samples: int
+    method: str
+
+    def info(self) -> dict:
+        """Flat facts for reports: method, samples, largest standard error relative to the diagonal."""
+        out = {"kernel_method": self.method, "kernel_samples": self.n_samples}
+        if self.stderr is not None:
+            scale = self.K.diagonal().abs().max().clamp_min(torch.finfo(torch.float64).tiny)
+            out["kernel_max_rel_stderr"] = float(self.stderr.max() / scale)
+        return out
+
+
+def kernel_for(
+    arch: Architecture,
+    x,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    n_samples: int = DEFAULT_MC_SAMPLES,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> KernelEstimate:
+    """The NNGP kernel of any architecture: analytic where a closed form exists, else Monte Carlo.
+
+    The one place the P_B side gets its kernel (``train_posterior``, ``log_ps``, ``ess_posterior``
+    and the estimators of the application route through it).
+
+    Parameters
+    ----------
+    arch : sampler.Architecture
+        FCN / CNN with relu or erf: :func:`nngp.kernel` (infinite width). Anything else (tanh,
+        LSTM, ``sampler.Module``): :func:`empirical_kernel` over ``n_samples`` random finite
+        networks of the same spec (``readout`` estimator where the readout can be integrated
+        out, the outputs' average for a ``Module``), with its standard error per entry.
+    x : tensor or array, shape (n, d)
+    input_shape : tuple of int, optional
+        Shape of one example (CNN, LSTM over images, modules).
+    n_samples : int
+        Random networks of the Monte Carlo kernel (>= 2; ignored when analytic).
+    seed : int
+        Seed of the Monte Carlo networks (keyword-only; the global RNG is not touched).
+    device : optional
+        Where to compute; the Monte Carlo kernel comes back on the CPU.
+
+    Returns
+    -------
+    KernelEstimate
+    """
+    if has_analytic_kernel(arch):
+        return KernelEstimate(kernel(arch, x, input_shape=input_shape, device=device), None, 0, "analytic")
+    est = "outputs" if isinstance(arch, Module) else "readout"
+    K, se = empirical_kernel(arch, x, n_samples=n_samples, seed=seed, input_shape=input_shape,
+                             device=device or "cpu", estimator=est, dtype=torch.float64, return_stderr=True)
+    return KernelEstimate(K, se, n_samples, "monte-carlo")

@@ -34,7 +34,7 @@ from sampler._checks import check_int
 from sampler.functions import FunctionCounts, string_to_bits
 from sampler.seeding import make_generator
 
-from .kernels import kernel
+from .empirical import kernel_for
 
 _TWO_PI = 2.0 * math.pi
 
@@ -281,10 +281,10 @@ def ess_posterior(arch, split, n_samples: int, *, seed: int, n_chains: int = 4, 
                   thin: int = 1, K=None, device: str | torch.device = "cpu", **kwargs) -> EssResult:
     """ESS of the NNGP of ``arch`` on ``split`` (S first, then E).
 
-    ``K`` defaults to ``nngp.kernel(arch, split.x_all(), input_shape=split.input_shape)``; pass
+    ``K`` defaults to ``nngp.kernel_for(arch, split.x_all(), input_shape=split.input_shape).K``; pass
     it to reuse a kernel. Other keywords go to :func:`ess_sample`.
     """
     if K is None:
-        K = kernel(arch, split.x_all(), input_shape=split.input_shape)
+        K = kernel_for(arch, split.x_all(), input_shape=split.input_shape).K
     return ess_sample(K, split.y_train, split.n_train, n_samples=n_samples, n_chains=n_chains,
                       burn_in=burn_in, thin=thin, seed=seed, device=device, **kwargs)

@@ -100,13 +100,19 @@ _EXPECTATIONS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
+def has_analytic_kernel(arch: Architecture) -> bool:
+    """Whether :func:`kernel` has a closed form for ``arch`` (FCN or CNN with relu or erf)."""
+    return isinstance(arch, (FCN, CNN)) and arch.activation in _EXPECTATIONS
+
+
 def _activation_maps(arch: Architecture):
     if isinstance(arch, LSTM):
         raise ValueError("the LSTM has no analytic NNGP kernel here; use "
                          "nngp.empirical_kernel(arch, x, n_samples=..., seed=..., input_shape=...) "
                          "(Monte Carlo over random finite networks)")
     if not isinstance(arch, (FCN, CNN)):
-        raise TypeError(f"arch must be a sampler.FCN, CNN or LSTM spec, got {type(arch).__name__}")
+        raise TypeError(f"arch must be a sampler.FCN or CNN spec for an analytic kernel, got {type(arch).__name__}; "
+                        f"nngp.kernel_for(arch, x, ...) gives a Monte Carlo kernel for any architecture")
     if arch.activation not in _EXPECTATIONS:
         raise ValueError(f"activation {arch.activation!r} has no closed-form NNGP kernel (only "
                          f"{sorted(_EXPECTATIONS)} do); use nngp.empirical_kernel(arch, x, n_samples=..., "

@@ -40,7 +40,7 @@ from sampler.functions import strings_to_bits
 from sampler.seeding import derive_seed
 
 from .ep import EPResult, ep_orthant, ep_predict, warn_unconverged
-from .kernels import kernel
+from .empirical import kernel_for
 from .orthant import _orthant_tilting, collinear_conflict, orthant, orthant_feasible
 
 LOG_PB_METHODS = ("ep-conditional", "ep")
@@ -197,7 +197,8 @@ def train_posterior(
     Parameters
     ----------
     arch : sampler.Architecture
-        Needs an analytic kernel (FCN relu/erf, CNN); for others pass ``K``.
+        Its kernel comes from :func:`nngp.kernel_for` (analytic where a closed form exists, else
+        Monte Carlo with the default number of networks); pass ``K`` to choose otherwise.
     split : sampler.Split
     jitter : float, optional
         Added to the kernel's diagonal; ``None`` adds none unless a Cholesky fails, then the
@@ -215,7 +216,7 @@ def train_posterior(
     _check_split(split)
     m, k = split.n_train, split.n_test
     if K is None:
-        K = kernel(arch, split.x_all(), input_shape=split.input_shape, device=device)
+        K = kernel_for(arch, split.x_all(), input_shape=split.input_shape, device=device).K
     elif tuple(K.shape) != (m + k, m + k):
         raise ValueError(f"K must have shape (m + k, m + k) = ({m + k}, {m + k}), got {tuple(K.shape)}")
     K = K.to(dtype=torch.float64, device=device if device is not None else K.device)
@@ -283,7 +284,7 @@ def log_ps(arch: Architecture, split: Split, *, method: str = "ep", jitter: floa
         post = posterior if posterior is not None else train_posterior(arch, split, jitter=jitter, **options)
         return post.log_ps
     _check_split(split)
-    K = posterior.K if posterior is not None else kernel(arch, split.x_train, input_shape=split.input_shape)
+    K = posterior.K if posterior is not None else kernel_for(arch, split.x_train, input_shape=split.input_shape).K
     m = split.n_train
     K_ss = K[:m, :m]
     if jitter:

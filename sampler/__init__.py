@@ -1,6 +1,6 @@
 """sgd-bayes sampler: data splits, architectures, P_SGD and P_B by sampling, run folders, CLI."""
 
-from .architectures import CNN, FCN, LSTM, Architecture, make_architecture
+from .architectures import CNN, FCN, LSTM, Architecture, Module, make_architecture
 from .data import Pool, Split, load_pool, load_split
 from .functions import FunctionCounts
 from .prior import PriorResult, prior_sampling, sample_prior
@@ -9,7 +9,7 @@ from .sgd import TrainSpec, sample_sgd, train_runs
 from .store import RunFolder
 
 __all__ = [
-    "Architecture", "FCN", "CNN", "LSTM", "make_architecture",
+    "Architecture", "FCN", "CNN", "LSTM", "Module", "make_architecture",
     "Pool", "Split", "load_pool", "load_split",
     "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
     "TrainSpec", "sample_sgd", "train_runs",

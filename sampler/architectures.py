@@ -13,14 +13,17 @@ its spec, its input shape and its generator's state.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
 from ._checks import check_choice, check_float, check_int
+from .seeding import forked_torch_rng
 
 ACTIVATIONS = ("relu", "erf", "tanh")
 
@@ -217,6 +220,14 @@ class Architecture:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         shape = _check_input_shape(input_shape)
         module = self._make(shape).to(device=device, dtype=dtype)
+        return self.init_(module, generator)
+
+    def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
+        """Draw the parameters of ``module`` (built by this spec) in place from ``generator``.
+
+        The built-in specs use the standard parameterisation (:func:`init_standard_`); the
+        ``module`` spec may use the module's own initialisation instead. Returns ``module``.
+        """
         return init_standard_(module, self.sigma_w, self.sigma_b, generator)  # type: ignore[attr-defined]
 
     def _make(self, input_shape: tuple[int, ...]) -> nn.Module:  # pragma: no cover - abstract
@@ -349,11 +360,232 @@ class LSTM(Architecture):
         return f"LSTM {self.hidden} (sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g})"
 
 
-ARCHITECTURES: dict[str, type[Architecture]] = {"fcn": FCN, "cnn": CNN, "lstm": LSTM}
+MODULE_INITS = ("standard", "module")
+
+
+def _freeze(value):
+    """``value`` made hashable: mappings -> sorted tuples of pairs, lists -> tuples (recursively)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value):
+    """The inverse of :func:`_freeze` for a frozen kwargs table (tuples stay tuples inside)."""
+    return {k: v for k, v in value}
+
+
+def factory_name(factory) -> str:
+    """``"package.module:qualname"`` of a callable (what a config would write for it)."""
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__name__)}"
+
+
+def resolve_factory(factory) -> Callable:
+    """The callable a ``module`` spec's ``factory`` names.
+
+    Parameters
+    ----------
+    factory : str or callable
+        ``"package.module:function"`` (``function`` may be dotted, e.g. ``Class.method``), or the
+        callable itself.
+
+    Raises
+    ------
+    ValueError
+        Naming ``arch.factory``, what was expected and what came (bad form, a module that does not
+        import, an attribute that does not exist or is not callable).
+    """
+    if callable(factory):
+        return factory
+    if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
+        raise ValueError(f"arch.factory must be 'package.module:function' (or a callable in Python), got {factory!r}")
+    mod_name, attr = factory.split(":")
+    try:
+        obj = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ValueError(f"arch.factory {factory!r}: cannot import module {mod_name!r} "
+                         f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH?") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"arch.factory {factory!r}: module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"arch.factory {factory!r} must name a callable, got a {type(obj).__name__}")
+    return obj
+
+
+def _unsupported_layer(module: nn.Module) -> tuple[str, str] | None:
+    """``(name, why)`` of the first layer whose network is not one deterministic function of its
+    parameters (or that the vmap engine cannot batch), else None. See :class:`Module`."""
+    for name, sub in module.named_modules():
+        label = f"{name or '<root>'}' ({type(sub).__name__})"
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            return label, ("batch normalisation makes one input's output depend on the rest of its minibatch and "
+                           "on running statistics (buffers), so a network is not one function f of its parameters "
+                           "for P_SGD and P_B; use LayerNorm or GroupNorm (per example), or no normalisation")
+        if isinstance(sub, nn.modules.instancenorm._InstanceNorm) and sub.track_running_stats:
+            return label, ("running statistics are state outside the parameters; use track_running_stats=False")
+        if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.p > 0:
+            return label, (f"dropout (p={sub.p:g}) makes the output random, and P_B and the function f are "
+                           f"defined for deterministic networks; use p=0 or remove it")
+        if isinstance(sub, nn.RNNBase):
+            return label, ("torch.func.vmap has no batching rule for torch's fused recurrent layers; "
+                           "use [arch] kind = 'lstm' (hand-batched) or write the cell with nn.Linear")
+    return None
+
+
+class ModuleNet(nn.Module):
+    """A user's module behind the project's interface: flattened ``(n, d)`` inputs -> ``(n,)``.
+
+    ``net`` receives ``x.reshape(n, *input_shape)`` and must return ``(n,)`` or ``(n, 1)``.
+    """
+
+    def __init__(self, net: nn.Module, input_shape: tuple[int, ...], name: str):
+        super().__init__()
+        self.net = net
+        self.input_shape = tuple(input_shape)
+        self.factory_name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x.reshape(x.shape[0], *self.input_shape))
+        if out.dim() == 2 and out.shape[1] == 1:
+            out = out.squeeze(-1)
+        if out.dim() != 1 or out.shape[0] != x.shape[0]:
+            raise ValueError(f"arch.factory {self.factory_name!r}: the module must map inputs of shape "
+                             f"(n, *input_shape) = ({x.shape[0]}, {', '.join(map(str, self.input_shape))}) to "
+                             f"outputs of shape (n,) or (n, 1), got {tuple(out.shape)}")
+        return out
+
+
+@dataclass(frozen=True)
+class Module(Architecture):
+    """Any ``torch.nn.Module`` a factory builds: the user's own network as an architecture.
+
+    Attributes
+    ----------
+    factory : str or callable
+        ``"package.module:function"``, or in Python the callable itself. It is called as
+        ``factory(input_shape, **kwargs)`` and returns a module mapping ``(n, *input_shape)`` to
+        ``(n,)`` or ``(n, 1)`` (one scalar output per example, no output activation). A callable
+        that is importable by its ``module:qualname`` is stored as that string (so specs compare,
+        hash, pickle and go into configs and Ray tasks by name); any other callable (a lambda, a
+        local function) works in Python calls but :meth:`to_dict` refuses it, so it cannot be
+        written into a config, a run folder or a Ray task.
+    kwargs : mapping
+        Keyword arguments of the factory (a ``[arch.kwargs]`` table in a config); stored frozen
+        as a sorted tuple of ``(key, value)`` pairs.
+    init : {"standard", "module"}
+        ``standard``: every parameter drawn by the project's rule (:func:`init_standard_`, a
+        name ending in ``bias`` is a bias, anything else a weight with ``fan_in`` = product of
+        its dimensions but the first) from the run's generator. ``module``: the module's own
+        initialisation (whatever the factory and torch's ``reset_parameters`` draw), made
+        deterministic by building it inside :func:`sampler.seeding.forked_torch_rng` seeded with a
+        63-bit integer drawn from the run's generator; the global RNG is restored (state and
+        initial seed) afterwards.
+    sigma_w, sigma_b : float
+        Scales of ``standard`` (unused by ``module``).
+
+    Notes
+    -----
+    What P_SGD and P_B mean needs a network that is one deterministic function of its parameters:
+    batch normalisation (output depends on the minibatch, and on running statistics) and dropout
+    with ``p > 0`` (random output) are refused when the module is built, naming the layer, before
+    any training; so are torch's fused recurrent layers (no vmap rule). Other buffers (masks,
+    positional tables) are constants shared by every member. LayerNorm / GroupNorm are per-example
+    and supported; under ``standard`` their gains are drawn like 1-d weights (``N(0, sigma_w^2)``),
+    so prefer ``init = "module"`` for networks with normalisation layers.
+    """
+
+    kind: ClassVar[str] = "module"
+    factory: Any = ""
+    kwargs: Any = ()
+    init: str = "standard"
+    sigma_w: float = 1.0
+    sigma_b: float = 0.0357
+
+    def __post_init__(self):
+        f = self.factory
+        if callable(f):
+            name = factory_name(f)
+            try:
+                same = "<" not in name and resolve_factory(name) is f
+            except ValueError:
+                same = False
+            if same:
+                object.__setattr__(self, "factory", name)
+        else:
+            resolve_factory(f)
+        kw = self.kwargs
+        if isinstance(kw, Mapping):
+            object.__setattr__(self, "kwargs", _freeze(kw))
+        elif not (isinstance(kw, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in kw)):
+            raise TypeError(f"arch.kwargs must be a table (mapping) of keyword arguments, got {kw!r}")
+        check_choice("arch.init", self.init, MODULE_INITS)
+        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
+        check_float("sigma_b", self.sigma_b, minimum=0.0)
+
+    @property
+    def importable(self) -> bool:
+        """Whether the factory is named by a string (can go into configs, run folders, Ray)."""
+        return isinstance(self.factory, str)
+
+    def _construct(self, input_shape: tuple[int, ...]) -> nn.Module:
+        name = self.factory if self.importable else factory_name(self.factory)
+        net = resolve_factory(self.factory)(tuple(input_shape), **_thaw(self.kwargs))
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"arch.factory {name!r} must return a torch.nn.Module, got {type(net).__name__}")
+        return ModuleNet(net, input_shape, name)
+
+    def _make(self, input_shape):
+        with forked_torch_rng(0):  # the construction's own draws leave the global RNG untouched
+            module = self._construct(input_shape)
+        bad = _unsupported_layer(module.net)
+        if bad is not None:
+            raise ValueError(f"arch.factory {module.factory_name!r}: layer '{bad[0]} is not supported: {bad[1]}")
+        if not any(True for _ in module.parameters()):
+            raise ValueError(f"arch.factory {module.factory_name!r}: the module has no parameters to train")
+        with torch.no_grad():  # the output shape, checked once here rather than at the first step
+            module(torch.zeros(2, math.prod(input_shape)))
+        return module
+
+    def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
+        if self.init == "standard":
+            return super().init_(module, generator)
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device))
+        p0 = next(module.parameters())
+        with forked_torch_rng(seed):
+            fresh = self._construct(module.input_shape)
+        with torch.no_grad():
+            for (name, p), (name2, q) in zip(module.named_parameters(), fresh.named_parameters()):
+                if name != name2 or p.shape != q.shape:
+                    raise ValueError(f"arch.factory {module.factory_name!r} is not deterministic in its "
+                                     f"structure: parameter {name} {tuple(p.shape)} vs {name2} {tuple(q.shape)}")
+                p.copy_(q.to(dtype=p0.dtype))
+        return module
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.importable:
+            raise ValueError(f"arch.factory {factory_name(self.factory)!r} is not importable by name (a lambda "
+                             f"or a local function): define it at module level of an importable module and "
+                             f"pass 'package.module:function' to write it into a config, a run folder or a "
+                             f"Ray task")
+        return {"kind": self.kind, "factory": self.factory, "kwargs": _thaw(self.kwargs), "init": self.init,
+                "sigma_w": self.sigma_w, "sigma_b": self.sigma_b}
+
+    def describe(self) -> str:
+        name = self.factory if self.importable else factory_name(self.factory)
+        kw = ", ".join(f"{k}={v!r}" for k, v in self.kwargs)
+        init = f"sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g}" if self.init == "standard" else "own init"
+        return f"module {name}({kw}) ({init})"
+
+
+ARCHITECTURES: dict[str, type[Architecture]] = {"fcn": FCN, "cnn": CNN, "lstm": LSTM, "module": Module}
 
 
 def make_architecture(kind: str, **fields) -> Architecture:
-    """The spec of ``kind`` (``fcn``, ``cnn``, ``lstm``) built from keyword ``fields``."""
+    """The spec of ``kind`` (``fcn``, ``cnn``, ``lstm``, ``module``) built from keyword ``fields``."""
     check_choice("arch.kind", kind, ARCHITECTURES)
     cls = ARCHITECTURES[kind]
     valid = {f.name for f in dataclasses.fields(cls)}

@@ -514,3 +514,94 @@ def corrupt_labels(split: Split, fraction: float, *, seed: int) -> Split:
     y = split.y_train.clone()
     y[torch.from_numpy(where)] = torch.from_numpy(rng.integers(0, 2, size=n_replace).astype(np.int64))
     return replace(split, y_train=y, corrupted_index=where)
+
+
+ARRAY_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+ARRAY_POOL_KEYS = ("x", "y")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Arrays by name from an ``.npz`` file, or from the ``<name>.npy`` files of a folder."""
+    if path.is_dir():
+        names = ARRAY_SPLIT_KEYS if (path / "x_train.npy").is_file() else ARRAY_POOL_KEYS
+        out = {}
+        for name in names:
+            f = path / f"{name}.npy"
+            if not f.is_file():
+                raise FileNotFoundError(f"data.path {str(path)!r}: no {name}.npy in that folder (a folder of arrays "
+                                        f"holds {', '.join(k + '.npy' for k in ARRAY_SPLIT_KEYS)}, or x.npy and y.npy)")
+            out[name] = np.load(f, allow_pickle=False)
+        return out
+    if not path.is_file():
+        raise FileNotFoundError(f"data.path: no file or folder at {str(path)!r} (absolute: {path.resolve()})")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"data.path {str(path)!r} is not a readable .npz file ({exc})") from None
+
+
+def load_arrays(path: str | os.PathLike, *, n_train: int, n_test: int, seed: int = 0, binarize: str = "half",
+                input_shape: tuple[int, ...] | None = None) -> Split:
+    """The user's own arrays on disk as a split (``[data] dataset = "arrays"``, ``path = ...``).
+
+    Parameters
+    ----------
+    path : path
+        An ``.npz`` file, or a folder of ``.npy`` files, holding either ``x_train``, ``y_train``,
+        ``x_test``, ``y_test`` (a given split: its first ``n_train`` / ``n_test`` rows are used,
+        in order; labels must be in {0, 1}), or ``x`` and ``y`` (a pool split by ``seed``
+        like the built-in pools; integer class labels are binarised by ``binarize``).
+        Inputs have shape ``(n, d)`` or ``(n, *input_shape)``.
+    n_train, n_test : int
+    seed : int
+        Split seed for a pool (unused for a given split).
+    binarize : {"half", "parity"}
+        For a pool with more than two classes.
+    input_shape : tuple of int, optional
+        Default: the arrays' trailing shape.
+
+    Returns
+    -------
+    Split
+        Validated as :meth:`Split.from_arrays` (real, finite inputs; labels in {0, 1}); errors
+        name the file and the key.
+    """
+    n_train = check_int("data.n_train", n_train, minimum=1)
+    n_test = check_int("data.n_test", n_test, minimum=1)
+    p = Path(path).expanduser()
+    arrays = _read_arrays(p)
+    where = f"data.path {str(p)!r}"
+    if all(k in arrays for k in ARRAY_SPLIT_KEYS):
+        for key, n in (("x_train", n_train), ("x_test", n_test)):
+            ykey = "y" + key[1:]
+            if np.ndim(arrays[key]) < 1 or np.ndim(arrays[ykey]) != 1 or len(arrays[ykey]) != len(arrays[key]):
+                raise ValueError(f"{where}: key {ykey!r} must have one label per row of {key!r} "
+                                 f"({np.shape(arrays[key])[:1]}), got shape {np.shape(arrays[ykey])}")
+            if arrays[key].shape[0] < n:
+                raise ValueError(f"{where}: key {key!r} has {arrays[key].shape[0]} rows, data.n_"
+                                 f"{key[2:]} = {n} asked for more")
+        try:
+            return Split.from_arrays(arrays["x_train"][:n_train], arrays["y_train"][:n_train],
+                                     arrays["x_test"][:n_test], arrays["y_test"][:n_test],
+                                     input_shape=input_shape, name=f"arrays:{p.name}")
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+    if not all(k in arrays for k in ARRAY_POOL_KEYS):
+        raise ValueError(f"{where} must hold arrays named {list(ARRAY_SPLIT_KEYS)} (a split) or "
+                         f"{list(ARRAY_POOL_KEYS)} (a pool split by seed), got {sorted(arrays)}")
+    try:
+        x = check_real_array("x", arrays["x"])
+        y = check_real_array("y", arrays["y"], ndim=1)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{where}: key {exc}") from None
+    if x.ndim < 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{where}: key 'x' must have shape (n, ...) with one row per label of 'y' "
+                         f"({y.shape[0]}), got shape {x.shape}")
+    if np.any(y < 0) or np.any(y != np.round(y)):
+        raise ValueError(f"{where}: key 'y' must hold integer class labels >= 0, got {y[(y < 0) | (y != np.round(y))][0]!r}")
+    labels = y.astype(np.int64)
+    shape = tuple(int(v) for v in (input_shape if input_shape is not None else x.shape[1:]))
+    pool = Pool(f"arrays:{p.name}", np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=np.float32), labels,
+                max(2, int(labels.max()) + 1), shape, str(p))
+    return split_pool(pool, n_train=n_train, n_test=n_test, seed=seed, binarize=binarize)

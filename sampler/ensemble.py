@@ -9,7 +9,10 @@ tensor is member ``j``. :class:`EnsembleNet` evaluates all members at once:
 - LSTM: the LSTM cell written with batched matmuls (same parameter layout and gate order
   ``i, f, g, o`` as ``torch.nn.LSTM``), one step at a time (``torch.func.vmap`` has no
   batching rule for ``aten::lstm``);
-- anything else: ``torch.func.vmap`` over ``torch.func.functional_call`` of the module.
+- anything else (``sampler.Module``, the user's own networks): ``torch.func.vmap`` over
+  ``torch.func.functional_call`` of the module, parameters stacked along dimension 0 and buffers
+  shared (constants), then autograd through the vmapped call (``randomness="error"``: a random
+  op in a module is an error, see ``sampler.architectures.Module``).
 
 The hand-batched paths exist because, measured on CPU (benchmarks/sgd_ensemble.py), one
 autograd pass through batched matmuls over the summed member losses is much faster than vmap.
@@ -26,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .architectures import Architecture, CNNNet, FCNNet, LSTMNet, fcn_forward, init_standard_
+from .architectures import Architecture, CNNNet, FCNNet, LSTMNet, fcn_forward
 from .seeding import make_generator
 
 
@@ -54,12 +57,12 @@ class EnsembleNet:
     def __init__(self, arch: Architecture, input_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu"):
         if not isinstance(arch, Architecture):
-            raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
+            raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}")
         self.arch = arch
         self.input_shape = tuple(input_shape)
         self.dtype = dtype
         self.device = torch.device(device)
-        # Built once on the CPU and re-initialised in place for each run: init_standard_ is what
+        # Built once on the CPU and re-initialised in place for each run: arch.init_ is what
         # arch.build calls, so the values are those of a freshly built network.
         self.template = arch.build(self.input_shape, generator=make_generator(0, "template"), dtype=dtype)
         for p in self.template.parameters():
@@ -92,10 +95,9 @@ class EnsembleNet:
             raise ValueError(f"slots and runs must have the same length, got {len(slots)} and {len(runs)}")
         if not len(slots):
             return
-        sw, sb = self.arch.sigma_w, self.arch.sigma_b  # type: ignore[attr-defined]
         staged = [torch.empty((len(slots), *s), dtype=self.dtype) for s in self.shapes]
         for t, run in enumerate(runs):
-            init_standard_(self.template, sw, sb, make_generator(seed, "init", int(run)))
+            self.arch.init_(self.template, make_generator(seed, "init", int(run)))
             for buf, p in zip(staged, self.template.parameters()):
                 buf[t].copy_(p)
         index = torch.as_tensor(list(slots), dtype=torch.long, device=self.device)

@@ -39,7 +39,7 @@ from ._checks import check_float, check_int
 from .architectures import Architecture, FCNNet, fcn_forward, standard_std
 from .data import Split
 from .functions import FunctionCounts
-from .seeding import derive_seed, make_generator
+from .seeding import derive_seed, forked_torch_rng, make_generator
 
 
 @contextlib.contextmanager
@@ -47,20 +47,14 @@ def isolated_rng(seed: int, device: str | torch.device = "cpu"):
     """Seed pyro (torch, numpy, random) with ``seed`` inside, restore the caller's states after."""
     import pyro
 
-    device = torch.device(device)
-    devices = [device.index or 0] if device.type == "cuda" else []
     py_state, np_state = random.getstate(), np.random.get_state()
-    torch_seed, torch_state = torch.initial_seed(), torch.random.get_rng_state()
     try:
-        with torch.random.fork_rng(devices=devices):
+        with forked_torch_rng(seed, device):  # torch's state and initial seed come back after
             pyro.set_rng_seed(seed)
             yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-        # fork_rng restores the state but not torch.initial_seed(): put both back as they were
-        torch.random.default_generator.manual_seed(torch_seed)
-        torch.random.set_rng_state(torch_state)
 
 
 @dataclass(frozen=True)

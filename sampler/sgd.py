@@ -374,7 +374,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     # for the queue to drain, which exposes every kernel launch.
     pos_dev = torch.zeros(size, dtype=torch.long, device=dev)
     # Activations per example, roughly: the widest layer's units (times the image for a CNN).
-    units = max(sh[0] for sh in net.shapes) * (math.prod(split.input_shape[1:]) if len(split.input_shape) == 3 else 1)
+    units = max(sh[0] if sh else 1 for sh in net.shapes) * (math.prod(split.input_shape[1:]) if len(split.input_shape) == 3 else 1)
     arange_b = torch.arange(bs, device=dev)
     next_run = 0
     n_diverged = 0

@@ -13,9 +13,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import nngp
 from sampler._checks import check_choice, check_float, check_int
 from sampler.architectures import Architecture
-from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_split
+from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
+from sampler.seeding import make_generator
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class DataConfig:
     Attributes
     ----------
     dataset : str
-        A pool of :data:`sampler.data.DATASETS`.
+        A pool of :data:`sampler.data.DATASETS`, or ``arrays``: the user's own arrays at ``path``
+        (:func:`sampler.data.load_arrays`).
     n_train, n_test : int
         m = |S| and k = |E|.
     seed : int
@@ -38,6 +41,9 @@ class DataConfig:
     corrupt_fraction : float
         In [0, 1]: that fraction of S's labels replaced by random bits (seeded by ``seed``); E
         keeps its true labels.
+    path : str
+        ``arrays`` only: an ``.npz`` file or a folder of ``.npy`` files with keys ``x_train``,
+        ``y_train``, ``x_test``, ``y_test`` (a given split) or ``x``, ``y`` (a pool split by seed).
     """
 
     dataset: str = "mnist"
@@ -48,9 +54,14 @@ class DataConfig:
     data_dir: str = ""
     target: str = ""
     corrupt_fraction: float = 0.0
+    path: str = ""
 
     def __post_init__(self):
-        check_choice("data.dataset", self.dataset, DATASETS)
+        check_choice("data.dataset", self.dataset, DATASETS + ("arrays",))
+        if self.dataset == "arrays" and not self.path:
+            raise ValueError("data.path is required for dataset 'arrays' (an .npz file or a folder of .npy files)")
+        if self.path and self.dataset != "arrays":
+            raise ValueError(f"data.path is only for dataset 'arrays', got dataset={self.dataset!r}")
         check_int("data.n_train", self.n_train, minimum=1)
         check_int("data.n_test", self.n_test, minimum=1)
         check_int("data.seed", self.seed, minimum=0)
@@ -64,9 +75,13 @@ class DataConfig:
 def split_for(data: DataConfig) -> Split:
     """The split ``data`` describes (label corruption included); cached per process, since every
     shard of a case needs the same split and loading MNIST costs about a second."""
-    split = load_split(data.dataset, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
-                       binarize=data.binarize, data_dir=data.data_dir or None,
-                       target=(data.target or None) if data.dataset == "boolean" else None)
+    if data.dataset == "arrays":
+        split = load_arrays(data.path, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
+                            binarize=data.binarize)
+    else:
+        split = load_split(data.dataset, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
+                           binarize=data.binarize, data_dir=data.data_dir or None,
+                           target=(data.target or None) if data.dataset == "boolean" else None)
     if data.corrupt_fraction > 0:
         split = corrupt_labels(split, data.corrupt_fraction, seed=data.seed)
     return split
@@ -105,3 +120,54 @@ class Case:
                 return spec
         raise KeyError(f"case {self.name!r} has no estimator labelled {label!r}; it has "
                        f"{[s.label for s in self.estimators]}")
+
+
+@functools.lru_cache(maxsize=2)
+def case_kernel(arch: Architecture, data: DataConfig):
+    """The NNGP kernel of a case on S then E, once per process: :func:`nngp.kernel_for` (analytic
+    where a closed form exists, else Monte Carlo over ``nngp.DEFAULT_MC_SAMPLES`` random networks of
+    the same spec, seed 0, with standard errors), an ``nngp.KernelEstimate`` of shape (m + k, m + k)."""
+    split = split_for(data)
+    return nngp.kernel_for(arch, split.x_all(), input_shape=split.input_shape)
+
+
+# bytes of the P_B side per kernel entry: the kernel, its standard error and EP's working copies
+_KERNEL_COPIES = 8
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``/proc/meminfo``'s MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_case(case: Case) -> None:
+    """Everything a case needs before its first SGD shard runs, each problem one ``ValueError`` line.
+
+    The data load and validate (the split), the architecture builds on the split's input shape
+    (a ``module`` spec's factory imports, returns a supported module with the right output shape),
+    and if an estimator needs the NNGP kernel (``needs_kernel``): which kernel it will be, and that
+    ``(m + k)^2`` float64 entries times the P_B side's working copies fit in the available memory.
+    """
+    where = f"case {case.name}: " if case.settings else ""
+    split = case.split()
+    try:
+        case.arch.build(split.input_shape, generator=make_generator(0, "check"))
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{where}[arch] {case.arch.kind} on data of input shape {split.input_shape}: {exc}") from None
+    users = [s.label for s in case.estimators if getattr(s.estimator, "needs_kernel", False)]
+    if not users:
+        return
+    n = split.n_train + split.n_test
+    need = n * n * 8 * _KERNEL_COPIES
+    free = available_memory()
+    if free is not None and need > free:
+        raise ValueError(f"{where}estimators {users} need the NNGP kernel on m + k = {n} points, about "
+                         f"{need / 2**30:.1f} GiB with the EP's working copies, but {free / 2**30:.1f} GiB is "
+                         f"available: lower data.n_train / data.n_test or use a larger machine")

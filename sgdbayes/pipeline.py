@@ -34,7 +34,7 @@ import torch
 
 from sampler.store import RunFolder, ShardError, atomic_write_json, atomic_write_table, atomic_write_text, fingerprint
 
-from .case import Case
+from .case import Case, check_case
 from .config import ExperimentConfig, apply_overrides, load_config, parse_config, read_toml
 from .estimators.base import RESULT_SCHEMA, EstimatorResult
 from .fanout import ShardTask, execute
@@ -239,6 +239,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     plan_samplers(config)  # bad options for the data fail here, before the folder is written
+    for case in config.cases():  # and what the P_B side needs (data, arch, kernel, memory) before training
+        check_case(case)
     check_resources(config, executor=executor)
     folder = RunFolder(out)
     with folder.lock():

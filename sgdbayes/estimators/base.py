@@ -275,12 +275,17 @@ class Estimator:
         Samplers produce counts; scorers evaluate log P on the functions the samplers found.
     Options : type
         Its frozen :class:`Options` dataclass.
+    needs_kernel : bool
+        Whether it uses the case's NNGP kernel on S and E (:func:`sgdbayes.case.case_kernel`):
+        the pipeline then checks, before any training, that the kernel can be had and fits in
+        memory (:func:`sgdbayes.case.check_case`).
     """
 
     name: ClassVar[str] = ""
     quantity: ClassVar[str] = "p_b"
     kind: ClassVar[str] = "sampler"
     Options: ClassVar[type[Options]] = Options
+    needs_kernel: ClassVar[bool] = False
 
     def options(self, label: str, table: Mapping[str, Any]) -> Options:
         """Validated options from a config table (``method`` removed)."""

@@ -20,7 +20,7 @@ import numpy as np
 import nngp
 from sampler.sgd import resolve_device
 
-from ..case import split_for
+from ..case import case_kernel, split_for
 from .base import option, register_estimator, shard_table
 from .scoring import Scorer, ScorerOptions
 
@@ -46,11 +46,14 @@ def train_posterior_for(arch, data, device: str = "cpu"):
     driver's extras need the same fit, and at m = 10^4 it costs minutes and holds the (m + k)^2
     kernel, hence one entry only. The cache never changes a result. ``device`` is where the
     kernel and the EP run; the fit comes back on the CPU."""
-    return nngp.train_posterior(arch, split_for(data), device=str(resolve_device(device)))
+    # an analytic kernel is computed where the EP runs; a Monte Carlo one is the case's, shared
+    K = None if nngp.has_analytic_kernel(arch) else case_kernel(arch, data).K
+    return nngp.train_posterior(arch, split_for(data), K=K, device=str(resolve_device(device)))
 
 
 class _EP(Scorer):
     Options = EPOptions
+    needs_kernel = True
 
     def memory_bytes(self, case, options):
         n = case.data.n_train + case.data.n_test
@@ -65,7 +68,8 @@ class _EP(Scorer):
 
     def extras(self, case, options, result):
         post = train_posterior_for(case.arch, case.data, options.device)
-        return {"log_p_s": float(post.log_ps),
+        kernel = {} if nngp.has_analytic_kernel(case.arch) else case_kernel(case.arch, case.data).info()
+        return {**kernel, "log_p_s": float(post.log_ps),
                 "gp_test_error": float(nngp.gp_test_error(case.arch, case.split(), posterior=post)),
                 "ep_converged": bool(post.converged), "ep_iterations": int(post.n_iter),
                 "ep_max_change": float(post.max_change), "jitter": float(post.jitter),

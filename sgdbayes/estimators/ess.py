@@ -20,8 +20,8 @@ import numpy as np
 import nngp
 from sampler.sgd import DEVICES, resolve_device
 
+from ..case import case_kernel
 from .base import Estimator, Options, option, register_estimator, shard_table
-from .tilting import case_kernel
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,14 @@ class ESSEstimator(Estimator):
     quantity = "p_b"
     kind = "sampler"
     Options = ESSOptions
+    needs_kernel = True
 
     def plan(self, case, options, functions=None):
         return [{"items": options.n_samples}]
 
     def run_shard(self, case, options, shard, progress=None):
         split = case.split()
-        r = nngp.ess_sample(case_kernel(case.arch, case.data), split.y_train, split.n_train,
+        r = nngp.ess_sample(case_kernel(case.arch, case.data).K, split.y_train, split.n_train,
                             n_samples=options.n_samples, n_chains=options.n_chains, burn_in=options.burn_in,
                             thin=options.thin, seed=options.seed, device=resolve_device(options.device))
         items = r.counts.most_common()
@@ -66,4 +67,4 @@ class ESSEstimator(Estimator):
                            n_samples=r.counts.n_runs, info=info)
 
     def extras(self, case, options, result):
-        return dict(result.infos[0]) if result.infos else {}
+        return {**case_kernel(case.arch, case.data).info(), **(dict(result.infos[0]) if result.infos else {})}

@@ -35,7 +35,7 @@ import nngp
 from sampler.functions import string_to_bits
 from sampler.seeding import derive_seed
 
-from ..case import split_for
+from ..case import case_kernel, split_for
 from .base import option, register_estimator, shard_table
 from .scoring import Scorer, ScorerOptions
 
@@ -58,18 +58,11 @@ class TiltingOptions(ScorerOptions):
 
 
 @functools.lru_cache(maxsize=2)
-def case_kernel(arch, data) -> torch.Tensor:
-    """The NNGP kernel on S then E (float64, (m + k, m + k)), once per process and case."""
-    split = split_for(data)
-    return nngp.kernel(arch, split.x_all(), input_shape=split.input_shape)
-
-
-@functools.lru_cache(maxsize=2)
 def log_ps_tilting(arch, data, n_samples: int, seed: int) -> tuple[float, float]:
     """``(log P(S), stderr)`` by tilting, once per process and case."""
     split = split_for(data)
     m = split.n_train
-    r = nngp.orthant(case_kernel(arch, data)[:m, :m], split.y_train, method="tilting",
+    r = nngp.orthant(case_kernel(arch, data).K[:m, :m], split.y_train, method="tilting",
                      seed=derive_seed(seed, "tilting", "S"), n_samples=n_samples)
     return float(r.log_prob), float(r.stderr)
 
@@ -79,10 +72,11 @@ class TiltingEstimator(Scorer):
     """log P(S, E=f) - log P(S) by minimax tilting, with standard errors (module docstring)."""
 
     Options = TiltingOptions
+    needs_kernel = True
 
     def run_shard(self, case, options, shard, progress=None):
         split = case.split()
-        K = case_kernel(case.arch, case.data)
+        K = case_kernel(case.arch, case.data).K
         lps, lps_se = log_ps_tilting(case.arch, case.data, options.n_samples, options.seed)
         fs = list(shard["functions"])
         log_p, se, unsolved = [], [], 0
@@ -99,5 +93,6 @@ class TiltingEstimator(Scorer):
 
     def extras(self, case, options, result):
         lps, se = log_ps_tilting(case.arch, case.data, options.n_samples, options.seed)
-        return {"log_p_s_tilting": lps, "log_p_s_tilting_se": se, "tilting_functions": len(result.functions),
+        return {**case_kernel(case.arch, case.data).info(),
+                "log_p_s_tilting": lps, "log_p_s_tilting_se": se, "tilting_functions": len(result.functions),
                 "tilting_saddle_unsolved": int(np.sum([i.get("saddle_unsolved", 0) for i in result.infos]))}

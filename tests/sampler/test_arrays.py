@@ -1,0 +1,59 @@
+"""The array dataset (``[data] dataset = "arrays"``): the user's own arrays on disk, validated."""
+
+import numpy as np
+import pytest
+import torch
+
+from sampler.data import load_arrays
+from sgdbayes.case import DataConfig, split_for
+
+
+def _split_arrays(rng, m=10, k=4, d=6):
+    return {"x_train": rng.normal(size=(m, d)), "y_train": rng.integers(0, 2, m),
+            "x_test": rng.normal(size=(k, d)), "y_test": rng.integers(0, 2, k)}
+
+
+def test_npz_split_is_used_in_order_and_npy_folder_pool_is_split_by_seed(tmp_path):
+    rng = np.random.default_rng(0)
+    a = _split_arrays(rng)
+    np.savez(tmp_path / "s.npz", **a)
+    split = load_arrays(tmp_path / "s.npz", n_train=8, n_test=4)
+    torch.testing.assert_close(split.x_train, torch.as_tensor(a["x_train"][:8], dtype=torch.float32))
+    assert split.y_test.tolist() == a["y_test"].tolist() and split.input_shape == (6,)
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    np.save(folder / "x.npy", rng.normal(size=(30, 2, 3)))
+    np.save(folder / "y.npy", rng.integers(0, 4, 30))  # 4 classes: binarised (half: 2, 3 -> 1)
+    s0 = split_for(DataConfig(dataset="arrays", path=str(folder), n_train=10, n_test=5, seed=0))
+    s1 = split_for(DataConfig(dataset="arrays", path=str(folder), n_train=10, n_test=5, seed=1))
+    assert s0.input_shape == (2, 3) and set(s0.y_train.tolist()) <= {0, 1}
+    assert not torch.equal(s0.x_train, s1.x_train)
+
+
+@pytest.mark.parametrize("change,error,match", [
+    ({"y_train": np.array([0, 1, 2, 0, 1, 0, 1, 0, 1, 0])}, ValueError, r"s.npz.*y_train must hold labels in \{0, 1\}"),
+    ({"x_test": np.full((4, 6), np.nan)}, ValueError, r"s.npz.*x_test"),
+    ({"x_test": np.zeros((4, 5))}, ValueError, r"s.npz.*same example shape"),
+    ({"y_test": np.zeros(3)}, ValueError, r"s.npz.*key 'y_test' must have one label per row"),
+])
+def test_bad_arrays_are_rejected_naming_file_and_key(tmp_path, change, error, match):
+    a = {**_split_arrays(np.random.default_rng(1)), **change}
+    np.savez(tmp_path / "s.npz", **a)
+    with pytest.raises(error, match=match):
+        load_arrays(tmp_path / "s.npz", n_train=8, n_test=3)
+
+
+def test_missing_and_malformed_files_say_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file or folder at .*nope.npz"):
+        load_arrays(tmp_path / "nope.npz", n_train=2, n_test=2)
+    np.savez(tmp_path / "w.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match=r"must hold arrays named \['x_train'.*got \['a'\]"):
+        load_arrays(tmp_path / "w.npz", n_train=2, n_test=2)
+    np.savez(tmp_path / "s.npz", **_split_arrays(np.random.default_rng(2)))
+    with pytest.raises(ValueError, match="key 'x_train' has 10 rows, data.n_train = 11"):
+        load_arrays(tmp_path / "s.npz", n_train=11, n_test=2)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(FileNotFoundError, match="no x.npy in that folder"):
+        load_arrays(tmp_path / "d", n_train=2, n_test=2)
+    with pytest.raises(ValueError, match="data.path is required for dataset 'arrays'"):
+        DataConfig(dataset="arrays")

@@ -1,0 +1,131 @@
+"""sampler.Module: the user's own torch module as an architecture (spec, init, training, refusals)."""
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import sampler
+from sampler.sgd import TrainSpec, reference_run, train_runs
+from sampler.seeding import make_generator
+
+from test_sgd import D64, _trajectories
+
+MLP = sampler.Module(factory="sgdbayes.examples:mlp", kwargs={"depth": 1, "width": 6})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return sampler.load_split("digits", n_train=20, n_test=10, seed=2)
+
+
+def _with_bn(input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+
+
+def _with_dropout(input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.Dropout(0.5), nn.Linear(4, 1))
+
+
+def _three_outputs(input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+
+@pytest.mark.parametrize("optimizer,lr,momentum,loss,init", [
+    ("sgd", 0.3, 0.0, "ce", "standard"), ("sgd", 0.1, 0.9, "mse", "module"), ("adam", 0.01, 0.0, "ce", "module"),
+    ("adagrad", 0.05, 0.0, "mse", "standard"), ("adadelta", 1.0, 0.0, "ce", "standard"),
+    ("rmsprop", 0.005, 0.0, "ce", "module")])
+def test_module_members_follow_lone_torch_optim_step_by_step(digits, optimizer, lr, momentum, loss, init):
+    arch = sampler.Module(factory="sgdbayes.examples:resnet", kwargs={"width": 5, "blocks": 1, "hidden": 3},
+                          init=init)
+    spec = TrainSpec(optimizer=optimizer, lr=lr, momentum=momentum, loss=loss, batch_size=6, max_epochs=3)
+    runs = [3, 0, 8]  # ensemble 2 < 3 runs: run 8 replaces whichever finishes first
+    traj, rows = _trajectories(arch, digits, spec, runs, ensemble=2)
+    for r in runs:
+        ref_traj = []
+        ref = reference_run(arch, digits, spec, seed=5, run=r, dtype=D64,
+                            callback=lambda net: ref_traj.append([p.detach().clone() for p in net.parameters()]))
+        assert len(ref_traj) == len(traj[r]) > 0
+        for ours, theirs in zip(traj[r], ref_traj):
+            for p, q in zip(ours, theirs):
+                torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+        assert (rows[r]["function"], rows[r]["fit"], rows[r]["epochs"]) == (ref["function"], ref["fit"], ref["epochs"])
+
+
+def test_generic_path_trains_the_same_runs_as_the_fcn_fast_path(digits):
+    # same parameter shapes and order, standard init: same starting values, same trajectories
+    spec = TrainSpec(optimizer="sgd", lr=0.2, batch_size=6, max_epochs=5)
+    fcn = train_runs(sampler.FCN(depth=1, width=6), digits, spec, seed=3, start=0, stop=6, ensemble=4, dtype=D64)
+    gen = train_runs(MLP, digits, spec, seed=3, start=0, stop=6, ensemble=4, dtype=D64)
+    assert fcn.column("function").to_pylist() == gen.column("function").to_pylist()
+    torch.testing.assert_close(torch.tensor(fcn.column("final_loss").to_pylist()),
+                               torch.tensor(gen.column("final_loss").to_pylist()), rtol=1e-9, atol=1e-12)
+
+
+def test_module_init_is_deterministic_and_leaves_the_global_rng_alone():
+    arch = sampler.Module(factory="sgdbayes.examples:attention", kwargs={"dim": 4, "tokens": 8}, init="module")
+    state, seed = torch.random.get_rng_state(), torch.initial_seed()
+    a = arch.build((64,), generator=make_generator(1, "init", 0))
+    b = arch.build((64,), generator=make_generator(1, "init", 0))
+    c = arch.build((64,), generator=make_generator(1, "init", 1))
+    assert torch.equal(torch.random.get_rng_state(), state) and torch.initial_seed() == seed
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_standard_init_is_the_fcn_rule():
+    fcn = sampler.FCN(depth=1, width=6).build((64,), generator=make_generator(0, "x"))
+    mod = MLP.build((64,), generator=make_generator(0, "x"))
+    for p, q in zip(fcn.parameters(), mod.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_spec_is_hashable_picklable_and_round_trips_through_its_dict():
+    from sgdbayes.examples import mlp
+
+    by_callable = sampler.Module(factory=mlp, kwargs={"width": 6, "depth": 1})
+    assert by_callable == MLP and hash(by_callable) == hash(MLP)  # importable callable -> its name
+    assert pickle.loads(pickle.dumps(MLP)) == MLP
+    d = MLP.to_dict()
+    assert d == {"kind": "module", "factory": "sgdbayes.examples:mlp", "kwargs": {"depth": 1, "width": 6},
+                 "init": "standard", "sigma_w": 1.0, "sigma_b": 0.0357}
+    assert sampler.make_architecture(**d) == MLP
+
+
+def test_local_callable_trains_but_is_refused_where_it_must_be_written_down(digits):
+    def local(input_shape):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
+
+    arch = sampler.Module(factory=local)
+    table = train_runs(arch, digits, TrainSpec(lr=0.1, batch_size=10, max_epochs=1), seed=0, start=0, stop=2)
+    assert table.num_rows == 2
+    with pytest.raises(ValueError, match="not importable by name"):
+        arch.to_dict()
+
+
+@pytest.mark.parametrize("factory,match", [
+    (_with_bn, r"layer '2' \(BatchNorm1d\) is not supported: batch normalisation"),
+    (_with_dropout, r"layer '2' \(Dropout\) is not supported: dropout \(p=0.5\)"),
+    (_three_outputs, r"outputs of shape \(n,\) or \(n, 1\), got \(2, 3\)"),
+])
+def test_unsupported_modules_fail_before_training_naming_the_layer(digits, factory, match):
+    steps = []
+    with pytest.raises(ValueError, match=match):
+        train_runs(sampler.Module(factory=factory), digits, TrainSpec(batch_size=10), seed=0, start=0, stop=2,
+                   progress=lambda *a: steps.append(a))
+    assert not steps
+
+
+@pytest.mark.parametrize("fields,error,match", [
+    ({"factory": "nomodule"}, ValueError, "arch.factory must be 'package.module:function'"),
+    ({"factory": "no_such_pkg_xyz:f"}, ValueError, "cannot import module 'no_such_pkg_xyz'"),
+    ({"factory": "sgdbayes.examples:nope"}, ValueError, "has no attribute 'nope'"),
+    ({"factory": "sgdbayes.examples:math"}, ValueError, "must name a callable"),
+    ({"factory": "sgdbayes.examples:mlp", "init": "xavier"}, ValueError, "arch.init"),
+    ({"factory": "sgdbayes.examples:mlp", "kwargs": [1, 2]}, TypeError, "arch.kwargs must be a table"),
+])
+def test_spec_errors_name_the_key(fields, error, match):
+    with pytest.raises(error, match=match):
+        sampler.Module(**fields)

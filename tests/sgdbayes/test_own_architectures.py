@@ -1,0 +1,78 @@
+"""`sgdbayes run` end to end on architectures without an analytic kernel (LSTM, the user's module),
+and the checks that run before any training."""
+
+import json
+
+import pytest
+from torch import nn
+
+from sgdbayes.cli import main
+
+BASE = """
+[data]
+dataset = "boolean"
+n_train = 12
+n_test = 6
+target = "majority"
+{arch}
+[estimators.sgd]
+method = "sgd"
+n_runs = 16
+lr = 0.1
+batch_size = 6
+max_epochs = 30
+ensemble = 16
+shard_size = 16
+[estimators.ep]
+method = "ep-conditional"
+[estimators.tilting]
+method = "tilting"
+top = 2
+n_samples = 100
+[analysis]
+min_count = 1
+n_boot = 10
+"""
+
+LSTM = '[arch]\nkind = "lstm"\nhidden = 3'
+MODULE = ('[arch]\nkind = "module"\nfactory = "sgdbayes.examples:attention"\n'
+          '[arch.kwargs]\ndim = 4\ntokens = 7')
+
+
+def with_batchnorm(input_shape):
+    """A module the engine refuses (imported by the config below as test_own_architectures:with_batchnorm)."""
+    return nn.Sequential(nn.Linear(7, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+
+
+@pytest.mark.parametrize("arch", [LSTM, MODULE], ids=["lstm", "module"])
+def test_runs_end_to_end_with_a_monte_carlo_kernel(tmp_path, arch):
+    config = tmp_path / "c.toml"
+    config.write_text(BASE.format(arch=arch))
+    assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_runs"] == 16
+    extras = json.loads((tmp_path / "out" / "cases" / "main" / "extras.json").read_text())
+    for label in ("ep", "tilting"):
+        assert extras[label]["kernel_method"] == "monte-carlo" and extras[label]["kernel_samples"] > 0
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_unsupported_module_fails_before_training_naming_the_layer(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(BASE.format(arch='[arch]\nkind = "module"\nfactory = "test_own_architectures:with_batchnorm"'))
+    assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "layer '1' (BatchNorm1d) is not supported" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "cases").exists()  # nothing trained
+
+
+def test_kernel_memory_is_checked_before_training(tmp_path, capsys, monkeypatch):
+    import sgdbayes.case
+
+    monkeypatch.setattr(sgdbayes.case, "available_memory", lambda: 1000)
+    config = tmp_path / "c.toml"
+    config.write_text(BASE.format(arch=LSTM))
+    assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "need the NNGP kernel on m + k = 18 points" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "cases").exists()
