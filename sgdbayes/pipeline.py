@@ -239,9 +239,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     plan_samplers(config)  # bad options for the data fail here, before the folder is written
+    check_resources(config, executor=executor)  # sizes first: check_case builds one network
     for case in config.cases():  # and what the P_B side needs (data, arch, kernel, memory) before training
         check_case(case)
-    check_resources(config, executor=executor)
     folder = RunFolder(out)
     with folder.lock():
         return _run_locked(config, folder, out, executor=executor, address=address, progress=progress)
