@@ -129,3 +129,18 @@ def test_unsupported_modules_fail_before_training_naming_the_layer(digits, facto
 def test_spec_errors_name_the_key(fields, error, match):
     with pytest.raises(error, match=match):
         sampler.Module(**fields)
+
+
+def test_prior_sampling_of_a_module_matches_the_builtin_fcn_in_distribution():
+    """Prior sampling serves user modules (one network built per sample): P(S) of the mlp twin agrees
+    with the built-in FCN's within binomial noise (two-proportion z-test, |z| < 5)."""
+    import math
+
+    split = sampler.load_split("boolean", n_train=6, n_test=6, seed=0, target="majority")
+    n = 8192
+    mod = sampler.prior_sampling(sampler.Module(factory="sgdbayes.examples:mlp", kwargs={"depth": 1, "width": 8}),
+                                 split, n, seed=1, progress=False)
+    fcn = sampler.prior_sampling(sampler.FCN(depth=1, width=8), split, n, seed=2, progress=False)
+    assert mod.method == "weights" and mod.n_fit > 50 and all(len(f) == 6 for f in mod.counts)
+    p = (mod.n_fit + fcn.n_fit) / (2 * n)
+    assert abs(mod.n_fit - fcn.n_fit) / n / math.sqrt(2 * p * (1 - p) / n) < 5
