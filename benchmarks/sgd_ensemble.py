@@ -23,6 +23,7 @@ Throughput = fitted runs / wall seconds. The last line is ``speedup X`` for the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -251,8 +252,6 @@ def paper_setting(args, device):
 def precision_study(split, arch, spec, n, device):
     """Train the same ``n`` runs under each precision policy; compare their functions on E with
     full-float32 training (per run: same function or not, Hamming distance) and the fraction fit."""
-    import contextlib
-
     policies = {"fp32 (highest)": (torch.float32, False, None),
                 "tf32 (engine)": (torch.float32, True, None),
                 "bf16 autocast": (torch.float32, True, torch.bfloat16),

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import sampler
-from sampler.sgd import TrainSpec, reference_run, train_runs
+from sampler.sgd import TrainSpec, train_runs
 from sampler.seeding import make_generator
 
-from test_sgd import D64, _trajectories
+from test_sgd import D64, assert_members_follow_lone_runs
 
 MLP = sampler.Module(factory="sgdbayes.examples:mlp", kwargs={"depth": 1, "width": 6})
 
@@ -40,17 +40,8 @@ def test_module_members_follow_lone_torch_optim_step_by_step(digits, optimizer, 
     arch = sampler.Module(factory="sgdbayes.examples:resnet", kwargs={"width": 5, "blocks": 1, "hidden": 3},
                           init=init)
     spec = TrainSpec(optimizer=optimizer, lr=lr, momentum=momentum, loss=loss, batch_size=6, max_epochs=3)
-    runs = [3, 0, 8]  # ensemble 2 < 3 runs: run 8 replaces whichever finishes first
-    traj, rows = _trajectories(arch, digits, spec, runs, ensemble=2)
-    for r in runs:
-        ref_traj = []
-        ref = reference_run(arch, digits, spec, seed=5, run=r, dtype=D64,
-                            callback=lambda net: ref_traj.append([p.detach().clone() for p in net.parameters()]))
-        assert len(ref_traj) == len(traj[r]) > 0
-        for ours, theirs in zip(traj[r], ref_traj):
-            for p, q in zip(ours, theirs):
-                torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
-        assert (rows[r]["function"], rows[r]["fit"], rows[r]["epochs"]) == (ref["function"], ref["fit"], ref["epochs"])
+    # ensemble 2 < 3 runs: run 8 replaces whichever finishes first
+    assert_members_follow_lone_runs(arch, digits, spec, [3, 0, 8], ensemble=2)
 
 
 def test_generic_path_trains_the_same_runs_as_the_fcn_fast_path(digits):
