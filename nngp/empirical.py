@@ -1,16 +1,19 @@
 """Monte Carlo NNGP kernels: the output covariance of many random finite networks.
 
-Works for any architecture spec (LSTM and tanh included). Two estimators with the same
-expectation, the finite-width output covariance ``E[f(x) f(x')]``:
+Works for any architecture, through its protocol (``arch.network``): draw members, apply them,
+accumulate. Two estimators with the same expectation, the finite-width output covariance
+``E[f(x) f(x')]``:
 
-``readout`` (default)
-    Integrates the readout layer out analytically: for one random network with penultimate
-    features ``h(x)`` (the input of its ``readout`` layer, fan-in ``n``),
-    ``E_readout[f(x) f(x')] = sigma_b**2 + sigma_w**2 <h(x), h(x')> / n``. Averaging this over
-    networks has a variance about ``n`` times smaller than averaging ``f(x) f(x')``.
+``readout``
+    Integrates the readout layer out analytically: for one random network with readout inputs
+    ``h(x)`` (fan-in ``n``), ``E_readout[f(x) f(x')] = sigma_b**2 + sigma_w**2 <h(x), h(x')> / n``.
+    Averaging this over networks has a variance about ``n`` times smaller than averaging
+    ``f(x) f(x')``. Needs a network that names its readout's inputs (``Network.features``: FCN,
+    CNN, LSTM).
 ``outputs``
     The plain average of ``f(x) f(x')`` over networks (the definition; high variance).
 
+``auto`` (default) is ``readout`` where the network names its readout's inputs, else ``outputs``.
 At finite width the expectation differs from the infinite-width (analytic) kernel by O(1/width)
 once there are two or more nonlinear layers; with one hidden layer it is exactly the NNGP kernel.
 """
@@ -23,40 +26,15 @@ from dataclasses import dataclass
 import torch
 
 from sampler._checks import check_choice, check_int
-from sampler.architectures import FCN, Architecture, Module, draw_standard, fcn_features, fcn_param_shapes
-from sampler.ensemble import EnsembleNet
-from sampler.seeding import derive_seed, make_generator
+from sampler.architectures import Architecture
+from sampler.seeding import make_generator
 
 from .kernels import as_float64, has_analytic_kernel, kernel
 
 DEFAULT_MC_SAMPLES = 2048
 """Random networks in the Monte Carlo kernel of :func:`kernel_for` when no closed form exists."""
-
-
-def _penultimate(net: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Inputs of ``net.readout`` for all rows of ``x`` (computed in batches), shape (n, fan_in)."""
-    feats: list[torch.Tensor] = []
-    handle = net.readout.register_forward_hook(lambda mod, inp, out: feats.append(inp[0].detach()))
-    try:
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                net(x[i:i + batch_size])
-    finally:
-        handle.remove()
-    return torch.cat(feats)
-
-
-def _fcn_features_batched(arch: FCN, x: torch.Tensor, n_nets: int, gen: torch.Generator) -> torch.Tensor:
-    """Penultimate features of ``n_nets`` independent FCNs at once, shape (n_nets, n, width).
-
-    The hidden layers of ``n_nets`` networks drawn as one tensor per parameter
-    (``sampler.architectures.draw_standard``, the rule of ``arch.build``) and evaluated by the
-    one batched FCN forward pass, so that many narrow networks cost one batched matmul.
-    """
-    shapes = fcn_param_shapes(x.shape[1], arch.depth, arch.width)[:-2]  # the readout is integrated out
-    params = draw_standard(shapes, n_nets, sigma_w=arch.sigma_w, sigma_b=arch.sigma_b, generator=gen,
-                           dtype=x.dtype, skip_zero=True)
-    return fcn_features(params, x, arch.activation)
+#: Activations (members x inputs x units) per chunk of networks.
+_CHUNK_ELEMENTS = 1 << 24
 
 
 def empirical_kernel(
@@ -68,8 +46,7 @@ def empirical_kernel(
     input_shape: tuple[int, ...] | None = None,
     batch_size: int = 1024,
     device: str | torch.device = "cpu",
-    estimator: str = "readout",
-    vectorized: bool = True,
+    estimator: str = "auto",
     dtype: torch.dtype = torch.float32,
     return_stderr: bool = False,
 ):
@@ -78,29 +55,26 @@ def empirical_kernel(
     Parameters
     ----------
     arch : sampler.Architecture
-        Any spec (FCN, CNN, LSTM, any activation; ``sampler.Module``, whose networks' outputs are
-        averaged, ``estimator="outputs"``).
+        Any spec.
     x : tensor or array, shape (n, d)
         Flattened inputs.
     n_samples : int
-        Number of random networks.
+        Number of random networks (>= 2).
     seed : int
-        Seed of the networks' parameters (keyword-only; the global RNG is not touched).
+        Seed of the networks' parameters (keyword-only; the global RNG is not touched). The
+        networks are ``Network.draw`` from ``make_generator(seed, "nngp.empirical_kernel")``.
     input_shape : tuple of int, optional
         Shape of one example (default ``(d,)``; CNNs need ``(C, H, W)``).
     batch_size : int
         Inputs per forward pass (memory).
     device : str or torch.device
         Where the networks run; the result comes back on the CPU.
-    estimator : {"readout", "outputs"}
-        See the module docstring; both estimate the same finite-width covariance.
-    vectorized : bool
-        For FCNs, draw many networks as one batched tensor per layer (same distribution as
-        ``arch.build``, different random stream). Other specs always loop over ``arch.build``.
+    estimator : {"auto", "readout", "outputs"}
+        See the module docstring; all estimate the same finite-width covariance.
     dtype : torch.dtype
         Of the networks' forward passes; sums are accumulated in float64.
     return_stderr : bool
-        Also return the entrywise Monte Carlo standard error (needs two more (n, n) buffers).
+        Also return the entrywise Monte Carlo standard error.
 
     Returns
     -------
@@ -112,67 +86,37 @@ def empirical_kernel(
     n_samples = check_int("n_samples", n_samples, minimum=2)
     seed = check_int("seed", seed, minimum=0)
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    check_choice("estimator", estimator, ("readout", "outputs"))
+    check_choice("estimator", estimator, ("auto", "readout", "outputs"))
     x64 = as_float64("x", x)
     n, d = x64.shape
     shape = (d,) if input_shape is None else tuple(int(s) for s in input_shape)
     if math.prod(shape) != d:
         raise ValueError(f"input_shape {input_shape!r} does not match the input dimension d={d}")
+    net = arch.network(shape, dtype=dtype, device=device)
+    if estimator == "auto":
+        estimator = "outputs" if net.features is None else "readout"
+    if estimator == "readout" and net.features is None:
+        raise ValueError(f"estimator='readout' needs the inputs of the network's readout, which the {arch.kind!r} "
+                         f"architecture does not name; use estimator='outputs' (the plain average of f(x) f(x'))")
     xd = x64.to(device=device, dtype=dtype)
     gen = make_generator(seed, "nngp.empirical_kernel", device=device)
     acc = torch.zeros(n, n, dtype=torch.float64, device=device)
     acc2 = torch.zeros(n, n, dtype=torch.float64, device=device) if return_stderr else None
-    sw2, sb2 = arch.sigma_w ** 2, arch.sigma_b ** 2  # type: ignore[attr-defined]
-
-    def add(per_net: torch.Tensor) -> None:  # per_net: (b, n, n) estimates from b networks
-        acc.add_(per_net.sum(0))
-        if acc2 is not None:
-            acc2.add_((per_net * per_net).sum(0))
-
-    def from_features(h: torch.Tensor) -> torch.Tensor:  # h: (b, n, fan_in)
-        h = h.to(torch.float64)
-        if estimator == "readout":
-            return sb2 + sw2 * (h @ h.transpose(1, 2)) / h.shape[-1]
-        # draw the readout explicitly (the init rule of arch.build): f = h w^T + b
-        w, b = draw_standard(fcn_param_shapes(h.shape[-1], 0, 1), h.shape[0], sigma_w=arch.sigma_w,  # type: ignore[attr-defined]
-                             sigma_b=arch.sigma_b, generator=gen, dtype=torch.float64)  # type: ignore[attr-defined]
-        f = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-        return f @ f.transpose(1, 2)
-
-    done = 0
-    if estimator == "readout" and isinstance(arch, Module):
-        raise ValueError("estimator='readout' needs the network's readout layer, which a sampler.Module does not "
-                         "name; use estimator='outputs' (the plain average of f(x) f(x'))")
-    if vectorized and isinstance(arch, FCN) and arch.depth > 0:
-        per_chunk = max(1, min(n_samples, 2 ** 24 // max(1, n * max(arch.width, d))))
-        with torch.no_grad():
-            while done < n_samples:
-                b = min(per_chunk, n_samples - done)
-                add(from_features(_fcn_features_batched(arch, xd, b, gen)))
-                done += b
-    elif isinstance(arch, Module):
-        # no separable readout: the outputs themselves, of networks vmapped in chunks; network t is
-        # the one the SGD engine would start run t from with seed derive_seed(seed, "nngp.empirical_kernel")
-        ens = EnsembleNet(arch, shape, dtype=dtype, device=device)
-        mc_seed = derive_seed(seed, "nngp.empirical_kernel")
-        per_chunk = max(1, min(n_samples, 256))
-        with torch.no_grad():
-            while done < n_samples:
-                b = min(per_chunk, n_samples - done)
-                params = [p.detach() for p in ens.zeros(b)]
-                ens.init_(params, list(range(b)), list(range(done, done + b)), seed=mc_seed)
-                f = torch.cat([ens.forward(params, xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1)
+    per_chunk = max(1, min(n_samples, _CHUNK_ELEMENTS // max(1, n * max(net.units, d))))
+    with torch.no_grad():
+        for done in range(0, n_samples, per_chunk):
+            params = net.draw(min(per_chunk, n_samples - done), generator=gen)
+            if estimator == "readout":
+                h = torch.cat([net.features(params[:-2], xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1)
+                h = h.to(torch.float64)
+                per_net = arch.sigma_b ** 2 + arch.sigma_w ** 2 * (h @ h.transpose(1, 2)) / h.shape[-1]  # type: ignore[attr-defined]
+            else:
+                f = torch.cat([net.apply(params, xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1)
                 f = f.to(torch.float64)
-                add(f.unsqueeze(2) * f.unsqueeze(1))
-                done += b
-    else:
-        # built (and checked) once, then re-drawn in place: arch.build is construction + arch.init_,
-        # so network t holds the values arch.build would give from the same generator state
-        net = arch.build(shape, generator=gen, dtype=dtype, device=device)
-        for t in range(n_samples):
-            if t:
-                arch.init_(net, gen)
-            add(from_features(_penultimate(net, xd, batch_size).unsqueeze(0)))
+                per_net = f.unsqueeze(2) * f.unsqueeze(1)
+            acc.add_(per_net.sum(0))
+            if acc2 is not None:
+                acc2.add_((per_net * per_net).sum(0))
     mean = acc / n_samples
     mean = 0.5 * (mean + mean.T)
     if not torch.isfinite(mean).all():
@@ -229,10 +173,10 @@ def kernel_for(
     Parameters
     ----------
     arch : sampler.Architecture
-        FCN / CNN with relu or erf: :func:`nngp.kernel` (infinite width). Anything else (tanh,
-        LSTM, ``sampler.Module``): :func:`empirical_kernel` over ``n_samples`` random finite
-        networks of the same spec (``readout`` estimator where the readout can be integrated
-        out, the outputs' average for a ``Module``), with its standard error per entry.
+        A spec with a registered closed form (FCN / CNN with relu or erf): :func:`nngp.kernel`
+        (infinite width). Anything else (tanh, LSTM, ``sampler.Module``, a registered spec of
+        one's own): :func:`empirical_kernel` over ``n_samples`` random finite networks of the
+        same spec (``estimator="auto"``), with its standard error per entry.
     x : tensor or array, shape (n, d)
     input_shape : tuple of int, optional
         Shape of one example (CNN, LSTM over images, modules).
@@ -249,7 +193,6 @@ def kernel_for(
     """
     if has_analytic_kernel(arch):
         return KernelEstimate(kernel(arch, x, input_shape=input_shape, device=device), None, 0, "analytic")
-    est = "outputs" if isinstance(arch, Module) else "readout"
     K, se = empirical_kernel(arch, x, n_samples=n_samples, seed=seed, input_shape=input_shape,
-                             device=device or "cpu", estimator=est, dtype=torch.float64, return_stderr=True)
+                             device=device or "cpu", dtype=torch.float64, return_stderr=True)
     return KernelEstimate(K, se, n_samples, "monte-carlo")

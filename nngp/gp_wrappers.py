@@ -9,9 +9,9 @@ from __future__ import annotations
 import gpytorch
 import torch
 
-from sampler.architectures import CNN, Architecture
+from sampler.architectures import Architecture
 
-from .kernels import _activation_maps, kernel, kernel_diag
+from .kernels import _require, kernel, kernel_diag
 
 
 class NNGPKernel(gpytorch.kernels.Kernel):
@@ -32,9 +32,9 @@ class NNGPKernel(gpytorch.kernels.Kernel):
     has_lengthscale = False
 
     def __init__(self, arch: Architecture, input_shape: tuple[int, ...] | None = None, **kwargs):
-        _activation_maps(arch)  # fail now, with the message that names empirical_kernel
-        if isinstance(arch, CNN) and input_shape is None:
-            raise ValueError("NNGPKernel of a CNN needs input_shape=(channels, height, width)")
+        impl = _require(arch)  # fail now, with the message that names empirical_kernel
+        if input_shape is None:
+            impl.shape(arch, None, 1)  # an architecture that needs input_shape says so now
         super().__init__(**kwargs)
         self.arch = arch
         self.input_shape = None if input_shape is None else tuple(input_shape)

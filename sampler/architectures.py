@@ -1,18 +1,27 @@
-"""Architecture specs: frozen, validated descriptions that build finite torch networks.
+"""Architecture specs: frozen, validated descriptions of networks, and their batched forward passes.
 
-Each spec builds a network for a given single-example ``input_shape`` and names its NNGP kernel
-(see ``nngp.kernel``). The networks take *flattened* inputs of shape ``(n, d)``, the layout of
-``sampler.Split``, reshape them internally and return one scalar output per example, shape ``(n,)``.
+A spec builds a torch network for a single-example ``input_shape`` (:meth:`Architecture.build`) and
+gives the architecture's protocol object for it (:meth:`Architecture.network`, a
+:class:`sampler.ensemble.Network`: parameter names and shapes, ``init`` of many members, ``apply`` of
+stacked parameters). Networks take *flattened* inputs ``(n, d)``, the layout of ``sampler.Split``,
+and return one scalar output per example, ``(n,)``.
 
 Parameterisation (DESIGN.md, "standard"): every weight ``W ~ N(0, sigma_w**2 / fan_in)``, every
-bias ``b ~ N(0, sigma_b**2)``, no output activation. Parameters are drawn from an explicit
-``torch.Generator`` in the order of ``module.parameters()``, so a network is a pure function of
-its spec, its input shape and its generator's state.
+bias ``b ~ N(0, sigma_b**2)``, no output activation, drawn from an explicit ``torch.Generator``
+in ``module.named_parameters()`` order: a network is a pure function of its spec, its input shape
+and its generator's state.
+
+New architectures: a frozen dataclass subclass of :class:`Architecture` with a ``kind``, defaulted
+fields and ``_make(input_shape) -> nn.Module``, decorated with :func:`register_architecture`. It
+is then trained, sampled and given a Monte Carlo kernel through ``torch.func`` (no other edit).
+The built-in FCN, CNN and LSTM also name their hand-batched forward pass (:meth:`Architecture.
+_batched_features`), which their own modules call with one member.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import math
 from collections.abc import Mapping
@@ -22,7 +31,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_choice, check_float, check_int, did_you_mean
 from .seeding import forked_torch_rng
 
 ACTIVATIONS = ("relu", "erf", "tanh")
@@ -45,21 +54,8 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
 def standard_std(name: str, shape: tuple[int, ...], sigma_w: float, sigma_b: float) -> float:
     """Prior standard deviation of one parameter tensor: the project's one initialisation rule.
 
-    Parameters
-    ----------
-    name : str
-        The parameter's name in ``module.named_parameters()``; a name whose last part starts with
-        ``bias`` is a bias, anything else a weight.
-    shape : tuple of int
-        The parameter's shape (without any ensemble dimension); a weight's ``fan_in`` is the
-        product of all its dimensions but the first (1 for a vector).
-    sigma_w, sigma_b : float
-        Weight and bias scales of the standard parameterisation (dimensionless).
-
-    Returns
-    -------
-    float
-        ``sigma_b`` for a bias, ``sigma_w / sqrt(fan_in)`` for a weight.
+    A parameter whose name's last part starts with ``bias`` is a bias (``sigma_b``); anything else
+    a weight, ``sigma_w / sqrt(fan_in)`` with ``fan_in`` the product of ``shape[1:]`` (1 for a vector).
     """
     if name.rsplit(".", 1)[-1].startswith("bias"):
         return sigma_b
@@ -68,11 +64,8 @@ def standard_std(name: str, shape: tuple[int, ...], sigma_w: float, sigma_b: flo
 
 
 def init_standard_(module: nn.Module, sigma_w: float, sigma_b: float, generator: torch.Generator) -> nn.Module:
-    """Draw every parameter of ``module`` in place, in ``module.named_parameters()`` order.
-
-    Each parameter is ``N(0, 1)`` noise of its shape times :func:`standard_std` (weights
-    ``N(0, sigma_w**2 / fan_in)``, biases ``N(0, sigma_b**2)``). Returns ``module``.
-    """
+    """Draw every parameter of ``module`` in place, in ``named_parameters()`` order: ``N(0, 1)``
+    noise of its shape (on its device, in its dtype) times :func:`standard_std`. Returns ``module``."""
     with torch.no_grad():
         for name, p in module.named_parameters():
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
@@ -81,78 +74,44 @@ def init_standard_(module: nn.Module, sigma_w: float, sigma_b: float, generator:
 
 
 def draw_standard(named_shapes, n: int, *, sigma_w: float, sigma_b: float, generator: torch.Generator,
-                  dtype: torch.dtype = torch.float32, skip_zero: bool = False) -> list[torch.Tensor | None]:
-    """Parameters of ``n`` networks at once, stacked: the rule of :func:`init_standard_`.
+                  dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Parameters of ``n`` networks stacked, each parameter drawn as one ``(n, *shape)`` tensor.
 
-    Parameters
-    ----------
-    named_shapes : sequence of (str, tuple of int)
-        Name and shape of each parameter, in drawing order (e.g. :func:`fcn_param_shapes`).
-    n : int
-        Networks.
-    generator : torch.Generator
-        Source of the noise (keyword-only); the tensors live on its device.
-    skip_zero : bool
-        Give ``None`` (and draw nothing) for parameters whose standard deviation is 0.
-
-    Returns
-    -------
-    list of tensors ``(n, *shape)`` (or None)
-        Parameter ``i`` is ``N(0, 1)`` noise drawn as one tensor, times :func:`standard_std`.
+    The rule of :func:`init_standard_` in another order (parameter by parameter over all networks);
+    a parameter whose standard deviation is 0 draws nothing and is zeros. The tensors live on the
+    generator's device.
     """
-    out: list[torch.Tensor | None] = []
+    out = []
     for name, shape in named_shapes:
         std = standard_std(name, tuple(shape), sigma_w, sigma_b)
-        if skip_zero and std == 0:
-            out.append(None)
+        if std == 0:
+            out.append(torch.zeros((n, *shape), dtype=dtype, device=generator.device))
             continue
-        noise = torch.randn((n, *shape), generator=generator, dtype=dtype, device=generator.device)
-        out.append(noise.mul_(std))
+        out.append(torch.randn((n, *shape), generator=generator, dtype=dtype, device=generator.device).mul_(std))
     return out
 
 
-def fcn_param_shapes(d_in: int, depth: int, width: int) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and shapes of :class:`FCNNet`'s parameters, in ``named_parameters()`` order.
+# --- the batched forward passes of the built-in networks ------------------------------------------
+# Parameters are stacked over E members: ``(E, *shape)``. Inputs are ``(n, d)`` (seen by every
+# member) or ``(E, B, d)`` (member j sees x[j]). Member j's outputs depend on row j only.
 
-    ``[("layers.0.weight", (width, d_in)), ("layers.0.bias", (width,)), ...,
-    ("readout.weight", (1, width)), ("readout.bias", (1,))]``.
-    """
-    sizes = [d_in] + [width] * depth
-    shapes: list[tuple[str, tuple[int, ...]]] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        shapes += [(f"layers.{i}.weight", (b, a)), (f"layers.{i}.bias", (b,))]
-    return shapes + [("readout.weight", (1, sizes[-1])), ("readout.bias", (1,))]
-
-
-def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``h W^T + b`` per member: ``h`` ``(n, fan_in)`` shared or ``(E, B, fan_in)``; ``w`` ``(E, fan_out,
-    fan_in)``; ``b`` ``(E, fan_out)`` or None. Returns ``(E, n or B, fan_out)``."""
+def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``h W^T + b`` per member: ``h`` ``(n, fan_in)`` shared or ``(E, B, fan_in)``; ``w`` ``(E,
+    fan_out, fan_in)``; ``b`` ``(E, fan_out)``. Returns ``(E, n or B, fan_out)``."""
     if h.dim() == 2:  # shared inputs: one broadcast matmul, no per-member copy of x
-        out = torch.matmul(h, w.transpose(1, 2))
-        return out if b is None else out + b.unsqueeze(1)
-    if b is None:
-        return torch.bmm(h, w.transpose(1, 2))
+        return torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)
     return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
 
-def fcn_features(params, x: torch.Tensor, activation: str, acts: list | None = None) -> torch.Tensor:
-    """Last hidden layer of ``E`` FCNs with stacked parameters (the inputs of their readouts).
+def readout(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The scalar readout of features ``h`` ``(E, n, h)``: ``w`` ``(E, 1, h)``, ``b`` ``(E, 1)`` -> ``(E, n)``."""
+    return _affine(h, w, b).squeeze(-1)
 
-    Parameters
-    ----------
-    params : sequence of tensors
-        ``[W_1 (E, h_1, d), b_1 (E, h_1), ..., W_L (E, h_L, h_{L-1}), b_L (E, h_L)]``, hidden
-        layers only; a bias may be None (no bias).
-    x : tensor
-        ``(n, d)``, seen by every member, or ``(E, B, d)``, member ``j`` sees ``x[j]``.
-    activation : {"relu", "erf", "tanh"}
-    acts : list, optional
-        Receives each hidden layer's activations, first to last.
 
-    Returns
-    -------
-    tensor ``(E, n, h_L)`` or ``(E, B, h_L)``; ``x`` itself when there are no hidden layers.
-    """
+def fcn_features(params, x: torch.Tensor, *, activation: str, acts: list | None = None) -> torch.Tensor:
+    """Last hidden layer ``(E, n, h_L)`` of FCNs: ``params`` ``[W_1 (E, h_1, d), b_1 (E, h_1), ...]``
+    (hidden layers only); ``x`` itself when there are none. ``acts`` receives each hidden layer's
+    activations (for the hand-written backward pass)."""
     phi = activation_fn(activation)
     h = x
     for i in range(0, len(params), 2):
@@ -163,85 +122,282 @@ def fcn_features(params, x: torch.Tensor, activation: str, acts: list | None = N
 
 
 def fcn_forward(params, x: torch.Tensor, activation: str, acts: list | None = None) -> torch.Tensor:
-    """Outputs of ``E`` FCNs with stacked parameters: the project's one FCN forward pass.
+    """Outputs ``(E, n)`` or ``(E, B)`` of FCNs: :func:`fcn_features` then :func:`readout`."""
+    return readout(fcn_features(params[:-2], x, activation=activation, acts=acts), params[-2], params[-1])
+
+
+def cnn_features(params, x: torch.Tensor, *, input_shape, activation: str, pooling: str) -> torch.Tensor:
+    """Readout inputs ``(E, n, h)`` of CNNs: one grouped convolution (``groups=E``) per layer, stride 1,
+    'same' zero padding; ``params`` ``[K_1 (E, C, c, k, k), b_1 (E, C), ...]``; then the feature map
+    flattened (``pooling="flatten"``, ``h = C*H*W``) or averaged over positions (``"gap"``, ``h = C``)."""
+    phi = activation_fn(activation)
+    e = params[0].shape[0]
+    c, hh, ww = input_shape
+    if x.dim() == 2:
+        n = x.shape[0]
+        h = x.reshape(n, 1, c, hh, ww).expand(n, e, c, hh, ww).reshape(n, e * c, hh, ww)
+    else:
+        n = x.shape[1]
+        h = x.reshape(e, n, c, hh, ww).transpose(0, 1).reshape(n, e * c, hh, ww)
+    for i in range(0, len(params), 2):
+        w, b = params[i], params[i + 1]
+        h = phi(nn.functional.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=w.shape[-1] // 2,
+                                     groups=e))
+    co = params[-2].shape[1]
+    if pooling == "flatten":
+        return h.reshape(n, e, co * hh * ww).transpose(0, 1)
+    return h.reshape(n, e, co, hh * ww).mean(-1).transpose(0, 1)
+
+
+def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(steps, features)`` in which an LSTM reads one example of ``input_shape``."""
+    if len(input_shape) == 3:
+        c, h, w = input_shape
+        return h, c * w
+    return math.prod(input_shape), 1
+
+
+def lstm_features(params, x: torch.Tensor, *, input_shape) -> torch.Tensor:
+    """Last hidden state ``(E, n, hidden)`` of single-layer LSTMs with ``torch.nn.LSTM``'s layout and gate
+    order ``i, f, g, o``: ``params`` ``[W_ih (E, 4h, f), W_hh (E, 4h, h), b_ih (E, 4h), b_hh (E, 4h)]``.
+    Written with batched matmuls, one step at a time (``torch.func.vmap`` has no rule for ``aten::lstm``)."""
+    w_ih, w_hh, b_ih, b_hh = params
+    e, hidden = w_hh.shape[0], w_hh.shape[2]
+    if x.dim() == 2:
+        x = x.unsqueeze(0).expand(e, -1, -1)
+    n = x.shape[1]
+    steps, feats = sequence_shape(tuple(input_shape))
+    if len(input_shape) == 3:  # images row by row
+        c, hh, ww = input_shape
+        x = x.reshape(e, n, c, hh, ww).permute(0, 1, 3, 2, 4)
+    seq = x.reshape(e, n * steps, feats)
+    # input projections of all steps in one batched matmul
+    xin = torch.baddbmm((b_ih + b_hh).unsqueeze(1), seq, w_ih.transpose(1, 2)).reshape(e, n, steps, 4 * hidden)
+    h = x.new_zeros(e, n, hidden)
+    cell = x.new_zeros(e, n, hidden)
+    w_hh_t = w_hh.transpose(1, 2)
+    for t in range(steps):
+        i, f, g, o = torch.baddbmm(xin[:, :, t], h, w_hh_t).chunk(4, dim=-1)
+        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(cell)
+    return h
+
+
+def _fcn_relu_backward(params: list[torch.Tensor], acts: list[torch.Tensor], grad_out: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients of relu FCNs from their activations: the hand-written fast path of training.
 
     Parameters
     ----------
-    params : sequence of tensors
-        :func:`fcn_features`'s hidden layers followed by the readout ``W_out (E, 1, h_L)``,
-        ``b_out (E, 1)`` (or None): the order of :func:`fcn_param_shapes`, each with a leading
-        ensemble dimension.
-    x : tensor ``(n, d)`` (shared) or ``(E, B, d)`` (one batch per member)
-    activation : {"relu", "erf", "tanh"}
-    acts : list, optional
-        Receives each hidden layer's activations (for a hand-written backward pass).
+    params : list of tensors
+        ``[W_1 (E, h_1, d), b_1 (E, h_1), ..., W_out (E, 1, h_L), b_out (E, 1)]``.
+    acts : list of tensors
+        ``[x (E, B, d), relu(z_1) (E, B, h_1), ..., relu(z_L) (E, B, h_L)]``.
+    grad_out : tensor ``(E, B)``
+        Gradient of each member's loss with respect to its outputs.
 
     Returns
     -------
-    tensor ``(E, n)`` or ``(E, B)``
-        Member ``j``'s outputs depend on row ``j`` of the parameters only.
+    list of tensors shaped like ``params``.
+
+    Notes
+    -----
+    Measured at 1 thread (E = 256, B = 8, d = 7, h = 40): the readout's weight gradient as a
+    broadcast product and sum (47 us, a bmm with one output row 125 us); the relu derivative with
+    ``aten::threshold_backward`` (23 us; ``masked_fill_``/``where`` 420-460 us); a weight gradient
+    with fewer output columns than rows computed transposed (MKL's narrow gemms were 3x slower).
+    Autograd's graph bookkeeping was ~30% of a small-ensemble step (benchmarks/sgd_ensemble.py).
     """
-    h = fcn_features(params[:-2], x, activation, acts)
-    return _affine(h, params[-2], params[-1]).squeeze(-1)
+    grads: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
+    with torch.no_grad():
+        g = grad_out.unsqueeze(-1)  # (E, B, 1)
+        grads[-2] = (g * acts[-1]).sum(1, keepdim=True)
+        grads[-1] = g.sum(1)
+        delta = g * params[-2]  # d loss / d relu(z_L): (E, B, h_L)
+        for i in range(len(params) // 2 - 2, -1, -1):
+            dz = torch.ops.aten.threshold_backward(delta, acts[i + 1], 0)
+            w = params[2 * i]
+            if w.shape[1] > w.shape[2]:
+                grads[2 * i] = torch.bmm(acts[i].transpose(1, 2), dz).transpose(1, 2)
+            else:
+                grads[2 * i] = torch.bmm(dz.transpose(1, 2), acts[i])
+            grads[2 * i + 1] = dz.sum(1)
+            if i:
+                delta = torch.bmm(dz, w)
+    return grads
+
+
+def _fcn_relu_training(params, x):
+    """Outputs of relu FCNs on per-member batches and the activations :func:`_fcn_relu_backward` needs."""
+    acts = [x]
+    with torch.no_grad():
+        out = fcn_forward(params, x, "relu", acts)
+    return out, functools.partial(_fcn_relu_backward, params, acts)
+
+
+# --- specs ----------------------------------------------------------------------------------------
+
+ARCHITECTURES: dict[str, type] = {}
+
+
+def register_architecture(cls):
+    """Class decorator: add a spec class to :data:`ARCHITECTURES` under its ``kind``.
+
+    ``cls`` must be a frozen dataclass subclassing :class:`Architecture` with a non-empty ``kind``
+    not taken by another class; the config's ``[arch] kind = "..."`` then builds it.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Architecture) and dataclasses.is_dataclass(cls)
+            and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        raise TypeError(f"register_architecture needs a frozen dataclass subclass of sampler.Architecture, got {cls!r}")
+    if not isinstance(cls.kind, str) or not cls.kind:
+        raise ValueError(f"{cls.__qualname__}.kind must be a non-empty string, got {cls.kind!r}")
+    old = ARCHITECTURES.get(cls.kind)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"architecture kind {cls.kind!r} is taken by {old.__module__}.{old.__qualname__}")
+    ARCHITECTURES[cls.kind] = cls
+    return cls
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """Common base of the architecture specs; ``kind`` names the subclass."""
+    """Common base of the architecture specs; ``kind`` names the subclass in configs.
+
+    Subclasses implement ``_make(input_shape) -> nn.Module`` (the network mapping ``(n, d)`` to
+    ``(n,)``, parameters not yet drawn) and may override :meth:`init_` (default: the standard
+    rule with the spec's ``sigma_w`` and ``sigma_b``), :meth:`_batched_features` (a hand-batched
+    forward pass), :meth:`_training_fast_path` and ``prior_method``.
+    """
 
     kind: ClassVar[str] = ""
+    #: The prior sampler ``method="auto"`` picks (``"weights"`` works for every architecture).
+    prior_method: ClassVar[str] = "weights"
 
-    def build(
-        self,
-        input_shape: tuple[int, ...],
-        *,
-        generator: torch.Generator,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-    ) -> nn.Module:
-        """A freshly initialised network for examples of shape ``input_shape``.
+    def build(self, input_shape: tuple[int, ...], *, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+              device: str | torch.device = "cpu") -> nn.Module:
+        """A freshly initialised network for examples of ``input_shape`` (e.g. ``(1, 28, 28)``).
 
-        Parameters
-        ----------
-        input_shape : tuple of int
-            Shape of one example before flattening, e.g. ``(1, 28, 28)`` or ``(7,)``.
-        generator : torch.Generator
-            Source of the initialisation (keyword-only; no global RNG is used). It must live on
-            ``device``.
-        dtype, device
-            Of the parameters.
-
-        Returns
-        -------
-        torch.nn.Module
-            Maps ``(n, d)`` inputs, ``d = prod(input_shape)``, to ``(n,)`` outputs.
+        ``generator`` (keyword-only, on ``device``) is the only source of randomness. Returns a
+        module mapping ``(n, d)`` inputs, ``d = prod(input_shape)``, to ``(n,)`` outputs.
         """
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return self.init_(self.make(input_shape).to(device=device, dtype=dtype), generator)
+
+    def make(self, input_shape: tuple[int, ...]) -> nn.Module:
+        """The network's module with undrawn parameters (torch's own initialisation, run on a
+        forked global RNG so that the caller's is untouched)."""
         shape = _check_input_shape(input_shape)
-        module = self._make(shape).to(device=device, dtype=dtype)
-        return self.init_(module, generator)
+        with forked_torch_rng(0):
+            return self._make(shape)
+
+    def network(self, input_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu"):
+        """The protocol object of this architecture on ``input_shape``: a :class:`sampler.ensemble.Network`."""
+        from .ensemble import Network  # ensemble imports this module
+
+        return Network(self, input_shape, dtype=dtype, device=device)
 
     def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
-        """Draw the parameters of ``module`` (built by this spec) in place from ``generator``.
-
-        The built-in specs use the standard parameterisation (:func:`init_standard_`); the
-        ``module`` spec may use the module's own initialisation instead. Returns ``module``.
-        """
+        """Draw the parameters of ``module`` (built by this spec) in place from ``generator``."""
         return init_standard_(module, self.sigma_w, self.sigma_b, generator)  # type: ignore[attr-defined]
 
+    @property
+    def standard_init(self) -> bool:
+        """Whether :meth:`init_` is the standard rule (then many members can be drawn as stacked tensors)."""
+        return True
+
     def _make(self, input_shape: tuple[int, ...]) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _make(input_shape) -> nn.Module")
+
+    def _batched_features(self, input_shape: tuple[int, ...]) -> Callable | None:
+        """``features(params, x) -> (E, n, h)``: the inputs of the readout (the last two parameters,
+        ``(1, h)`` and ``(1,)``) for stacked parameters; None: no hand-batched path (``torch.func``)."""
+        return None
+
+    def _training_fast_path(self) -> Callable | None:
+        """``forward(params, x (E, B, d)) -> (outputs, backward)`` with ``backward(grad_out) -> grads``
+        replacing autograd in training, or None."""
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain dict with a ``kind`` key (for configs and manifests)."""
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
     def describe(self) -> str:
-        """A short human-readable description, e.g. ``FCN 2x512 relu (sigma_w=1, sigma_b=0.0357)``."""
+        """A short human-readable description."""
+        fields = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self).items())
+        return f"{self.kind}({fields})"
+
+
+class _BatchedNet(nn.Module):
+    """A built-in network: its forward pass is the spec's batched one with one member."""
+
+    def __init__(self, features: Callable):
+        super().__init__()
+        self._features = features
+
+    def _tensors(self) -> list[torch.Tensor]:  # attribute access, so that functional_call's tensors are used
         raise NotImplementedError
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ps = [t.unsqueeze(0) for t in self._tensors()]
+        return readout(self._features(ps[:-2], x.reshape(x.shape[0], -1)), ps[-2], ps[-1])[0]
 
+
+class FCNNet(_BatchedNet):
+    """The finite FCN; ``layers[i]`` are hidden layers, ``readout`` the scalar output layer."""
+
+    def __init__(self, d_in: int, depth: int, width: int, activation: str):
+        super().__init__(functools.partial(fcn_features, activation=activation))
+        sizes = [d_in] + [width] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.readout = nn.Linear(sizes[-1], 1)
+        self.activation = activation
+
+    def _tensors(self):
+        return [t for layer in (*self.layers, self.readout) for t in (layer.weight, layer.bias)]
+
+
+class CNNNet(_BatchedNet):
+    def __init__(self, input_shape, depth, channels, kernel_size, activation, pooling):
+        super().__init__(functools.partial(cnn_features, input_shape=tuple(input_shape), activation=activation,
+                                           pooling=pooling))
+        c, h, w = input_shape
+        ins = [c] + [channels] * (depth - 1)
+        self.convs = nn.ModuleList(nn.Conv2d(a, channels, kernel_size, padding=kernel_size // 2) for a in ins)
+        self.readout = nn.Linear(channels * h * w if pooling == "flatten" else channels, 1)
+
+    def _tensors(self):
+        return [t for layer in (*self.convs, self.readout) for t in (layer.weight, layer.bias)]
+
+
+class _LSTMWeights(nn.Module):
+    """``torch.nn.LSTM``'s parameters (names, shapes, order) without its fused kernel."""
+
+    def __init__(self, features: int, hidden: int):
+        super().__init__()
+        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden, features))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden, hidden))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden))
+
+
+class LSTMNet(_BatchedNet):
+    def __init__(self, input_shape, hidden):
+        super().__init__(functools.partial(lstm_features, input_shape=tuple(input_shape)))
+        self.lstm = _LSTMWeights(sequence_shape(tuple(input_shape))[1], hidden)
+        self.readout = nn.Linear(hidden, 1)
+
+    def _tensors(self):
+        m = self.lstm
+        return [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0, self.readout.weight, self.readout.bias]
+
+
+def _check_scales(spec) -> None:
+    check_float("sigma_w", spec.sigma_w, minimum=0.0, strict_minimum=True)
+    check_float("sigma_b", spec.sigma_b, minimum=0.0)
+
+
+@register_architecture
 @dataclass(frozen=True)
 class FCN(Architecture):
     """Fully connected network: ``depth`` hidden layers of ``width`` units, scalar readout.
@@ -258,6 +414,7 @@ class FCN(Architecture):
     """
 
     kind: ClassVar[str] = "fcn"
+    prior_method: ClassVar[str] = "preactivations"
     depth: int = 2
     width: int = 512
     activation: str = "relu"
@@ -268,17 +425,23 @@ class FCN(Architecture):
         check_int("depth", self.depth, minimum=0)
         check_int("width", self.width, minimum=1)
         check_choice("activation", self.activation, ACTIVATIONS)
-        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
-        check_float("sigma_b", self.sigma_b, minimum=0.0)
+        _check_scales(self)
 
     def _make(self, input_shape):
         return FCNNet(math.prod(input_shape), self.depth, self.width, self.activation)
+
+    def _batched_features(self, input_shape):
+        return functools.partial(fcn_features, activation=self.activation)
+
+    def _training_fast_path(self):
+        return _fcn_relu_training if self.activation == "relu" else None
 
     def describe(self) -> str:
         return (f"FCN {self.depth}x{self.width} {self.activation} "
                 f"(sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g})")
 
 
+@register_architecture
 @dataclass(frozen=True)
 class CNN(Architecture):
     """Convolutional network: ``depth`` conv layers (stride 1, 'same' padding), scalar readout.
@@ -316,19 +479,23 @@ class CNN(Architecture):
             raise ValueError(f"kernel_size must be odd (for 'same' padding), got kernel_size={self.kernel_size}")
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("readout", self.readout, ("flatten", "gap"))
-        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
-        check_float("sigma_b", self.sigma_b, minimum=0.0)
+        _check_scales(self)
 
     def _make(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"CNN needs image inputs of shape (channels, height, width), got input_shape={input_shape}")
         return CNNNet(input_shape, self.depth, self.channels, self.kernel_size, self.activation, self.readout)
 
+    def _batched_features(self, input_shape):
+        return functools.partial(cnn_features, input_shape=tuple(input_shape), activation=self.activation,
+                                 pooling=self.readout)
+
     def describe(self) -> str:
         return (f"CNN {self.depth}x{self.channels}ch k{self.kernel_size} {self.activation} {self.readout} "
                 f"(sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g})")
 
 
+@register_architecture
 @dataclass(frozen=True)
 class LSTM(Architecture):
     """Single-layer LSTM over a sequence, readout of the last hidden state.
@@ -350,11 +517,13 @@ class LSTM(Architecture):
 
     def __post_init__(self):
         check_int("hidden", self.hidden, minimum=1)
-        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
-        check_float("sigma_b", self.sigma_b, minimum=0.0)
+        _check_scales(self)
 
     def _make(self, input_shape):
         return LSTMNet(input_shape, self.hidden)
+
+    def _batched_features(self, input_shape):
+        return functools.partial(lstm_features, input_shape=tuple(input_shape))
 
     def describe(self) -> str:
         return f"LSTM {self.hidden} (sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g})"
@@ -459,6 +628,7 @@ class ModuleNet(nn.Module):
         return out
 
 
+@register_architecture
 @dataclass(frozen=True)
 class Module(Architecture):
     """Any ``torch.nn.Module`` a factory builds: the user's own network as an architecture.
@@ -527,6 +697,10 @@ class Module(Architecture):
         check_float("sigma_b", self.sigma_b, minimum=0.0)
 
     @property
+    def standard_init(self) -> bool:
+        return self.init == "standard"
+
+    @property
     def importable(self) -> bool:
         """Whether the factory is named by a string (can go into configs, run folders, Ray)."""
         return isinstance(self.factory, str)
@@ -581,79 +755,15 @@ class Module(Architecture):
         return f"module {name}({kw}) ({init})"
 
 
-ARCHITECTURES: dict[str, type[Architecture]] = {"fcn": FCN, "cnn": CNN, "lstm": LSTM, "module": Module}
 
 
 def make_architecture(kind: str, **fields) -> Architecture:
-    """The spec of ``kind`` (``fcn``, ``cnn``, ``lstm``, ``module``) built from keyword ``fields``."""
+    """The spec of ``kind`` (a key of :data:`ARCHITECTURES`) built from keyword ``fields``."""
     check_choice("arch.kind", kind, ARCHITECTURES)
     cls = ARCHITECTURES[kind]
     valid = {f.name for f in dataclasses.fields(cls)}
     for key in fields:
         if key not in valid:
-            from ._checks import did_you_mean
             raise ValueError(f"unknown field {key!r} for architecture {kind!r}; valid fields: "
                              f"{sorted(valid)}{did_you_mean(key, valid)}")
     return cls(**fields)
-
-
-class FCNNet(nn.Module):
-    """The finite FCN; ``layers[i]`` are hidden layers, ``readout`` the scalar output layer."""
-
-    def __init__(self, d_in: int, depth: int, width: int, activation: str):
-        super().__init__()
-        sizes = [d_in] + [width] * depth
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.readout = nn.Linear(sizes[-1], 1)
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # attribute access (not .parameters()) so that torch.func.functional_call's tensors are used
-        params = [t.unsqueeze(0) for layer in (*self.layers, self.readout) for t in (layer.weight, layer.bias)]
-        return fcn_forward(params, x.reshape(x.shape[0], -1), self.activation)[0]
-
-
-class CNNNet(nn.Module):
-    def __init__(self, input_shape, depth, channels, kernel_size, activation, readout):
-        super().__init__()
-        c, h, w = input_shape
-        self.input_shape = tuple(input_shape)
-        ins = [c] + [channels] * (depth - 1)
-        self.convs = nn.ModuleList(
-            nn.Conv2d(a, channels, kernel_size, padding=kernel_size // 2) for a in ins)
-        self.readout_kind = readout
-        self.readout = nn.Linear(channels * h * w if readout == "flatten" else channels, 1)
-        self._phi = activation_fn(activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.reshape(x.shape[0], *self.input_shape)
-        for conv in self.convs:
-            h = self._phi(conv(h))
-        h = h.flatten(1) if self.readout_kind == "flatten" else h.mean(dim=(2, 3))
-        return self.readout(h).squeeze(-1)
-
-
-def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """``(steps, features)`` in which an LSTM reads one example of ``input_shape``."""
-    if len(input_shape) == 3:
-        c, h, w = input_shape
-        return h, c * w
-    return math.prod(input_shape), 1
-
-
-class LSTMNet(nn.Module):
-    def __init__(self, input_shape, hidden):
-        super().__init__()
-        self.steps, self.features = sequence_shape(tuple(input_shape))
-        self.input_shape = tuple(input_shape)
-        self.lstm = nn.LSTM(self.features, hidden, batch_first=True)
-        self.readout = nn.Linear(hidden, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.input_shape) == 3:
-            c, h, w = self.input_shape
-            seq = x.reshape(x.shape[0], c, h, w).permute(0, 2, 1, 3).reshape(x.shape[0], h, c * w)
-        else:
-            seq = x.reshape(x.shape[0], self.steps, 1)
-        out, _ = self.lstm(seq)
-        return self.readout(out[:, -1]).squeeze(-1)

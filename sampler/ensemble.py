@@ -1,57 +1,60 @@
-"""Ensembles of networks of one architecture, as stacked parameters with a batched forward pass.
+"""The architecture protocol: many networks of one architecture as stacked parameters.
 
-An ensemble of ``E`` networks is a list of tensors, one per parameter of the architecture's torch
-module (in ``module.named_parameters()`` order), each of shape ``(E, *shape)``: row ``j`` of every
-tensor is member ``j``. :class:`EnsembleNet` evaluates all members at once:
+A :class:`Network` (``arch.network(input_shape)``) is what neural-tangents calls ``(init_fn,
+apply_fn)`` for one architecture on one input shape. An ensemble of ``E`` members is a list of
+tensors, one per parameter (``Network.names``, ``Network.shapes``), each ``(E, *shape)``: row ``j``
+of every tensor is member ``j``, and member ``j``'s outputs depend on row ``j`` only, so the
+gradient of the *sum* of member losses is every member's own gradient.
 
-- FCN: :func:`sampler.architectures.fcn_forward`, batched matmuls over the ensemble dimension;
-- CNN: one grouped convolution (``groups=E``) per layer, then a batched matmul readout;
-- LSTM: the LSTM cell written with batched matmuls (same parameter layout and gate order
-  ``i, f, g, o`` as ``torch.nn.LSTM``), one step at a time (``torch.func.vmap`` has no
-  batching rule for ``aten::lstm``);
-- anything else (``sampler.Module``, the user's own networks): ``torch.func.vmap`` over
-  ``torch.func.functional_call`` of the module, parameters stacked along dimension 0 and buffers
-  shared (constants), then autograd through the vmapped call (``randomness="error"``: a random
-  op in a module is an error, see ``sampler.architectures.Module``).
-
-The hand-batched paths exist because, measured on CPU (benchmarks/sgd_ensemble.py), one
-autograd pass through batched matmuls over the summed member losses is much faster than vmap.
-Members never mix: the outputs of member ``j`` depend on row ``j`` of the parameters only, so
-gradients of the *sum* of member losses are the per-member gradients.
+``apply`` is the spec's hand-batched forward pass where it names one (FCN, CNN, LSTM: batched
+matmuls and grouped convolutions, measured much faster than vmap on CPU, benchmarks/sgd_ensemble.py)
+and otherwise ``torch.func.vmap`` over ``torch.func.functional_call`` of the module (any
+``sampler.Module``; buffers are shared constants; a random op is an error). Training, prior
+sampling, Monte Carlo kernels, MCMC and the per-member derivatives (:func:`member_grads`,
+:func:`member_hvp`) all go through it.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .architectures import Architecture, CNNNet, FCNNet, LSTMNet, fcn_forward
-from .seeding import make_generator
+from .architectures import Architecture, _check_input_shape, draw_standard, readout
+
+LOSSES = ("ce", "mse")
 
 
-class EnsembleNet:
-    """Batched evaluation and initialisation of ensembles of one architecture.
+class Network:
+    """One architecture on one input shape: initialise and apply stacked members.
 
     Parameters
     ----------
     arch : Architecture
-        The spec (FCN, CNN, LSTM or any spec whose ``build`` returns a module).
     input_shape : tuple of int
-        Shape of one example before flattening (``Split.input_shape``).
+        Shape of one example before flattening (``Split.input_shape``); inputs are ``(n, d)``.
     dtype : torch.dtype
-        Of parameters and computations (float32 by default; float64 for exact tests).
+        Of parameters and computations (float64 for exact tests).
     device : str or torch.device
-        Where the ensemble lives.
+        Where :meth:`init`, :meth:`draw` and :meth:`apply` put and find the members.
 
-    Notes
-    -----
-    Member ``j`` initialised for run ``i`` with :meth:`init_` holds exactly the parameter values
-    of ``arch.build(input_shape, generator=make_generator(seed, "init", i), dtype=dtype)``:
-    initialisation always draws on the CPU (the same numbers on every device), then copies.
+    Attributes
+    ----------
+    names, shapes : tuple
+        Parameter names and shapes (without the ensemble dimension), in ``named_parameters()`` order.
+    n_params : int
+        Parameters per member.
+    module : torch.nn.Module
+        The architecture's module on ``device`` (its own parameters are not used by :meth:`apply`).
+    features : callable or None
+        ``features(params[:-2], x) -> (E, n, h)``, the readout's inputs (the last two parameters
+        are the readout's ``(1, h)`` weight and ``(1,)`` bias); None when the spec names no batched path.
+    units : int
+        Activations per example of the widest layer, roughly (for memory budgets).
     """
 
     def __init__(self, arch: Architecture, input_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
@@ -59,209 +62,138 @@ class EnsembleNet:
         if not isinstance(arch, Architecture):
             raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}")
         self.arch = arch
-        self.input_shape = tuple(input_shape)
+        self.input_shape = _check_input_shape(input_shape)
         self.dtype = dtype
         self.device = torch.device(device)
-        # Built once on the CPU and re-initialised in place for each run: arch.init_ is what
-        # arch.build calls, so the values are those of a freshly built network.
-        self.template = arch.build(self.input_shape, generator=make_generator(0, "template"), dtype=dtype)
-        for p in self.template.parameters():
-            p.requires_grad_(False)
-        named = list(self.template.named_parameters())
-        self.names = [n for n, _ in named]
-        self.shapes = [tuple(p.shape) for _, p in named]
+        # initialisation always draws on the CPU (the same numbers on every device), then copies
+        self._cpu = arch.make(self.input_shape).to(dtype=dtype).requires_grad_(False)
+        self.module = self._cpu if self.device.type == "cpu" else copy.deepcopy(self._cpu).to(self.device)
+        named = list(self._cpu.named_parameters())
+        self.names = tuple(n for n, _ in named)
+        self.shapes = tuple(tuple(p.shape) for _, p in named)
         self.n_params = sum(math.prod(s) for s in self.shapes)
-        # Hand-written backward for FCNs with relu (the paper's networks): autograd's graph
-        # bookkeeping was ~30% of a small-ensemble step (benchmarks/sgd_ensemble.py, Boolean).
-        self._manual_backward = isinstance(self.template, FCNNet) and arch.activation == "relu"  # type: ignore[attr-defined]
-        if isinstance(self.template, FCNNet):
-            self._forward = self._fcn
-        elif isinstance(self.template, CNNNet):
-            self._forward = self._cnn
-        elif isinstance(self.template, LSTMNet):
-            self._forward = self._lstm
-        else:
-            self._forward = self._vmap
+        self.features = arch._batched_features(self.input_shape)
+        self._fast_training = arch._training_fast_path()
+        image = math.prod(self.input_shape[1:]) if len(self.input_shape) == 3 else 1
+        self.units = max(s[0] if s else 1 for s in self.shapes) * image
 
-    # parameters ----------------------------------------------------------------------------
-    def zeros(self, size: int) -> list[torch.Tensor]:
-        """``size`` members of zeros: list of leaf tensors ``(size, *shape)`` requiring grad."""
-        return [torch.zeros((size, *s), dtype=self.dtype, device=self.device, requires_grad=True)
-                for s in self.shapes]
+    # init ------------------------------------------------------------------------------------------
+    def init(self, generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
+        """Members drawn one by one, member ``i`` from ``generators[i]`` (CPU generators).
 
-    def init_(self, params: Sequence[torch.Tensor], slots: Sequence[int], runs: Sequence[int], *, seed: int) -> None:
-        """Initialise member ``slots[t]`` for run ``runs[t]`` in place (``make_generator(seed, "init", run)``)."""
-        if len(slots) != len(runs):
-            raise ValueError(f"slots and runs must have the same length, got {len(slots)} and {len(runs)}")
-        if not len(slots):
-            return
-        staged = [torch.empty((len(slots), *s), dtype=self.dtype) for s in self.shapes]
-        for t, run in enumerate(runs):
-            self.arch.init_(self.template, make_generator(seed, "init", int(run)))
-            for buf, p in zip(staged, self.template.parameters()):
+        Member ``i`` holds exactly the values of ``arch.build(input_shape, generator=g, dtype=dtype)``
+        for a generator ``g`` in the state of ``generators[i]``; the same generator may appear
+        several times (its members are then drawn in sequence). Returns tensors ``(E, *shape)``.
+        """
+        staged = [torch.empty((len(generators), *s), dtype=self.dtype) for s in self.shapes]
+        for t, gen in enumerate(generators):
+            self.arch.init_(self._cpu, gen)
+            for buf, p in zip(staged, self._cpu.parameters()):
                 buf[t].copy_(p)
-        index = torch.as_tensor(list(slots), dtype=torch.long, device=self.device)
-        with torch.no_grad():
-            for p, buf in zip(params, staged):
-                p.index_copy_(0, index, buf.to(self.device, non_blocking=True))
+        return [b.to(self.device) for b in staged]
+
+    def draw(self, n: int, *, generator: torch.Generator) -> list[torch.Tensor]:
+        """``n`` members from one generator, the fast way: with the standard initialisation each
+        parameter of all members is one ``(n, *shape)`` draw (:func:`~sampler.architectures.draw_standard`,
+        nothing drawn for a zero scale); otherwise members one after another (:meth:`init`). The same
+        distribution as :meth:`init`, another random stream."""
+        if not self.arch.standard_init:
+            return self.init([generator] * n)
+        ps = draw_standard(zip(self.names, self.shapes), n, sigma_w=self.arch.sigma_w,  # type: ignore[attr-defined]
+                           sigma_b=self.arch.sigma_b, generator=generator, dtype=self.dtype)  # type: ignore[attr-defined]
+        return [p.to(self.device) for p in ps]
 
     def member(self, params: Sequence[torch.Tensor], j: int) -> nn.Module:
         """Member ``j`` as a plain torch module (a copy, on the CPU, no grad)."""
-        module = copy.deepcopy(self.template)
+        module = copy.deepcopy(self._cpu)
         with torch.no_grad():
             for p, q in zip(module.parameters(), params):
                 p.copy_(q[j].detach().cpu())
         return module
 
-    # evaluation ----------------------------------------------------------------------------
-    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Outputs of every member.
-
-        Parameters
-        ----------
-        params : list of tensors ``(E, *shape)``
-        x : tensor ``(E, B, d)`` (member ``j`` sees ``x[j]``) or ``(n, d)`` (all members see it)
-
-        Returns
-        -------
-        tensor ``(E, B)`` or ``(E, n)``
-        """
-        return self._forward(list(params), x)
-
-    # training ------------------------------------------------------------------------------
-    def forward_train(self, params: Sequence[torch.Tensor], x: torch.Tensor):
-        """Outputs ``(E, B)`` of every member on its own minibatch ``x`` ``(E, B, d)``, and what
-        :meth:`backward` needs.
-
-        FCNs with relu keep their activations for the hand-written backward pass (no autograd
-        graph is built); every other network records an autograd graph.
-        """
+    # apply -----------------------------------------------------------------------------------------
+    def apply(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Outputs of every member: ``params`` ``(E, *shape)``; ``x`` ``(n, d)`` seen by all members
+        or ``(E, B, d)``, member ``j`` seeing ``x[j]``. Returns ``(E, n)`` or ``(E, B)``."""
         params = list(params)
-        if self._manual_backward:
-            acts = [x]
-            with torch.no_grad():
-                out = self._fcn(params, x, acts)
-            return out, acts
-        out = self._forward(params, x)
-        return out.detach(), out
+        if self.features is None:
+            return self.apply_vmap(params, x)
+        return readout(self.features(params[:-2], x), params[-2], params[-1])
 
-    def backward(self, params: Sequence[torch.Tensor], cache, grad_out: torch.Tensor) -> list[torch.Tensor]:
-        """Per-member parameter gradients, given ``grad_out`` ``(E, B)`` = d(member j's loss)/d(its outputs).
-
-        ``cache`` is the second value :meth:`forward_train` returned for the same ``params``.
-        Returns tensors shaped like ``params``. Members never mix, so each member's gradient is
-        its own loss's.
-        """
-        params = list(params)
-        if not self._manual_backward:
-            return list(torch.autograd.grad(cache, params, grad_outputs=grad_out))
-        return _fcn_relu_backward(params, cache, grad_out)
-
-    def _fcn(self, params, x, acts: list | None = None):
-        # acts, if given, receives each hidden layer's activations (for the hand-written backward)
-        return fcn_forward(params, x, self.arch.activation, acts)  # type: ignore[attr-defined]
-
-    def _cnn(self, params, x):
-        net: CNNNet = self.template  # type: ignore[assignment]
-        e = params[0].shape[0]
-        c, hh, ww = net.input_shape
-        if x.dim() == 2:
-            n = x.shape[0]
-            h = x.reshape(n, 1, c, hh, ww).expand(n, e, c, hh, ww).reshape(n, e * c, hh, ww)
-        else:
-            n = x.shape[1]
-            h = x.reshape(e, n, c, hh, ww).transpose(0, 1).reshape(n, e * c, hh, ww)
-        for i, conv in enumerate(net.convs):
-            w, b = params[2 * i], params[2 * i + 1]
-            h = net._phi(nn.functional.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1),
-                                              padding=conv.padding, groups=e))
-        co = net.convs[-1].out_channels
-        if net.readout_kind == "flatten":
-            h = h.reshape(n, e, co * hh * ww).transpose(0, 1)
-        else:
-            h = h.reshape(n, e, co, hh * ww).mean(-1).transpose(0, 1)
-        w, b = params[-2], params[-1]
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)).squeeze(-1)
-
-    def _lstm(self, params, x):
-        net: LSTMNet = self.template  # type: ignore[assignment]
-        w_ih, w_hh, b_ih, b_hh, w_out, b_out = params
-        e, hidden = w_hh.shape[0], w_hh.shape[2]
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(e, -1, -1)
-        n = x.shape[1]
-        if len(net.input_shape) == 3:
-            c, hh, ww = net.input_shape
-            seq = x.reshape(e, n, c, hh, ww).permute(0, 1, 3, 2, 4).reshape(e, n, hh, c * ww)
-        else:
-            seq = x.reshape(e, n, net.steps, 1)
-        steps, feats = seq.shape[2], seq.shape[3]
-        # Input projections of all steps in one batched matmul.
-        xin = torch.baddbmm((b_ih + b_hh).unsqueeze(1), seq.reshape(e, n * steps, feats), w_ih.transpose(1, 2))
-        xin = xin.reshape(e, n, steps, 4 * hidden)
-        h = x.new_zeros(e, n, hidden)
-        cell = x.new_zeros(e, n, hidden)
-        w_hh_t = w_hh.transpose(1, 2)
-        for t in range(steps):
-            gates = torch.baddbmm(xin[:, :, t], h, w_hh_t)
-            i, f, g, o = gates.chunk(4, dim=-1)
-            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(cell)
-        return torch.baddbmm(b_out.unsqueeze(1), h, w_out.transpose(1, 2)).squeeze(-1)
-
-    def _vmap(self, params, x):
-        names = self.names
-        module = self.template
+    def apply_vmap(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` as ``torch.func.vmap`` of ``functional_call`` of :attr:`module` (the generic path)."""
+        module, names = self.module, self.names
 
         def one(ps, xx):
             return torch.func.functional_call(module, dict(zip(names, ps)), (xx,))
 
-        return torch.func.vmap(one, in_dims=(0, None if x.dim() == 2 else 0))(tuple(params), x)
+        return torch.func.vmap(one, in_dims=(0, None if x.dim() == 2 else 0), randomness="error")(tuple(params), x)
 
-    def forward_vmap(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` through ``torch.func.vmap`` of the module (a reference and a fallback)."""
-        return self._vmap(list(params), x)
+    def forward_train(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, Callable]:
+        """Outputs ``(E, B)`` (detached) on per-member batches ``x`` ``(E, B, d)``, and ``backward(grad_out)``
+        giving the per-member gradients for ``grad_out`` ``(E, B)`` = d(member loss)/d(its outputs).
+
+        Through the spec's hand-written backward pass where it has one (FCN relu), else autograd.
+        """
+        params = list(params)
+        if self._fast_training is not None:
+            return self._fast_training(params, x)
+        out = self.apply(params, x)
+        return out.detach(), lambda g: list(torch.autograd.grad(out, params, grad_outputs=g))
 
 
-def _fcn_relu_backward(params: list[torch.Tensor], acts: list[torch.Tensor], grad_out: torch.Tensor) -> list[torch.Tensor]:
-    """Gradients of an FCN ensemble with relu from its activations (pure function).
+# losses and per-member derivatives ---------------------------------------------------------------
+def pointwise_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
+    """Loss of each output against its 0/1 label, same shape as ``outputs``.
+
+    ``ce``: ``softplus(o) - y*o`` (BCE with logits); ``mse``: ``(o - (2y - 1))**2``.
+    """
+    y = labels.to(outputs.dtype).expand_as(outputs)
+    if loss == "ce":
+        return F.binary_cross_entropy_with_logits(outputs, y, reduction="none")
+    return (outputs - (2 * y - 1)) ** 2
+
+
+def _summed_loss(net: Network, x, y, loss: str) -> Callable:
+    def total(params):
+        return pointwise_loss(net.apply(list(params), x), y, loss).mean(-1).sum()
+    return total
+
+
+def member_grads(net: Network, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+                 loss: str) -> list[torch.Tensor]:
+    """Gradient of each member's mean loss on its examples, ``torch.func.grad`` through :meth:`Network.apply`.
 
     Parameters
     ----------
-    params : list of tensors
-        ``[W_1 (E, h_1, d), b_1 (E, h_1), ..., W_out (E, 1, h_L), b_out (E, 1)]``.
-    acts : list of tensors
-        ``[x (E, B, d), relu(z_1) (E, B, h_1), ..., relu(z_L) (E, B, h_L)]``.
-    grad_out : tensor ``(E, B)``
-        Gradient of each member's loss with respect to its outputs.
+    net : Network
+    params : list of tensors ``(E, *shape)``
+    x : tensor ``(n, d)`` (shared) or ``(E, B, d)``
+    y : tensor ``(n,)`` or ``(E, B)`` of 0/1 labels
+    loss : {"ce", "mse"}
+        See :func:`pointwise_loss`.
 
     Returns
     -------
-    list of tensors shaped like ``params``.
-
-    Notes
-    -----
-    Choices measured at 1 thread (E = 256, B = 8, d = 7, h = 40): the readout's weight gradient
-    as a broadcast product and sum (47 us) rather than a bmm with one output row (125 us);
-    the relu derivative with ``aten::threshold_backward``, autograd's own kernel (23 us), where
-    ``masked_fill_`` / ``torch.where`` with a boolean mask took 420-460 us; a weight gradient
-    with fewer output columns than rows is computed transposed, since MKL's small gemms with
-    narrow outputs were 3x slower ((E, 40, 7): 352 us; (E, 7, 40): 106 us).
+    list of tensors ``(E, *shape)``: row ``j`` is member ``j``'s gradient.
     """
-    grads: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
-    with torch.no_grad():
-        g = grad_out.unsqueeze(-1)  # (E, B, 1)
-        grads[-2] = (g * acts[-1]).sum(1, keepdim=True)
-        grads[-1] = g.sum(1)
-        delta = g * params[-2]  # d loss / d relu(z_L): (E, B, h_L)
-        for i in range(len(params) // 2 - 2, -1, -1):
-            dz = torch.ops.aten.threshold_backward(delta, acts[i + 1], 0)
-            w = params[2 * i]
-            if w.shape[1] > w.shape[2]:
-                grads[2 * i] = torch.bmm(acts[i].transpose(1, 2), dz).transpose(1, 2)
-            else:
-                grads[2 * i] = torch.bmm(dz.transpose(1, 2), acts[i])
-            grads[2 * i + 1] = dz.sum(1)
-            if i:
-                delta = torch.bmm(dz, w)
-    return grads
+    _check_loss(loss)
+    return list(torch.func.grad(_summed_loss(net, x, y, loss))(tuple(params)))
+
+
+def member_hvp(net: Network, params: Sequence[torch.Tensor], v: Sequence[torch.Tensor], x: torch.Tensor,
+               y: torch.Tensor, *, loss: str) -> list[torch.Tensor]:
+    """Hessian-vector products of each member's mean loss: row ``j`` is ``H_j v_j``.
+
+    Forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``); ``v`` is shaped like
+    ``params``. Members never mix, so the Hessian of the summed losses is block diagonal.
+    Arguments as :func:`member_grads`. Returns tensors ``(E, *shape)``.
+    """
+    _check_loss(loss)
+    grad = torch.func.grad(_summed_loss(net, x, y, loss))
+    return list(torch.func.jvp(grad, (tuple(params),), (tuple(v),))[1])
+
+
+def _check_loss(loss) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got loss={loss!r}")

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from ._checks import check_float, check_int
-from .architectures import Architecture, FCNNet, fcn_forward, standard_std
+from .architectures import Architecture, standard_std
 from .data import Split
 from .functions import FunctionCounts
-from .seeding import derive_seed, forked_torch_rng, make_generator
+from .seeding import derive_seed, forked_torch_rng
 
 
 @contextlib.contextmanager
@@ -200,62 +200,43 @@ class ParamSpec:
     scale: float
 
 
-def param_specs(module: torch.nn.Module, sigma_w: float, sigma_b: float) -> list[ParamSpec]:
-    """The prior scales of ``init_standard_`` (:func:`sampler.architectures.standard_std`): weights
-    ``sigma_w / sqrt(fan_in)``, biases ``sigma_b``."""
-    return [ParamSpec(name, name.replace(".", "_") + "_z", tuple(p.shape),
-                      float(standard_std(name, tuple(p.shape), sigma_w, sigma_b)))
-            for name, p in module.named_parameters()]
+def param_specs(net, sigma_w: float, sigma_b: float) -> list[ParamSpec]:
+    """The prior scales of the standard rule (:func:`sampler.architectures.standard_std`) of the
+    parameters of ``net`` (a :class:`sampler.ensemble.Network`): weights ``sigma_w / sqrt(fan_in)``,
+    biases ``sigma_b``."""
+    return [ParamSpec(name, name.replace(".", "_") + "_z", shape, float(standard_std(name, shape, sigma_w, sigma_b)))
+            for name, shape in zip(net.names, net.shapes)]
 
 
-def network_model(module, specs: list[ParamSpec], x_train: torch.Tensor, y_train: torch.Tensor,
+def _stacked(specs: list[ParamSpec], draws: dict[str, torch.Tensor], n: int, like: torch.Tensor) -> list[torch.Tensor]:
+    """Parameters ``(n, *shape)`` from standard-normal draws ``(n, *shape)`` per site (zeros where the scale is 0)."""
+    return [draws[s.site] * s.scale if s.scale else like.new_zeros((n, *s.shape)) for s in specs]
+
+
+def network_model(net, specs: list[ParamSpec], x_train: torch.Tensor, y_train: torch.Tensor,
                   temperature: float) -> None:
     """pyro model: standard-normal ``z`` per parameter tensor, tempered-sigmoid likelihood of S."""
     import pyro
     import pyro.distributions as dist
-    from torch.func import functional_call
 
-    params = {}
+    draws = {}
     for s in specs:
-        if s.scale == 0.0:
-            params[s.name] = torch.zeros(s.shape, dtype=x_train.dtype, device=x_train.device)
-            continue
-        base = dist.Normal(torch.zeros((), dtype=x_train.dtype, device=x_train.device), 1.0)
-        z = pyro.sample(s.site, base.expand(s.shape).to_event(len(s.shape)))
-        params[s.name] = z * s.scale
-    f = functional_call(module, params, (x_train,))
+        if s.scale:
+            base = dist.Normal(torch.zeros((), dtype=x_train.dtype, device=x_train.device), 1.0)
+            draws[s.site] = pyro.sample(s.site, base.expand(s.shape).to_event(len(s.shape))).unsqueeze(0)
+    f = net.apply(_stacked(specs, draws, 1, x_train), x_train)[0]
     pyro.sample("y", dist.Bernoulli(logits=f / temperature).to_event(1), obs=y_train.to(x_train.dtype))
 
 
-def network_outputs(module, specs: list[ParamSpec], samples: dict[str, torch.Tensor], x: torch.Tensor
-                    ) -> torch.Tensor:
-    """Outputs ``(n_chains, n_draws, n)`` of the network at every draw on inputs ``x (n, d)``.
-
-    An FCN evaluates all draws of a chain at once through the one batched FCN forward pass
-    (:func:`sampler.architectures.fcn_forward`, parameters stacked over draws); any other module
-    one draw at a time through ``torch.func.functional_call``.
-    """
-    from torch.func import functional_call
-
-    some = samples[next(s.site for s in specs if s.scale > 0.0)]
-    n_chains, n_draws = some.shape[:2]
-    out = torch.empty((n_chains, n_draws, x.shape[0]), dtype=x.dtype, device=x.device)
-
-    def draw(s: ParamSpec, c: int, j: int | slice) -> torch.Tensor | None:
-        if s.scale == 0.0:
-            return None
-        return samples[s.site][c, j] * s.scale
-
+def network_outputs(net, specs: list[ParamSpec], samples: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Outputs ``(n_chains, n_draws, n)`` on inputs ``x (n, d)`` of the network at every draw:
+    a chain's draws are the members of one ``net.apply`` (a chain's outputs do not depend on
+    ``n_chains``)."""
+    some = samples[next(s.site for s in specs if s.scale)]
+    n_draws = some.shape[1]
     with torch.no_grad():
-        for c in range(n_chains):
-            if isinstance(module, FCNNet):  # one chain at a time: a chain's outputs do not depend on n_chains
-                out[c] = fcn_forward([draw(s, c, slice(None)) for s in specs], x, module.activation)
-                continue
-            for j in range(n_draws):
-                params = {s.name: p if (p := draw(s, c, j)) is not None
-                          else torch.zeros(s.shape, dtype=x.dtype, device=x.device) for s in specs}
-                out[c, j] = functional_call(module, params, (x,))
-    return out
+        return torch.stack([net.apply(_stacked(specs, {k: v[c] for k, v in samples.items()}, n_draws, x), x)
+                            for c in range(some.shape[0])])
 
 
 @dataclass(frozen=True)
@@ -316,8 +297,8 @@ def mcmc_functions(
     Parameters
     ----------
     arch : Architecture
-        Any architecture (the model calls the built module through ``torch.func.functional_call``);
-        keep it small (module docstring).
+        Any architecture (the model evaluates it through ``arch.network``'s ``apply``); keep it
+        small (module docstring).
     split : Split
     n_samples, n_warmup : int
         Kept draws and warm-up steps per chain.
@@ -341,16 +322,15 @@ def mcmc_functions(
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
     temperature = check_float("temperature", temperature, minimum=0.0, strict_minimum=True)
     check_int("seed", seed, minimum=0)
-    module = arch.build(split.input_shape, generator=make_generator(seed, "mcmc-build"), dtype=torch.float64,
-                        device=device)
-    specs = param_specs(module, arch.sigma_w, arch.sigma_b)  # type: ignore[attr-defined]
+    net = arch.network(split.input_shape, dtype=torch.float64, device=device)
+    specs = param_specs(net, arch.sigma_w, arch.sigma_b)  # type: ignore[attr-defined]
     x_train = split.x_train.to(device=device, dtype=torch.float64)
     y_train = split.y_train.to(device)
-    run = run_nuts(network_model, model_args=(module, specs, x_train, y_train, temperature), n_samples=n_samples,
+    run = run_nuts(network_model, model_args=(net, specs, x_train, y_train, temperature), n_samples=n_samples,
                    n_warmup=n_warmup, n_chains=n_chains, seed=seed, max_tree_depth=max_tree_depth,
                    target_accept=target_accept, progress=progress, device=device)
     m = split.n_train
-    out = network_outputs(module, specs, run.samples, split.x_all().to(device=device, dtype=torch.float64))
+    out = network_outputs(net, specs, run.samples, split.x_all().to(device=device, dtype=torch.float64))
     f_s, f_e = out[..., :m], out[..., m:]
     s = (2 * y_train - 1).to(torch.float64)
     log_lik = torch.nn.functional.logsigmoid(s * f_s / temperature).sum(-1)

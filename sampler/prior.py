@@ -8,9 +8,8 @@ practical where P(S) is not tiny (the Boolean n = 7 system with |S| = 32 or 64).
 Two samplers (``method``)
 -------------------------
 ``"weights"``
-    Draws every parameter (any architecture). FCNs: a whole block's weights as one tensor per
-    parameter, evaluated by the batched FCN forward pass; CNN and LSTM: ``arch.build`` one module
-    per sample (correct, but hundreds of times slower).
+    Draws every parameter (any architecture, through its protocol ``arch.network``): a whole
+    block's members by ``Network.draw``, evaluated by ``Network.apply``.
 ``"preactivations"`` (FCNs only; the default for them)
     Draws each layer's pre-activations on the split's n = m + k points from their Gaussian given
     the previous layer (:mod:`sampler.preactivations`): the same distribution of functions, far
@@ -25,8 +24,8 @@ Samples are grouped into consecutive *blocks* of ``block_size`` samples (default
 :data:`BLOCK_SIZE`). Block ``b`` draws all its randomness from ``make_generator(seed, "prior",
 b)`` (``"weights"``) or ``make_generator(seed, "prior-preactivations", b)``: for ``"weights"``
 each parameter's values for the whole block as one ``(block_size, *shape)`` tensor, in
-``named_parameters()`` order (biases skipped when ``sigma_b == 0``; for CNN/LSTM ``arch.build``
-``block_size`` times in a row); for ``"preactivations"`` each layer's noise for the whole block.
+``named_parameters()`` order (biases skipped when ``sigma_b == 0``; a ``Module`` with its own
+initialisation: members in a row); for ``"preactivations"`` each layer's noise for the whole block.
 Sample ``j`` is therefore a pure function of ``(method, seed, block_size, j)`` (and the device's
 generator): the counts do not depend on ``batch_size``, on ``shard_size``, on how many shards were
 done before an interruption, and the first ``n`` samples are the same whatever ``n_samples`` is.
@@ -47,7 +46,7 @@ import torch
 
 from . import preactivations as pre
 from ._checks import check_choice, check_int
-from .architectures import FCN, Architecture, draw_standard, fcn_forward, fcn_param_shapes
+from .architectures import Architecture
 from .data import Split
 from .functions import FunctionCounts
 from .seeding import make_generator
@@ -91,7 +90,7 @@ class PriorResult:
     seed, block_size : int
         What the random stream is a function of.
     vectorised : bool
-        Whether a batched FCN path was used (False: one module per sample).
+        True: every architecture is drawn and evaluated in batches (kept for old callers).
     method : str
         The sampler used, ``"weights"`` or ``"preactivations"``.
     """
@@ -134,12 +133,13 @@ def binomial_summary(n_fit: int, n_runs: int) -> dict:
 # --- drawing and evaluating batches of networks ---------------------------------------------------
 
 def resolve_method(arch: Architecture, method: str) -> str:
-    """``"weights"`` or ``"preactivations"``: what ``method`` (one of :data:`METHODS`) means for ``arch``."""
+    """``"weights"`` or ``"preactivations"``: what ``method`` (one of :data:`METHODS`) means for ``arch``
+    (``"auto"`` is the spec's ``prior_method``)."""
     check_choice("method", method, METHODS)
     if method == "auto":
-        return "preactivations" if isinstance(arch, FCN) else "weights"
-    if method == "preactivations" and not isinstance(arch, FCN):
-        raise ValueError(f"method='preactivations' samples FCNs only, got arch kind {arch.kind!r}; "
+        return arch.prior_method
+    if method != "weights" and arch.prior_method != method:
+        raise ValueError(f"method={method!r} samples FCNs only, got arch kind {arch.kind!r}; "
                          f"use method='weights' or 'auto'")
     return method
 
@@ -149,9 +149,10 @@ def block_outputs(arch: Architecture, split_x: torch.Tensor, input_shape, block:
                   plan: pre.FCNPlan | None = None) -> torch.Tensor:
     """Outputs ``(n, n_points)`` on ``split_x`` of the first ``n`` samples of block ``block``.
 
-    ``method`` is ``"weights"`` or ``"preactivations"`` (module docstring); ``plan`` is
-    ``preactivations.plan_fcn(arch, split_x)``, computed here when not given. ``batch_size=None``
-    is :data:`BATCH_SIZE` for ``"weights"``, ``preactivations.evaluation_batch`` otherwise.
+    ``method`` is ``"weights"`` (the whole block's members drawn by ``Network.draw`` and
+    evaluated ``batch_size`` at a time, default :data:`BATCH_SIZE`) or ``"preactivations"``
+    (``plan`` is ``preactivations.plan_fcn(arch, split_x)``, computed here when not given;
+    ``batch_size=None`` is ``preactivations.evaluation_batch``).
     """
     gen = make_generator(seed, _STREAMS[method], block, device=device)
     if method == "preactivations":
@@ -159,21 +160,11 @@ def block_outputs(arch: Architecture, split_x: torch.Tensor, input_shape, block:
         noise = [g[:n] for g in pre.draw_noise(plan, block_size, generator=gen, dtype=split_x.dtype)]
         return pre.outputs_from_noise(plan, noise, batch_size=batch_size)
     batch_size = BATCH_SIZE if batch_size is None else batch_size
-    if isinstance(arch, FCN):
-        # Draw the whole block so that sample j does not depend on n or on batch_size.
-        shapes = fcn_param_shapes(split_x.shape[1], arch.depth, arch.width)
-        params = draw_standard(shapes, block_size, sigma_w=arch.sigma_w, sigma_b=arch.sigma_b, generator=gen,
-                               dtype=split_x.dtype, skip_zero=True)
-        outs = [fcn_forward([None if p is None else p[lo:min(lo + batch_size, n)] for p in params], split_x,
-                            arch.activation) for lo in range(0, n, batch_size)]
-        return torch.cat(outs)
-    # Fallback: one module per sample, built in sequence from the block's generator.
-    outs = []
+    net = arch.network(input_shape, dtype=split_x.dtype, device=device)
+    params = net.draw(block_size, generator=gen)  # the whole block: sample j does not depend on n
     with torch.no_grad():
-        for _ in range(n):
-            net = arch.build(input_shape, generator=gen, device=device)
-            outs.append(net(split_x))
-    return torch.stack(outs)
+        return torch.cat([net.apply([p[lo:min(lo + batch_size, n)] for p in params], split_x)
+                          for lo in range(0, n, batch_size)])
 
 
 def _count_rows(bits: np.ndarray) -> Counter:
@@ -339,7 +330,7 @@ def prior_sampling(
     fc = FunctionCounts(dict(counts), n_runs=n_samples, n_fit=n_fit_total)
     return PriorResult(counts=fc, **binomial_summary(n_fit_total, n_samples), seconds=seconds,
                        samples_per_second=drawn / seconds if drawn and seconds > 0 else math.nan,
-                       seed=int(seed), block_size=int(block_size), vectorised=isinstance(arch, FCN), method=method)
+                       seed=int(seed), block_size=int(block_size), vectorised=True, method=method)
 
 
 def _write_prior_shard(folder, shard: int, counts: Counter, n_runs: int, stream: dict) -> None:

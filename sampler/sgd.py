@@ -61,13 +61,12 @@ from tqdm.auto import tqdm
 from ._checks import check_choice, check_float, check_int
 from .architectures import Architecture
 from .data import Split
-from .ensemble import EnsembleNet
+from .ensemble import LOSSES, pointwise_loss  # noqa: F401 (pointwise_loss: public here too)
 from .functions import FunctionCounts, outputs_to_strings
 from .optimizers import OPTIMIZERS, EnsembleOptimizer, torch_optimizer
 from .seeding import make_generator
 from .store import RunFolder, fingerprint
 
-LOSSES = ("ce", "mse")
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -135,17 +134,6 @@ class TrainSpec:
 
 
 # losses ------------------------------------------------------------------------------------------
-def pointwise_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
-    """Loss of each output against its 0/1 label, same shape as ``outputs``.
-
-    ``ce``: ``softplus(o) - y*o`` (BCE with logits); ``mse``: ``(o - (2y - 1))**2``.
-    """
-    y = labels.to(outputs.dtype).expand_as(outputs)
-    if loss == "ce":
-        return F.binary_cross_entropy_with_logits(outputs, y, reduction="none")
-    return (outputs - (2 * y - 1)) ** 2
-
-
 _LANES = 64  # a multiple of every CPU vector width torch uses, in elements
 
 
@@ -348,7 +336,7 @@ def iter_runs(
 
 
 def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step):
-    net = EnsembleNet(arch, split.input_shape, dtype=dtype, device=dev)
+    net = arch.network(split.input_shape, dtype=dtype, device=dev)
     x = split.x_train.to(dev, dtype)
     y = split.y_train.to(dev)
     y_bool = y.bool()
@@ -361,7 +349,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     every = spec.check_every
 
     size = min(ensemble, len(runs))
-    params = net.zeros(size)
+    params = [torch.zeros((size, *s), dtype=dtype, device=dev, requires_grad=True) for s in net.shapes]
     opt = EnsembleOptimizer(spec.optimizer, params, lr=spec.lr, momentum=spec.momentum)
     slot_run = np.full(size, -1, dtype=np.int64)
     step = np.zeros(size, dtype=np.int64)
@@ -373,8 +361,6 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     # offsets from a host array would copy it to the GPU at every step, and a blocking copy waits
     # for the queue to drain, which exposes every kernel launch.
     pos_dev = torch.zeros(size, dtype=torch.long, device=dev)
-    # Activations per example, roughly: the widest layer's units (times the image for a CNN).
-    units = max(sh[0] if sh else 1 for sh in net.shapes) * (math.prod(split.input_shape[1:]) if len(split.input_shape) == 3 else 1)
     arange_b = torch.arange(bs, device=dev)
     next_run = 0
     n_diverged = 0
@@ -388,8 +374,10 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         next_run += k
         slot_run[idle] = -1
         if k:
-            net.init_(params, new.tolist(), batch, seed=seed)
             new_t = torch.as_tensor(new, device=dev)
+            with torch.no_grad():
+                for p, q in zip(params, net.init([make_generator(seed, "init", int(r)) for r in batch])):
+                    p.index_copy_(0, new_t, q)
             opt.reset(new_t)
             pos_dev.index_fill_(0, new_t, 0)
             slot_run[new] = batch
@@ -409,10 +397,10 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         # Members in chunks: at paper size all members on all 10^4 training points at once would
         # hold (E, m, width) activations, 20 GB for E = 1024, width 512.
         e = ps[0].shape[0]
-        chunk = max(1, _EVAL_ELEMENTS // max(1, xx.shape[0] * units))
+        chunk = max(1, _EVAL_ELEMENTS // max(1, xx.shape[0] * net.units))
         if chunk >= e:
-            return net.forward(ps, xx)
-        return torch.cat([net.forward([p[a:a + chunk] for p in ps], xx) for a in range(0, e, chunk)])
+            return net.apply(ps, xx)
+        return torch.cat([net.apply([p[a:a + chunk] for p in ps], xx) for a in range(0, e, chunk)])
 
     assign(np.arange(size))
     while True:
@@ -435,8 +423,8 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if x_buf is None or x_buf.shape[0] < rows:
             x_buf = torch.empty((rows, x.shape[1]), dtype=dtype, device=dev)
         xb = torch.index_select(x, 0, index.reshape(-1), out=x_buf[:rows]).view(len(slot_run), bs, -1)
-        outputs, cache = net.forward_train(params, xb)
-        grads = net.backward(params, cache, member_loss_grads(outputs, y[index], spec.loss, weights))
+        outputs, backward = net.forward_train(params, xb)
+        grads = backward(member_loss_grads(outputs, y[index], spec.loss, weights))
         opt.step(params, grads)
         step += 1
         torch.remainder(pos_dev + 1, spe, out=pos_dev)

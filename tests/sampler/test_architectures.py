@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sampler
-from sampler.architectures import draw_standard, fcn_forward, fcn_param_shapes, standard_std
+from sampler.architectures import draw_standard, standard_std
 from sampler.seeding import derive_seed, make_generator
 
 
@@ -86,55 +86,53 @@ def test_derive_seed_is_stable_and_distinct():
         derive_seed(-1)
 
 
-# --- one initialisation rule and one FCN forward pass ------------------------------------------------
-
-def test_fcn_param_shapes_name_the_modules_parameters():
-    for depth in (0, 1, 3):
-        net = sampler.FCN(depth=depth, width=5).build((4,), generator=make_generator(0))
-        assert fcn_param_shapes(4, depth, 5) == [(n, tuple(p.shape)) for n, p in net.named_parameters()]
-
+# --- one initialisation rule, the registry --------------------------------------------------------
 
 @pytest.mark.parametrize("sigma_b", [0.0, 0.3])
 def test_stacked_draws_follow_the_init_rule(sigma_b):
-    # one network drawn stacked == arch.build on the same generator state (same rule, same stream)
+    # one network drawn stacked == arch.build on the same generator state when no scale is 0
     arch = sampler.FCN(depth=2, width=6, sigma_w=1.4, sigma_b=sigma_b)
     net = arch.build((3,), generator=make_generator(4, "x"), dtype=torch.float64)
-    stacked = draw_standard(fcn_param_shapes(3, 2, 6), 1, sigma_w=1.4, sigma_b=sigma_b,
-                            generator=make_generator(4, "x"), dtype=torch.float64)
-    for p, q in zip(net.parameters(), stacked):
-        assert torch.equal(p, q[0])
-    skipped = draw_standard(fcn_param_shapes(3, 2, 6), 2, sigma_w=1.4, sigma_b=sigma_b,
-                            generator=make_generator(4, "x"), skip_zero=True)
-    assert [q is None for q in skipped] == [sigma_b == 0 and i % 2 == 1 for i in range(6)]
+    shapes = [(n, tuple(p.shape)) for n, p in net.named_parameters()]
+    stacked = draw_standard(shapes, 1, sigma_w=1.4, sigma_b=sigma_b, generator=make_generator(4, "x"),
+                            dtype=torch.float64)
+    if sigma_b:
+        for p, q in zip(net.parameters(), stacked):
+            assert torch.equal(p, q[0])
+    else:  # zero scales draw nothing and are zeros
+        assert all(torch.equal(q, torch.zeros_like(q)) for q in stacked[1::2])
     assert standard_std("layers.0.weight", (6, 3), 1.4, sigma_b) == 1.4 / math.sqrt(3)
     assert standard_std("convs.1.bias", (6,), 1.4, sigma_b) == sigma_b
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf", "tanh"])
-def test_fcn_forward_against_a_plain_loop(activation):
-    # independent reference: per member, per layer, x @ W^T + b with the activation written out
-    import torch.nn.functional as F
+def test_building_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    sampler.CNN(depth=1, channels=4).build((1, 5, 5), generator=make_generator(0))
+    sampler.FCN(depth=1, width=8).network((7,))
+    assert torch.equal(torch.random.get_rng_state(), state)
 
-    phi = {"relu": torch.relu, "erf": torch.erf, "tanh": torch.tanh}[activation]
-    gen = torch.Generator().manual_seed(0)
-    params = draw_standard(fcn_param_shapes(4, 2, 5), 3, sigma_w=1.0, sigma_b=0.5, generator=gen,
-                           dtype=torch.float64)
-    x_shared = torch.randn(7, 4, generator=gen, dtype=torch.float64)
-    x_each = torch.randn(3, 6, 4, generator=gen, dtype=torch.float64)
-    acts: list = []
-    out_shared = fcn_forward(params, x_shared, activation)
-    out_each = fcn_forward(params, x_each, activation, acts)
-    assert out_shared.shape == (3, 7) and out_each.shape == (3, 6) and len(acts) == 2
-    for j in range(3):
-        for x, out in ((x_shared, out_shared[j]), (x_each[j], out_each[j])):
-            h = x
-            for i in range(2):
-                h = phi(F.linear(h, params[2 * i][j], params[2 * i + 1][j]))
-            torch.testing.assert_close(out, F.linear(h, params[4][j], params[5][j]).squeeze(-1), rtol=1e-13, atol=1e-13)
-    no_bias = [p if i % 2 == 0 else None for i, p in enumerate(params)]
-    zero_bias = [p if i % 2 == 0 else torch.zeros_like(p) for i, p in enumerate(params)]
-    torch.testing.assert_close(fcn_forward(no_bias, x_shared, activation), fcn_forward(zero_bias, x_shared, activation))
-    net = sampler.FCN(depth=2, width=5, activation=activation).build((4,), generator=make_generator(1),
-                                                                     dtype=torch.float64)
-    member = [p.unsqueeze(0) for p in net.parameters()]
-    torch.testing.assert_close(net(x_shared), fcn_forward(member, x_shared, activation)[0], rtol=0, atol=0)
+
+def test_register_architecture_checks_the_class():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from sampler.architectures import ARCHITECTURES, register_architecture
+
+    assert {"fcn", "cnn", "lstm", "module"} <= set(ARCHITECTURES)
+    with pytest.raises(TypeError, match="frozen dataclass subclass"):
+        register_architecture(dict)
+
+    @dataclass(frozen=True)
+    class Clash(sampler.Architecture):
+        kind: ClassVar[str] = "fcn"
+
+    with pytest.raises(ValueError, match="kind 'fcn' is taken"):
+        register_architecture(Clash)
+
+    @dataclass(frozen=True)
+    class Nameless(sampler.Architecture):
+        pass
+
+    with pytest.raises(ValueError, match="kind must be a non-empty string"):
+        register_architecture(Nameless)
+    assert ARCHITECTURES["fcn"] is sampler.FCN

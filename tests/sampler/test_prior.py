@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -131,13 +132,33 @@ def test_run_folder_resumes_and_refuses_other_streams(tmp_path):
         sample_prior(arch, split, 1900, seed=0, run_folder=tmp_path, **kw)
 
 
-def test_fallback_for_other_architectures_runs_and_is_reproducible():
-    arch = sampler.LSTM(hidden=3)
+@pytest.mark.parametrize("arch", [sampler.LSTM(hidden=3), sampler.CNN(depth=1, channels=2)], ids=["lstm", "cnn"])
+def test_weights_of_any_architecture_are_reproducible_and_blockwise(arch):
     split = boolean_split(m=2, k=4)
-    a = prior_sampling(arch, split, 60, seed=0, block_size=32, progress=False)
-    b = prior_sampling(arch, split, 60, seed=0, block_size=32, progress=False)
-    assert not a.vectorised
-    assert a.counts == b.counts and a.counts.n_runs == 60
+    if isinstance(arch, sampler.CNN):  # the 7 Boolean bits as a 1 x 1 x 7 image
+        split = dataclasses.replace(split, input_shape=(1, 1, 7))
+    a = prior_sampling(arch, split, 60, seed=0, block_size=32, batch_size=7, progress=False)
+    b = prior_sampling(arch, split, 60, seed=0, block_size=32, batch_size=64, progress=False)
+    assert a.method == "weights" and a.counts == b.counts and a.counts.n_runs == 60
+    x = split.x_all()
+    short = torch.cat(list(iter_prior_outputs(arch, x, 40, seed=1, block_size=32, input_shape=split.input_shape)))
+    long = torch.cat(list(iter_prior_outputs(arch, x, 70, seed=1, block_size=32, input_shape=split.input_shape)))
+    torch.testing.assert_close(short, long[:40], rtol=0, atol=0)
+
+
+def test_block_outputs_are_the_networks_own_outputs():
+    """Sample j of a block is Network.draw's member j evaluated by arch.build's module (independent
+    of the batched apply)."""
+    from sampler.prior import block_outputs
+    from sampler.seeding import make_generator
+
+    arch = sampler.LSTM(hidden=3, sigma_b=0.0)
+    x = torch.rand(5, 4)
+    out = block_outputs(arch, x, (4,), 2, 6, seed=7, block_size=8, batch_size=4, device="cpu")
+    net = arch.network((4,))
+    params = net.draw(8, generator=make_generator(7, "prior", 2))
+    for j in range(6):
+        torch.testing.assert_close(out[j], net.member(params, j)(x), rtol=1e-6, atol=1e-6)
 
 
 def test_result_statistics_and_no_acceptance():
