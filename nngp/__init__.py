@@ -1,6 +1,6 @@
 """NNGP kernels, orthant probabilities and log P_B(f|S) in the infinite-width limit.
 
-Public API (DESIGN.md): :func:`kernel`, :func:`empirical_kernel`, :func:`kernel_for`, :class:`NNGPKernel`,
+Public API (DESIGN.md): :func:`kernel` (closed forms registered per spec type, :func:`register_kernel`), :func:`empirical_kernel`, :func:`kernel_for`, :class:`NNGPKernel`,
 :func:`orthant` / :func:`log_orthant`, :func:`log_ps`, :func:`log_pb` (and
 :func:`log_pb_details`), :func:`train_posterior`, :func:`gp_test_error`,
 :func:`pac_bayes_bound`.
@@ -10,7 +10,7 @@ from .bound import pac_bayes_bound
 from .empirical import DEFAULT_MC_SAMPLES, KernelEstimate, empirical_kernel, kernel_for
 from .ep import EPResult, ep_orthant
 from .ess import EssResult, ess_posterior, ess_sample
-from .kernels import has_analytic_kernel, kernel, kernel_diag
+from .kernels import AnalyticKernel, has_analytic_kernel, kernel, kernel_diag, register_kernel
 from .orthant import OrthantResult, log_orthant, orthant
 from .posterior import LogPBResult, TrainPosterior, gp_test_error, log_pb, log_pb_details, log_ps, train_posterior
 
@@ -26,7 +26,7 @@ def __getattr__(name):
 
 __all__ = [
     "kernel", "kernel_diag", "empirical_kernel", "kernel_for", "KernelEstimate", "DEFAULT_MC_SAMPLES",
-    "has_analytic_kernel", "NNGPKernel",
+    "has_analytic_kernel", "register_kernel", "AnalyticKernel", "NNGPKernel",
     "orthant", "log_orthant", "OrthantResult", "ep_orthant", "EPResult",
     "log_ps", "log_pb", "log_pb_details", "LogPBResult", "train_posterior", "TrainPosterior", "gp_test_error",
     "pac_bayes_bound", "ess_sample", "ess_posterior", "EssResult",

@@ -1,6 +1,7 @@
 """sgd-bayes sampler: data splits, architectures, P_SGD and P_B by sampling, run folders, CLI."""
 
-from .architectures import CNN, FCN, LSTM, Architecture, Module, make_architecture
+from .architectures import ARCHITECTURES, CNN, FCN, LSTM, Architecture, Module, make_architecture, register_architecture
+from .ensemble import Network, member_grads, member_hvp
 from .data import Pool, Split, load_pool, load_split
 from .functions import FunctionCounts
 from .prior import PriorResult, prior_sampling, sample_prior
@@ -9,7 +10,8 @@ from .sgd import TrainSpec, sample_sgd, train_runs
 from .store import RunFolder
 
 __all__ = [
-    "Architecture", "FCN", "CNN", "LSTM", "Module", "make_architecture",
+    "Architecture", "FCN", "CNN", "LSTM", "Module", "make_architecture", "register_architecture", "ARCHITECTURES",
+    "Network", "member_grads", "member_hvp",
     "Pool", "Split", "load_pool", "load_split",
     "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
     "TrainSpec", "sample_sgd", "train_runs",

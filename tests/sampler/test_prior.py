@@ -189,3 +189,23 @@ def test_bad_input_gives_named_errors(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         prior_sampling(**args)
+
+
+def test_weight_sampler_of_an_lstm_matches_networks_built_one_by_one_in_distribution():
+    """The weight sampler draws a block's members stacked (Network.draw), a random stream unlike
+    building one module per sample; the functions on all points must come from one distribution
+    (chi-square homogeneity, analysis.homogeneity, level 1e-4)."""
+    from analysis.stats import homogeneity
+    from sampler.seeding import make_generator
+
+    arch = sampler.LSTM(hidden=3, sigma_w=1.5, sigma_b=0.5)
+    x = boolean_split(m=3, k=3).x_all()
+    n = 4000
+    stacked = torch.cat(list(iter_prior_outputs(arch, x, n, seed=4, block_size=1024)))
+    gen = make_generator(11, "reference")
+    with torch.no_grad():
+        built = torch.stack([arch.build((7,), generator=gen)(x) for _ in range(n)])
+    codes = [((o > 0).long() << torch.arange(x.shape[0])).sum(1) for o in (stacked, built)]
+    counts = [torch.bincount(c, minlength=2 ** x.shape[0]).numpy() for c in codes]
+    test = homogeneity(*counts)
+    assert test.dof >= 5 and test.pvalue > 1e-4, test
