@@ -110,32 +110,28 @@ def _expectations(arch) -> tuple[Callable, Callable] | None:
 class AnalyticKernel:
     """A closed-form NNGP kernel of one spec type (subclass it and :func:`register_kernel` it).
 
-    ``kernel(arch, x1, x2)`` is assembled from blocks: :meth:`variances` of each input once,
-    then :meth:`block` on pairs of input blocks, and the diagonal from :meth:`diag`.
+    :func:`kernel` computes ``variances(arch, x, shape)`` (per-input variances of every layer, the
+    output's last) of each input once, then ``block(arch, x1, x2, q1s, q2s, shape) -> (n1, n2)`` on
+    pairs of ``block_size`` inputs; the diagonal is ``diag`` (``(n,)``). ``supports(arch)`` says
+    whether the spec (its activation) has the closed form; ``shape`` checks one example's shape.
     """
 
     def supports(self, arch) -> bool:
-        """Whether this ``arch`` (e.g. its activation) has the closed form."""
         return _expectations(arch) is not None
 
     def shape(self, arch, input_shape, d: int) -> tuple[int, ...]:
-        """The checked shape of one example."""
         return (d,)
 
-    def variances(self, arch, x, shape) -> list[torch.Tensor]:
-        """Per-input variances of every layer (what :meth:`block` needs besides the inputs)."""
+    def variances(self, arch, x, shape) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def block(self, arch, x1, x2, q1s, q2s, shape) -> torch.Tensor:
-        """The kernel ``(n1, n2)`` between two blocks of inputs."""
+    def block(self, arch, x1, x2, q1s, q2s, shape) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def diag(self, arch, x, shape) -> torch.Tensor:
-        """``K(x_i, x_i)``, shape ``(n,)``."""
         return self.variances(arch, x, shape)[-1]
 
     def block_size(self, arch, shape) -> int:
-        """Inputs per block by default."""
         return 2048
 
 

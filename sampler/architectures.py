@@ -1,21 +1,16 @@
 """Architecture specs: frozen, validated descriptions of networks, and their batched forward passes.
 
-A spec builds a torch network for a single-example ``input_shape`` (:meth:`Architecture.build`) and
-gives the architecture's protocol object for it (:meth:`Architecture.network`, a
-:class:`sampler.ensemble.Network`: parameter names and shapes, ``init`` of many members, ``apply`` of
-stacked parameters). Networks take *flattened* inputs ``(n, d)``, the layout of ``sampler.Split``,
-and return one scalar output per example, ``(n,)``.
+A spec builds a network for one example's ``input_shape`` (:meth:`Architecture.build`) and gives
+its protocol object (:meth:`Architecture.network`, a :class:`sampler.ensemble.Network`). Networks
+map *flattened* inputs ``(n, d)`` (``sampler.Split``'s layout) to one scalar per example, ``(n,)``.
+Parameters follow DESIGN.md's standard rule (``W ~ N(0, sigma_w**2 / fan_in)``, ``b ~ N(0,
+sigma_b**2)``), drawn from an explicit generator in ``named_parameters()`` order.
 
-Parameterisation (DESIGN.md, "standard"): every weight ``W ~ N(0, sigma_w**2 / fan_in)``, every
-bias ``b ~ N(0, sigma_b**2)``, no output activation, drawn from an explicit ``torch.Generator``
-in ``module.named_parameters()`` order: a network is a pure function of its spec, its input shape
-and its generator's state.
-
-New architectures: a frozen dataclass subclass of :class:`Architecture` with a ``kind``, defaulted
-fields and ``_make(input_shape) -> nn.Module``, decorated with :func:`register_architecture`. It
-is then trained, sampled and given a Monte Carlo kernel through ``torch.func`` (no other edit).
-The built-in FCN, CNN and LSTM also name their hand-batched forward pass (:meth:`Architecture.
-_batched_features`), which their own modules call with one member.
+A new architecture is a frozen dataclass subclass of :class:`Architecture` with a ``kind``,
+defaulted fields and ``_make(input_shape) -> nn.Module``, decorated with
+:func:`register_architecture`: training, prior sampling and its Monte Carlo kernel then go through
+``torch.func``. FCN, CNN and LSTM also name a hand-batched forward pass
+(:meth:`Architecture._batched_features`), which their own modules run with one member.
 """
 
 from __future__ import annotations
@@ -121,11 +116,6 @@ def fcn_features(params, x: torch.Tensor, *, activation: str, acts: list | None 
     return h
 
 
-def fcn_forward(params, x: torch.Tensor, activation: str, acts: list | None = None) -> torch.Tensor:
-    """Outputs ``(E, n)`` or ``(E, B)`` of FCNs: :func:`fcn_features` then :func:`readout`."""
-    return readout(fcn_features(params[:-2], x, activation=activation, acts=acts), params[-2], params[-1])
-
-
 def cnn_features(params, x: torch.Tensor, *, input_shape, activation: str, pooling: str) -> torch.Tensor:
     """Readout inputs ``(E, n, h)`` of CNNs: one grouped convolution (``groups=E``) per layer, stride 1,
     'same' zero padding; ``params`` ``[K_1 (E, C, c, k, k), b_1 (E, C), ...]``; then the feature map
@@ -201,11 +191,10 @@ def _fcn_relu_backward(params: list[torch.Tensor], acts: list[torch.Tensor], gra
 
     Notes
     -----
-    Measured at 1 thread (E = 256, B = 8, d = 7, h = 40): the readout's weight gradient as a
-    broadcast product and sum (47 us, a bmm with one output row 125 us); the relu derivative with
-    ``aten::threshold_backward`` (23 us; ``masked_fill_``/``where`` 420-460 us); a weight gradient
-    with fewer output columns than rows computed transposed (MKL's narrow gemms were 3x slower).
-    Autograd's graph bookkeeping was ~30% of a small-ensemble step (benchmarks/sgd_ensemble.py).
+    Measured at 1 thread (E = 256, B = 8, d = 7, h = 40), against autograd's graph bookkeeping
+    (~30% of a step): readout gradient as a broadcast product (47 us; bmm 125 us); relu derivative
+    by ``aten::threshold_backward`` (23 us; ``where`` 420 us); narrow weight gradients transposed
+    (MKL's narrow gemms 3x slower).
     """
     grads: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
     with torch.no_grad():
@@ -230,7 +219,7 @@ def _fcn_relu_training(params, x):
     """Outputs of relu FCNs on per-member batches and the activations :func:`_fcn_relu_backward` needs."""
     acts = [x]
     with torch.no_grad():
-        out = fcn_forward(params, x, "relu", acts)
+        out = readout(fcn_features(params[:-2], x, activation="relu", acts=acts), params[-2], params[-1])
     return out, functools.partial(_fcn_relu_backward, params, acts)
 
 
@@ -552,20 +541,8 @@ def factory_name(factory) -> str:
 
 
 def resolve_factory(factory) -> Callable:
-    """The callable a ``module`` spec's ``factory`` names.
-
-    Parameters
-    ----------
-    factory : str or callable
-        ``"package.module:function"`` (``function`` may be dotted, e.g. ``Class.method``), or the
-        callable itself.
-
-    Raises
-    ------
-    ValueError
-        Naming ``arch.factory``, what was expected and what came (bad form, a module that does not
-        import, an attribute that does not exist or is not callable).
-    """
+    """The callable ``factory`` names: ``"package.module:function"`` (``function`` may be dotted)
+    or the callable itself; otherwise a ``ValueError`` naming ``arch.factory`` and what went wrong."""
     if callable(factory):
         return factory
     if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
@@ -636,36 +613,29 @@ class Module(Architecture):
     Attributes
     ----------
     factory : str or callable
-        ``"package.module:function"``, or in Python the callable itself. It is called as
-        ``factory(input_shape, **kwargs)`` and returns a module mapping ``(n, *input_shape)`` to
-        ``(n,)`` or ``(n, 1)`` (one scalar output per example, no output activation). A callable
-        that is importable by its ``module:qualname`` is stored as that string (so specs compare,
-        hash, pickle and go into configs and Ray tasks by name); any other callable (a lambda, a
-        local function) works in Python calls but :meth:`to_dict` refuses it, so it cannot be
-        written into a config, a run folder or a Ray task.
+        ``"package.module:function"``, or in Python the callable itself, called as
+        ``factory(input_shape, **kwargs)``; it returns a module mapping ``(n, *input_shape)`` to
+        ``(n,)`` or ``(n, 1)`` (no output activation). A callable importable by its
+        ``module:qualname`` is stored as that string (specs compare, hash, pickle and go into
+        configs by name); any other (a lambda) works in Python but :meth:`to_dict` refuses it.
     kwargs : mapping
         Keyword arguments of the factory (a ``[arch.kwargs]`` table in a config); stored frozen
         as a sorted tuple of ``(key, value)`` pairs.
     init : {"standard", "module"}
-        ``standard``: every parameter drawn by the project's rule (:func:`init_standard_`, a
-        name ending in ``bias`` is a bias, anything else a weight with ``fan_in`` = product of
-        its dimensions but the first) from the run's generator. ``module``: the module's own
-        initialisation (whatever the factory and torch's ``reset_parameters`` draw), made
-        deterministic by building it inside :func:`sampler.seeding.forked_torch_rng` seeded with a
-        63-bit integer drawn from the run's generator; the global RNG is restored (state and
-        initial seed) afterwards.
+        ``standard``: the project's rule (:func:`standard_std`) from the run's generator.
+        ``module``: the module's own initialisation, built inside
+        :func:`sampler.seeding.forked_torch_rng` seeded by a 63-bit integer drawn from the run's
+        generator (the global RNG is restored afterwards).
     sigma_w, sigma_b : float
         Scales of ``standard`` (unused by ``module``).
 
     Notes
     -----
-    What P_SGD and P_B mean needs a network that is one deterministic function of its parameters:
-    batch normalisation (output depends on the minibatch, and on running statistics) and dropout
-    with ``p > 0`` (random output) are refused when the module is built, naming the layer, before
-    any training; so are torch's fused recurrent layers (no vmap rule). Other buffers (masks,
-    positional tables) are constants shared by every member. LayerNorm / GroupNorm are per-example
-    and supported; under ``standard`` their gains are drawn like 1-d weights (``N(0, sigma_w^2)``),
-    so prefer ``init = "module"`` for networks with normalisation layers.
+    P_SGD and P_B need a network that is one deterministic function of its parameters: batch
+    normalisation and dropout with ``p > 0`` are refused when the module is built, naming the
+    layer; so are torch's fused recurrent layers (no vmap rule). Other buffers are constants shared
+    by every member. LayerNorm / GroupNorm are supported; under ``standard`` their gains are drawn
+    like 1-d weights, so prefer ``init = "module"`` with normalisation layers.
     """
 
     kind: ClassVar[str] = "module"
@@ -693,8 +663,7 @@ class Module(Architecture):
         elif not (isinstance(kw, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in kw)):
             raise TypeError(f"arch.kwargs must be a table (mapping) of keyword arguments, got {kw!r}")
         check_choice("arch.init", self.init, MODULE_INITS)
-        check_float("sigma_w", self.sigma_w, minimum=0.0, strict_minimum=True)
-        check_float("sigma_b", self.sigma_b, minimum=0.0)
+        _check_scales(self)
 
     @property
     def standard_init(self) -> bool:

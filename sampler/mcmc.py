@@ -1,23 +1,17 @@
 """Finite-width posterior over the network's weights by pyro NUTS, with arviz diagnostics.
 
-The prior is DESIGN.md's standard parameterisation, written non-centred: each parameter tensor
-``p`` is ``scale * z`` with ``z ~ N(0, I)`` sampled (``scale = sigma_w / sqrt(fan_in)`` for
-weights, ``sigma_b`` for biases, exactly the rule of ``init_standard_``; biases are fixed at 0
-when ``sigma_b == 0``). NUTS moves ``z``, where the prior is isotropic with unit scale. The
-0-1 likelihood of S is approximated by the tempered sigmoid
-``prod_i sigmoid((2 y_i - 1) f(x_i) / T)`` (a Bernoulli with logits ``f / T``); ``T -> 0``
-approaches the 0-1 likelihood but makes the posterior harder for NUTS. Functions on E are read
-from every posterior draw; ``counts`` keeps those that reproduce all of S (``n_fit``) out of
-all draws (``n_runs``).
+The prior is DESIGN.md's standard parameterisation, non-centred: each parameter tensor is ``scale *
+z``, ``z ~ N(0, I)`` sampled (``scale`` by :func:`sampler.architectures.standard_std`; fixed at 0
+when the scale is 0), evaluated through the architecture's protocol (``arch.network``). The 0-1
+likelihood of S is the tempered sigmoid ``prod_i sigmoid((2 y_i - 1) f(x_i) / T)``; ``T -> 0``
+approaches it but makes the posterior harder for NUTS. Functions on E are read from every draw;
+``counts`` keeps those that reproduce S (``n_fit``) out of all draws (``n_runs``).
 
-Cost: pyro's NUTS is tens of times slower than numpyro's and each step costs up to
-``2**max_tree_depth`` gradient evaluations: keep this to small networks (a few hundred to a few
-thousand weights, a few hundred draws per chain) and expect minutes.
+Cost: pyro's NUTS is tens of times slower than numpyro's and a step costs up to
+``2**max_tree_depth`` gradients: keep to small networks (hundreds to thousands of weights).
 
-Randomness: chain ``c`` runs alone with pyro seeded by ``derive_seed(seed, "mcmc", c) % 2**32``.
-``pyro.set_rng_seed`` sets the *global* torch, numpy and ``random`` seeds; every chain runs
-inside :func:`isolated_rng`, which restores the caller's global states afterwards, so calling
-these functions neither depends on nor changes the caller's random state.
+Randomness: chain ``c`` runs with pyro seeded by ``derive_seed(seed, "mcmc", c) % 2**32`` inside
+:func:`isolated_rng`, which restores the caller's global torch, numpy and ``random`` states.
 """
 
 from __future__ import annotations

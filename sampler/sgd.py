@@ -4,12 +4,10 @@ One training engine (:func:`iter_runs`) serves :func:`train_runs` (one shard of 
 :func:`sample_sgd` (many runs -> :class:`~sampler.functions.FunctionCounts`, optionally in resumable
 shards of a run folder), the command line, the tests and the benchmarks.
 
-The engine keeps an *ensemble* of ``E`` networks of one architecture as stacked parameters
-(:mod:`sampler.ensemble`) and trains them together: one forward pass through batched matmuls,
-one backward pass (hand-written for FCNs with relu, autograd otherwise; members never mix, so
-each member's gradient is its own), one batched optimiser step (:mod:`sampler.optimizers`,
-``torch.optim``'s rules). A member that has finished is replaced by the next run, so the
-ensemble stays full.
+The engine trains an *ensemble* of ``E`` networks as stacked parameters through the
+architecture's protocol (``arch.network``, :mod:`sampler.ensemble`): one batched forward pass, one
+backward pass (hand-written for relu FCNs, autograd otherwise), one batched optimiser step
+(:mod:`sampler.optimizers`, ``torch.optim``'s rules). A finished member is replaced by the next run.
 
 Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and the
 :class:`TrainSpec`:
@@ -21,12 +19,10 @@ Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and t
   not divide ``m``, like a ``DataLoader`` without ``drop_last``).
 
 So results do not depend on the ensemble size, the shard layout or the executor on the same
-device type. The tests check this bit for bit on the CPU for FCNs with relu (the paper's
-networks), with every optimiser rule. Caveat: torch's CPU kernels for transcendental functions
-(tanh, erf, sigmoid) round the last bit differently in their vectorised body and their scalar
-tail, so with tanh/erf activations, LSTMs, and possibly CNNs (grouped convolutions), a member's
-trajectory can depend on the ensemble size at the level of float rounding; on CUDA, cuBLAS may
-pick different kernels for different ensemble sizes.
+device type (checked bit for bit on the CPU for relu FCNs with every optimiser). Caveat: torch's
+CPU kernels for tanh, erf and sigmoid round the last bit differently in their vectorised body and
+scalar tail, so with those activations, LSTMs and possibly CNNs a trajectory can depend on the
+ensemble size at the level of rounding; on CUDA, cuBLAS may pick kernels by ensemble size.
 
 Losses (mean over the minibatch, per member):
 
