@@ -48,3 +48,18 @@ def test_monte_carlo_kernel_of_a_custom_fcn_module_converges_to_the_analytic_fcn
         assert z.max() < 5, f"n_samples={n_samples}: max |z| = {z.max():.2f}"
         stderrs.append(float(est.stderr.mean()))
     assert 2.5 < stderrs[0] / stderrs[1] < 6.5, stderrs
+
+
+def test_readout_and_outputs_estimators_agree_for_an_lstm(x):
+    """Both Monte Carlo estimators through the protocol (readout integrated out from Network.features,
+    or the outputs' plain average) estimate one covariance: each entry within 5 standard errors."""
+    arch = sampler.LSTM(hidden=4, sigma_b=0.3)
+    xs = x[:4, :16]
+    a, se_a = nngp.empirical_kernel(arch, xs, n_samples=400, seed=1, dtype=torch.float64, estimator="readout",
+                                    return_stderr=True)
+    b, se_b = nngp.empirical_kernel(arch, xs, n_samples=4000, seed=2, dtype=torch.float64, estimator="outputs",
+                                    return_stderr=True)
+    assert float(((a - b).abs() / (se_a ** 2 + se_b ** 2).sqrt()).max()) < 5
+    with pytest.raises(ValueError, match="estimator='readout' needs the inputs of the network's readout"):
+        nngp.empirical_kernel(sampler.Module(factory="sgdbayes.examples:mlp"), xs, n_samples=2, seed=0,
+                              estimator="readout")
