@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .plots import LN10, save_figure
+from .plots import LN10, _diagonal, save_figure
 
 _STYLES = [("tab:orange", "s"), ("tab:green", "^"), ("tab:blue", "o"), ("tab:purple", "D"), ("tab:red", "v"),
            ("tab:brown", "P"), ("tab:pink", "X"), ("tab:gray", "*"), ("tab:olive", "<"), ("tab:cyan", ">")]
@@ -99,8 +99,7 @@ def figure_compare(panels: Sequence[Panel], *, ncols: int, title: str = ""):
             if keep.any():
                 lo, hi = min(lo, xs.min(), ys.min()), max(hi, xs.max(), ys.max())
         if math.isfinite(lo):
-            pad = 0.05 * (hi - lo) if hi > lo else 0.5
-            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=0.8, zorder=1)
+            _diagonal(ax, lo, hi, lw=0.8)
         if p.series:
             ax.legend(loc="upper left", fontsize=7, title="method (functions)", title_fontsize=7)
         if p.note:

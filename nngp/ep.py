@@ -223,14 +223,7 @@ def _ep(K, y, mean, damping, max_iter, tol, updates, jitter, init, min_iter):
     it = 0
     for it in range(1, max_iter + 1):
         if updates == "parallel":
-            tau_c = (1.0 / var - tau).clamp_min(torch.finfo(K.dtype).tiny)
-            v_c = 1.0 / tau_c
-            m_c = (mu / var - nu) * v_c
-            _, mh, vh = truncated_moments(m_c, v_c, s)
-            tau_new = torch.maximum(1.0 / vh - tau_c, floor)
-            nu_new = mh / vh - m_c * tau_c
-            tau = (1.0 - damping) * tau + damping * tau_new
-            nu = (1.0 - damping) * nu + damping * nu_new
+            tau, nu = _site_update(mu, var, tau, nu, s, floor, damping)
         else:
             tau, nu = _sequential_sweep(K, m, s, tau, nu, floor, damping, jitter)
         mu_old, var_old = mu, var
@@ -250,6 +243,18 @@ def _ep(K, y, mean, damping, max_iter, tol, updates, jitter, init, min_iter):
     return EPResult(log_z, mu, var, tau, nu, change < tol, it, change, jitter, chol)
 
 
+def _site_update(mu, var, tau, nu, s, floor, damping):
+    """Damped new sites ``(tau, nu)`` from the posterior marginals ``(mu, var)``: cavity, moments of
+    the cavity times the step, site = moments / cavity (precision kept >= ``floor``)."""
+    tau_c = (1.0 / var - tau).clamp_min(torch.finfo(var.dtype).tiny)
+    v_c = 1.0 / tau_c
+    m_c = (mu / var - nu) * v_c
+    _, mh, vh = truncated_moments(m_c, v_c, s)
+    tau_new = torch.maximum(1.0 / vh - tau_c, floor)
+    nu_new = mh / vh - m_c * tau_c
+    return (1.0 - damping) * tau + damping * tau_new, (1.0 - damping) * nu + damping * nu_new
+
+
 def _sequential_sweep(K, m, s, tau, nu, floor, damping, jitter):
     """One sweep of sequential EP over all sites with rank-one updates of Sigma (batched)."""
     Sigma = _full_posterior_cov(K, tau, jitter)
@@ -258,14 +263,7 @@ def _sequential_sweep(K, m, s, tau, nu, floor, damping, jitter):
     tau, nu = tau.clone(), nu.clone()
     for i in range(K.shape[-1]):
         sii = Sigma[..., i, i]
-        tau_c = (1.0 / sii - tau[..., i]).clamp_min(torch.finfo(K.dtype).tiny)
-        v_c = 1.0 / tau_c
-        m_c = (mu[..., i] / sii - nu[..., i]) * v_c
-        _, mh, vh = truncated_moments(m_c, v_c, s[..., i])
-        t_new = torch.maximum(1.0 / vh - tau_c, floor[..., i])
-        n_new = mh / vh - m_c * tau_c
-        t_new = (1.0 - damping) * tau[..., i] + damping * t_new
-        n_new = (1.0 - damping) * nu[..., i] + damping * n_new
+        t_new, n_new = _site_update(mu[..., i], sii, tau[..., i], nu[..., i], s[..., i], floor[..., i], damping)
         dt, dn = t_new - tau[..., i], n_new - nu[..., i]
         col = Sigma[..., :, i].clone()
         denom = 1.0 + dt * sii

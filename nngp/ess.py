@@ -61,7 +61,6 @@ class EssResult:
         Smallest bulk effective sample size (arviz) over the same bits; ``nan`` as above.
     seconds : float
         Wall time of the sampling.
-    seed : int
     """
 
     test_bits: np.ndarray
@@ -196,23 +195,15 @@ def ess_sample(
     max_shrink : int
         Bracket shrinkages allowed per step before ``FloatingPointError`` (the feasible arc
         around the current state always has positive length, so hitting this means trouble).
-    device : str or torch.device
     diagnostics : bool
         Compute arviz R-hat and bulk ESS over the E bits (needs arviz; ~1 s to import).
-
-    Returns
-    -------
-    EssResult
     """
     A = kernel_factor(K).to(device)
     n = A.shape[0]
     y = _check_labels(y_train, n_train, n).to(device)
-    check_int("n_samples", n_samples, minimum=1)
-    check_int("n_chains", n_chains, minimum=1)
-    check_int("burn_in", burn_in, minimum=0)
-    check_int("thin", thin, minimum=1)
-    check_int("seed", seed, minimum=0)
-    check_int("max_shrink", max_shrink, minimum=1)
+    for name, value, low in (("n_samples", n_samples, 1), ("n_chains", n_chains, 1), ("burn_in", burn_in, 0),
+                             ("thin", thin, 1), ("seed", seed, 0), ("max_shrink", max_shrink, 1)):
+        check_int(name, value, minimum=low)
     m, k = n_train, n - n_train
     if k == 0:
         raise ValueError(f"K must have test points after the {n_train} training points, got size {n}")
