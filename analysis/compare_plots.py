@@ -54,21 +54,10 @@ class Panel:
 
 
 def figure_compare(panels: Sequence[Panel], *, ncols: int, title: str = ""):
-    """A grid of log-log panels (``ncols`` per row, filled row by row) with the diagonal y = x.
+    """A grid of log-log panels (``ncols`` >= 1 per row, filled row by row) with the diagonal y = x.
 
-    Parameters
-    ----------
-    panels : sequence of Panel
-    ncols : int
-        Panels per row (>= 1).
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One axes per panel, in order (``fig.axes[i]``; a colour bar adds none); series with no
-        finite point are listed in the legend as ``label (0)``.
+    Returns a ``matplotlib.figure.Figure`` with one axes per panel, in order (``fig.axes[i]``; a
+    colour bar adds none); series with no finite point are listed in the legend as ``label (0)``.
     """
     from matplotlib.figure import Figure  # slow to import: only when a figure is drawn
 

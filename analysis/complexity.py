@@ -94,19 +94,8 @@ def entropy(bits: str) -> float:
 
 
 def test_error(f: str, y_test) -> float:
-    """Test error of the function ``f`` against E's true labels.
-
-    Parameters
-    ----------
-    f : str
-        Bitstring of length k (the predicted labels on E).
-    y_test : (k,) array-like or torch tensor of 0/1
-        True labels of E in E's order.
-
-    Returns
-    -------
-    float
-        Fraction of the k positions where they differ, in [0, 1].
+    """Fraction of the k positions where the function ``f`` (a bitstring of length k, the predicted
+    labels on E) differs from E's true labels ``y_test`` ((k,) 0/1 array or tensor, E's order).
     """
     s = _check_bits("f", f)
     if hasattr(y_test, "detach"):  # torch tensor, without importing torch
@@ -129,7 +118,7 @@ def _truth_table(bits: str, n: int) -> np.ndarray:
     return np.frombuffer(s.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
-def boolean_critical_sample_ratio(bits: str, n: int = 7) -> float:
+def boolean_critical_sample_ratio(bits: str, *, n: int = 7) -> float:
     """Fraction of the ``2**n`` inputs at which flipping at least one input bit changes the output.
 
     Input ``i`` is critical if ``f(i) != f(i XOR 2**j)`` for some bit ``j`` (a Hamming neighbour
@@ -144,7 +133,7 @@ def boolean_critical_sample_ratio(bits: str, n: int = 7) -> float:
     return float(critical.mean())
 
 
-def boolean_expression_complexity(bits: str, n: int = 7) -> int:
+def boolean_expression_complexity(bits: str, *, n: int = 7) -> int:
     """Number of literals in a minimised sum-of-products (DNF) expression of a Boolean function.
 
     Computed with ``sympy.logic.boolalg.SOPform``: Quine-McCluskey prime implicants, then
@@ -190,12 +179,10 @@ def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[f
         Inputs, flattened as the model expects.
     radius : float
         Half-width of the L-inf box, in input units, >= 0.
-    n_steps : int
-        Gradient-sign steps, >= 1.
+    n_steps, batch_size : int
+        Gradient-sign steps (>= 1); inputs per forward/backward pass.
     clip : (low, high), optional
         Valid input range (e.g. pixel range); perturbed points are kept inside it.
-    batch_size : int
-        Inputs per forward/backward pass.
     device : torch.device or str, optional
         Where to compute; default the device of the model's parameters (CPU if it has none).
 

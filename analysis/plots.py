@@ -97,9 +97,8 @@ def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_labe
     counts : (n,) array, optional
         SGD counts: marker area grows with sqrt(count); a legend shows the extremes.
     color : (n,) array, optional
-        A value per function (e.g. test error or LZ complexity) for a colour scale.
-    color_label : str
-        Label of the colour bar.
+        A value per function (e.g. test error or LZ complexity) for a colour scale, labelled
+        ``color_label``.
     yerr, xerr : (n,) or (2, n) arrays, optional
         Error bar half-widths in natural-log units (symmetric, or lower and upper rows); drawn in
         log10 units.
@@ -183,15 +182,12 @@ def figure_p_vs_complexity(complexity, log_p_sgd, log_p_b=None, *, counts=None, 
     ----------
     complexity : (n,) array
         Complexity of each function (e.g. :func:`analysis.lz_complexity`).
-    log_p_sgd : (n,) array
-        Natural log of P_SGD(f|S).
-    log_p_b : (n,) array, optional
-        Natural log of P_B(f|S); omitted if None.
+    log_p_sgd, log_p_b : (n,) arrays
+        Natural logs of P_SGD(f|S) and P_B(f|S); P_B omitted if None.
     counts : (n,) array, optional
         SGD counts for the marker area.
     yerr_b : (n,) or (2, n) array, optional
         Error bars of log P_B in natural-log units.
-    complexity_label : str
 
     Returns
     -------
@@ -229,17 +225,9 @@ def figure_cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False,
     """Cumulative P_SGD mass of the functions ranked by P_B (how much of SGD's mass P_B's favourites
     carry) and ranked by P_SGD (the most any set of that size can carry); log x axis.
 
-    Parameters
-    ----------
-    log_p_sgd, log_p_b : (n,) arrays
-        Natural logs, one entry per function (see :func:`analysis.cumulative_mass`).
-    normalise : bool
-        Renormalise P_SGD over these functions so that the curves end at 1.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Two lines in ``fig.axes[0].lines``: ranked by P_B, then by P_SGD.
+    ``log_p_sgd``, ``log_p_b`` and ``normalise`` are those of :func:`analysis.cumulative_mass`
+    (``normalise``: the curves end at 1). The figure's ``fig.axes[0].lines`` are two: ranked by
+    P_B, then by P_SGD.
     """
     cm = cumulative_mass(log_p_sgd, log_p_b, normalise=normalise)
     fig, ax = _new_figure()

@@ -51,30 +51,27 @@ def _cumulative(p: np.ndarray, log_p_b: np.ndarray) -> tuple[np.ndarray, np.ndar
 # --- Correlation of log P_SGD with log P_B -------------------------------------------------------
 @dataclass(frozen=True)
 class Correlation:
-    """Correlation of log P_SGD (y) with log P_B (x) over n functions.
+    """Correlation of log P_SGD (y) with log P_B (x) over n functions, natural logs.
 
     Attributes
     ----------
     n : int
         Number of functions (points).
-    pearson, pearson_pvalue : float
-        Pearson r of the natural logs and its two-sided p-value (scipy.stats.pearsonr).
-    spearman, spearman_pvalue : float
-        Spearman rho (ties get average ranks) and its p-value (scipy.stats.spearmanr).
+    pearson, spearman : float
+        Pearson r; Spearman rho (ties get average ranks).
+    pearson_pvalue, spearman_pvalue : float
+        Their two-sided p-values (scipy.stats.pearsonr, scipy.stats.spearmanr).
     slope, intercept : float
-        Least-squares fit ``log P_SGD = slope * log P_B + intercept`` (natural logs; the intercept
-        is in nats). A slope of 1 and intercept 0 is the diagonal P_SGD = P_B.
+        Least-squares fit ``log P_SGD = slope * log P_B + intercept`` (intercept in nats); slope 1
+        and intercept 0 is the diagonal P_SGD = P_B.
     pearson_ci, spearman_ci, slope_ci : (float, float)
-        Percentile bootstrap confidence intervals at level ``ci``, from ``n_boot`` paired resamples
-        of the n functions. ``(nan, nan)`` when ``n_boot == 0`` or no resample was usable (see
-        ``notes``).
-    ci : float
-        Confidence level, e.g. 0.95.
-    n_boot : int
-        Resamples drawn.
+        Percentile bootstrap intervals at level ``ci`` (e.g. 0.95) from ``n_boot`` paired
+        resamples of the n functions; ``(nan, nan)`` when ``n_boot == 0`` or no resample was usable.
+    ci, n_boot : float, int
+        The level and the resamples asked for.
     n_boot_used : int
-        Resamples in which both variables varied (others have no defined correlation and are left
-        out of the intervals; how many is stated in ``notes``).
+        Resamples in which both variables varied (the others have no defined correlation and are
+        left out of the intervals; ``notes`` says how many).
     notes : tuple of str
         Why any field is nan, or what was left out. Empty when everything is defined.
     """
@@ -128,10 +125,9 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
 
     Parameters
     ----------
-    log_p_sgd : (n,) array
-        Natural log of P_SGD(f|S) for each function (the y axis), finite.
-    log_p_b : (n,) array
-        Natural log of P_B(f|S) for the same functions (the x axis), finite.
+    log_p_sgd, log_p_b : (n,) arrays
+        Natural logs of P_SGD(f|S) (y axis) and of P_B(f|S) (x axis) of the same n >= 3 functions,
+        finite: filter out functions with an unknown or zero probability first.
     n_boot : int
         Paired bootstrap resamples of the n functions (0: no intervals).
     seed : int or numpy.random.Generator
@@ -139,18 +135,11 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
     ci : float
         Confidence level in (0, 1).
 
-    Raises
-    ------
-    ValueError
-        If the arrays differ in length, are not 1-d, hold a non-finite value (filter functions
-        with an unknown or zero probability before calling), or n < 3.
-
     Notes
     -----
     A constant input (every function with the same log probability) has no correlation: the
     fields that need variation are nan and ``notes`` says why, rather than raising, so that a
-    report can still be written. Intervals are percentile intervals over the resamples in which
-    both variables vary; the number used is ``n_boot_used``.
+    report can still be written.
     """
     y, x = _pair("log_p_sgd", log_p_sgd, "log_p_b", log_p_b)
     for name, arr in (("log_p_sgd", y), ("log_p_b", x)):
@@ -212,26 +201,18 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
 # --- Distances between P_SGD and P_B -------------------------------------------------------------
 @dataclass(frozen=True)
 class Distances:
-    """How close P_SGD is to P_B over the functions both give positive probability.
-
-    Both distributions are restricted to the shared support (the functions with a positive
-    probability under both) and **renormalised on it**; every distance below is between the
-    renormalised distributions. ``mass_sgd`` and ``mass_b`` say how much of each input was there
-    before renormalising.
+    """How close P_SGD is to P_B on their shared support (the functions positive under both), each
+    **renormalised on it**: every distance is between the renormalised distributions.
 
     Attributes
     ----------
-    n_shared : int
-        Functions in the shared support.
-    n_sgd, n_b : int
-        Functions with positive probability in each input.
+    n_shared, n_sgd, n_b : int
+        Functions in the shared support; with positive probability in each input.
     mass_sgd, mass_b : float
         Sum of each input over the shared support, as given (not renormalised): e.g. the fraction
         of fitted runs whose function has a P_B, and the total P_B of the functions SGD found.
-    kl : float
-        KL(P_SGD || P_B) in nats.
-    kl_reverse : float
-        KL(P_B || P_SGD) in nats.
+    kl, kl_reverse : float
+        KL(P_SGD || P_B) and KL(P_B || P_SGD), in nats.
     tv : float
         Total variation, ``0.5 * sum |P_SGD - P_B|``, in [0, 1].
     js : float
@@ -305,16 +286,12 @@ def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int]
     p_sgd, p_b : mapping str -> float, or (n,) arrays
         Probabilities of functions: either two mappings (function -> p; a function missing from
         one has probability 0 there) or two aligned arrays (entry i is the same function).
-        They need not sum to 1: both are renormalised on the shared support.
+        They need not sum to 1.
     log : bool
         The inputs are natural logs (``-inf`` for probability 0). Prefer this for P_B: tiny
         probabilities such as ``exp(-800)`` underflow to 0 and would leave the support.
     top_n : sequence of int
         The N for ``top_share``, each >= 1.
-
-    Returns
-    -------
-    Distances
 
     Raises
     ------
@@ -353,7 +330,7 @@ def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int]
 # --- Cumulative mass and function selection ------------------------------------------------------
 @dataclass(frozen=True)
 class CumulativeMass:
-    """Cumulative P_SGD mass of functions ranked by P_B and by P_SGD.
+    """Cumulative P_SGD mass of functions ranked by P_B and by P_SGD (:func:`cumulative_mass`).
 
     Attributes
     ----------
@@ -402,14 +379,8 @@ def cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False) -> Cumulativ
 
 
 def select_functions(counts: "FunctionCounts", min_count: int = 1) -> list[str]:
-    """The functions found at least ``min_count`` times, most frequent first (ties by bitstring).
-
-    Parameters
-    ----------
-    counts : sampler.FunctionCounts
-        Counts of functions (anything with a ``counts`` mapping str -> int works).
-    min_count : int
-        Threshold, >= 1.
+    """The functions found at least ``min_count`` (>= 1) times, most frequent first (ties by
+    bitstring), from a ``sampler.FunctionCounts`` (anything with a ``counts`` mapping str -> int).
     """
     min_count = _check_int("min_count", min_count, minimum=1)
     mapping = getattr(counts, "counts", None)
@@ -429,7 +400,7 @@ class FitTest:
     statistic : float
         Pearson's chi-square.
     dof : int
-        Degrees of freedom (cells - 1, or (cells - 1) for a two-sample table of 2 rows).
+        Degrees of freedom (cells - 1).
     pvalue : float
         Probability of a statistic at least this large under the null (nan when fewer than 2
         cells remain).

@@ -38,25 +38,24 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 @dataclass(frozen=True)
 class EPResult:
-    """Result of :func:`ep_orthant` for a batch of problems (leading shape ``batch``).
+    """Result of :func:`ep_orthant` for a batch of problems (leading shape ``batch``); tensors are float64.
 
     Attributes
     ----------
-    log_z : torch.Tensor, float64, shape batch
+    log_z : shape batch
         EP estimate of the log orthant probability (natural log).
-    mean, var : torch.Tensor, shape batch + (n,)
-        Marginals of the Gaussian approximation of ``g`` restricted to the orthant.
-    tau, nu : torch.Tensor, shape batch + (n,)
-        Site natural parameters (precision, precision times mean).
-    converged : torch.Tensor of bool, shape batch
+    mean, var, tau, nu : shape batch + (n,)
+        Marginals of the Gaussian approximation of ``g`` restricted to the orthant; site
+        natural parameters (precision, precision times mean).
+    converged : bool tensor, shape batch
     n_iter : int
         Iterations (sweeps) run.
-    max_change : torch.Tensor, shape batch
+    max_change : shape batch
         Last iteration's largest change of a posterior marginal (mean in posterior standard
         deviations, or log variance): the convergence measure compared with ``tol``.
     jitter : float
         Added to K's diagonal (0 unless a Cholesky failed).
-    chol : torch.Tensor, shape batch + (n, n)
+    chol : shape batch + (n, n)
         Cholesky factor of ``B = I + S^1/2 K S^1/2`` at the final sites (for predictions).
     """
 
@@ -288,21 +287,12 @@ def _full_posterior_cov(K, tau, jitter):
 
 def ep_predict(result: EPResult, K: torch.Tensor, m: torch.Tensor | None, K_cross: torch.Tensor,
                K_new: torch.Tensor, m_new: torch.Tensor | None = None):
-    """Gaussian predictive of new latent values given the EP sites of one (unbatched) problem.
+    """Gaussian predictive ``(mean (k,), cov (k, k))`` of new latent values given the EP sites of
+    one (unbatched) problem fitted on ``K`` (n, n; ``result.jitter`` is added inside):
 
     ``q(g_new) = N(m_new + K_cross^T (K + S~^-1)^-1 (mu~ - m), K_new - K_cross^T (K + S~^-1)^-1 K_cross)``
-    with ``(K + S~^-1)^-1 = S^1/2 B^-1 S^1/2``.
-
-    Parameters
-    ----------
-    K : (n, n), the covariance the sites were fitted on (with ``result.jitter`` added inside).
-    K_cross : (n, k), covariance between the fitted and the new latent values.
-    K_new : (k, k)
-    m, m_new : prior means (default 0).
-
-    Returns
-    -------
-    (mean, cov) : (k,), (k, k) float64
+    with ``(K + S~^-1)^-1 = S^1/2 B^-1 S^1/2``, ``K_cross`` (n, k) the covariance between the fitted
+    and the new values, ``K_new`` (k, k), and prior means ``m``, ``m_new`` (default 0).
     """
     sq = torch.sqrt(result.tau)
     m = torch.zeros_like(sq) if m is None else m

@@ -139,11 +139,9 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     y : tensor or array, shape (n,)
         Labels in {0, 1}: 1 requires ``g_i > 0``, 0 requires ``g_i < 0``.
     method : {"ep", "genz", "tilting"}
-        See the module docstring.
+        See the module docstring; ``genz`` and ``tilting`` are stochastic and need ``seed``.
     mean : optional, shape (n,)
         Mean of g (default 0).
-    seed : int, optional
-        Required by the stochastic methods (``genz``, ``tilting``), keyword-only.
     **options
         ``ep``: ``damping`` (0.8), ``max_iter`` (200), ``tol`` (1e-6), ``updates``
         ("parallel"/"sequential"), ``jitter`` (None: adaptive).
@@ -158,20 +156,20 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method={method!r}; valid: {sorted(allowed)}")
     keep, conflict = _duplicate_variables(K, y, mean)
-    if mean is None and collinear_conflict(K, y) is not None:
-        conflict = True
-    if conflict:
-        warnings.warn("two perfectly correlated variables must have different signs (or two perfectly "
-                      "anti-correlated ones the same sign): the probability is exactly 0, returned as log_prob = -inf", RuntimeWarning, stacklevel=2)
-        return OrthantResult(-math.inf, 0.0, True, 0, method)
-    if keep is not None:
+    impossible = None
+    if conflict or (mean is None and collinear_conflict(K, y) is not None):
+        impossible = ("two perfectly correlated variables must have different signs (or two perfectly "
+                      "anti-correlated ones the same sign)")
+    elif keep is not None:
         # a duplicate adds no constraint, but EP would count it twice: drop it (exact)
         K, y = K[keep][:, keep], y[keep]
         mean = None if mean is None else mean[keep]
-    if K.shape[0] <= PSD_CHECK_MAX_DIM and not orthant_feasible(K, y, mean):
-        warnings.warn("the sign pattern y is impossible under this singular K (the orthant misses the support "
-                      "of N(mean, K)): the probability is exactly 0, returned as log_prob = -inf",
-                      RuntimeWarning, stacklevel=2)
+    if impossible is None and K.shape[0] <= PSD_CHECK_MAX_DIM and not orthant_feasible(K, y, mean):
+        impossible = ("the sign pattern y is impossible under this singular K (the orthant misses the support "
+                      "of N(mean, K))")
+    if impossible:
+        warnings.warn(f"{impossible}: the probability is exactly 0, returned as log_prob = -inf", RuntimeWarning,
+                      stacklevel=2)
         return OrthantResult(-math.inf, 0.0, True, 0, method)
     if method == "ep":
         return _orthant_ep(K, y, mean, **options)
@@ -247,7 +245,7 @@ def _duplicate_variables(K, y, mean):
     return torch.nonzero(~drop).squeeze(1), False
 
 
-def log_orthant(K, y, method: str = "ep", **kwargs) -> float:
+def log_orthant(K, y, *, method: str = "ep", **kwargs) -> float:
     """``orthant(K, y, method=method, **kwargs).log_prob``; warns if EP did not converge."""
     res = orthant(K, y, method=method, **kwargs)
     if not res.converged:

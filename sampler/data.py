@@ -39,12 +39,10 @@ FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 @dataclass(frozen=True)
 class Pool:
-    """A labelled pool of examples.
+    """A labelled pool of examples of the dataset ``name``.
 
     Attributes
     ----------
-    name : str
-        Dataset name.
     x : np.ndarray, float32, shape (N, d)
         Flattened, scaled inputs.
     labels : np.ndarray, int64, shape (N,)
@@ -326,20 +324,18 @@ def _digits() -> Pool:
 def _ionosphere(data_dir: Path | None) -> Pool:
     stems = ["ionosphere.data", "ionosphere.csv"]
     where = [] if data_dir is None else [data_dir]
-    for directory in where:
-        for stem in stems:
-            path = directory / stem
-            if path.is_file():
-                rows = [line.strip().split(",") for line in path.read_text().splitlines() if line.strip()]
-                try:
-                    x = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float32)
-                except ValueError as exc:
-                    raise ValueError(f"{path}: expected 34 numeric columns then a 'g'/'b' label ({exc})") from exc
-                classes = sorted({r[-1] for r in rows})
-                if len(classes) != 2:
-                    raise ValueError(f"{path}: expected 2 classes in the last column, found {classes}")
-                y = np.array([classes.index(r[-1]) for r in rows], dtype=np.int64)
-                return Pool("ionosphere", x, y, 2, (x.shape[1],), str(path))
+    path = next((d / stem for d in where for stem in stems if (d / stem).is_file()), None)
+    if path is not None:
+        rows = [line.strip().split(",") for line in path.read_text().splitlines() if line.strip()]
+        try:
+            x = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float32)
+        except ValueError as exc:
+            raise ValueError(f"{path}: expected 34 numeric columns then a 'g'/'b' label ({exc})") from exc
+        classes = sorted({r[-1] for r in rows})
+        if len(classes) != 2:
+            raise ValueError(f"{path}: expected 2 classes in the last column, found {classes}")
+        y = np.array([classes.index(r[-1]) for r in rows], dtype=np.int64)
+        return Pool("ionosphere", x, y, 2, (x.shape[1],), str(path))
     raise _missing("ionosphere", stems, where, "The UCI Ionosphere CSV: 34 features then 'g' or 'b'.")
 
 
@@ -349,7 +345,7 @@ def boolean_inputs(n: int = BOOLEAN_N) -> np.ndarray:
     return ((idx[:, None] >> np.arange(n - 1, -1, -1)) & 1).astype(np.float32)
 
 
-def boolean_target(target: str, n: int = BOOLEAN_N) -> str:
+def boolean_target(target: str, *, n: int = BOOLEAN_N) -> str:
     """A named Boolean target (``parity``, ``majority``, ``constant``, ``first-bit``,
     ``alternating``, ``weight6``) or a ``2**n``-character bitstring, as the bitstring over all inputs."""
     size = 2 ** n
