@@ -10,8 +10,7 @@ from .complexity import (boolean_critical_sample_ratio, boolean_expression_compl
                          critical_samples, entropy, lz76_phrases, lz_complexity, test_error)
 from .plots import plot_cumulative_mass, plot_p_vs_complexity, plot_p_vs_error, plot_psgd_vs_pb
 from .stats import (Correlation, CumulativeMass, Distances, FitTest, compare_distributions, correlate, cumulative_mass,
-                    goodness_of_fit, homogeneity,
-                    select_functions)
+                    goodness_of_fit, homogeneity, select_functions)
 
 __all__ = [
     "lz_complexity", "lz76_phrases", "entropy", "test_error", "boolean_critical_sample_ratio",

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .plots import LN10, save_figure
+from .plots import LN10, _diagonal, save_figure
 
 _STYLES = [("tab:orange", "s"), ("tab:green", "^"), ("tab:blue", "o"), ("tab:purple", "D"), ("tab:red", "v"),
            ("tab:brown", "P"), ("tab:pink", "X"), ("tab:gray", "*"), ("tab:olive", "<"), ("tab:cyan", ">")]
@@ -54,21 +54,10 @@ class Panel:
 
 
 def figure_compare(panels: Sequence[Panel], *, ncols: int, title: str = ""):
-    """A grid of log-log panels (``ncols`` per row, filled row by row) with the diagonal y = x.
+    """A grid of log-log panels (``ncols`` >= 1 per row, filled row by row) with the diagonal y = x.
 
-    Parameters
-    ----------
-    panels : sequence of Panel
-    ncols : int
-        Panels per row (>= 1).
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One axes per panel, in order (``fig.axes[i]``; a colour bar adds none); series with no
-        finite point are listed in the legend as ``label (0)``.
+    Returns a ``matplotlib.figure.Figure`` with one axes per panel, in order (``fig.axes[i]``; a
+    colour bar adds none); series with no finite point are listed in the legend as ``label (0)``.
     """
     from matplotlib.figure import Figure  # slow to import: only when a figure is drawn
 
@@ -99,8 +88,7 @@ def figure_compare(panels: Sequence[Panel], *, ncols: int, title: str = ""):
             if keep.any():
                 lo, hi = min(lo, xs.min(), ys.min()), max(hi, xs.max(), ys.max())
         if math.isfinite(lo):
-            pad = 0.05 * (hi - lo) if hi > lo else 0.5
-            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=0.8, zorder=1)
+            _diagonal(ax, lo, hi, lw=0.8)
         if p.series:
             ax.legend(loc="upper left", fontsize=7, title="method (functions)", title_fontsize=7)
         if p.note:

@@ -1,11 +1,12 @@
 """Complexity measures of functions (bitstrings on E) and of trained networks.
 
-Functions are bitstrings of '0'/'1' (DESIGN.md). The Boolean measures take the full truth table of
-an n-input Boolean function, character ``i`` being the output at the input whose bits, most
-significant first, are the binary expansion of ``i`` (the order of ``sampler.data.boolean_inputs``).
+Functions are non-empty bitstrings of '0'/'1' (DESIGN.md). The Boolean measures take the full truth
+table of an n-input Boolean function (n in 1..16), character ``i`` being the output at the input whose
+bits, most significant first, are the binary expansion of ``i`` (the order of
+``sampler.data.boolean_inputs``).
 
-Torch is imported only inside :func:`critical_sample_ratio` / :func:`critical_samples`, so that
-``import analysis`` stays light.
+Torch (with sampler's input checks) is imported only when a function needs it, so that ``import
+analysis`` stays light.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _check_bits(name: str, value) -> str:
     return value
 
 
-# sampler's checks, imported lazily here and in stats: importing sampler imports torch (slow), and
+# sampler's check, imported lazily here and in stats: importing sampler imports torch (slow), and
 # `import analysis` promises neither torch nor matplotlib.
 def _check_int(name, value, **kw) -> int:
     from sampler._checks import check_int
@@ -38,15 +39,7 @@ def _check_int(name, value, **kw) -> int:
     return check_int(name, value, **kw)
 
 
-def _check_float(name, value, **kw) -> float:
-    from sampler._checks import check_float
-
-    return check_float(name, value, **kw)
-
-
-# --------------------------------------------------------------------------------------------
-# Lempel-Ziv complexity
-# --------------------------------------------------------------------------------------------
+# --- Lempel-Ziv complexity -----------------------------------------------------------------------
 def lz76_phrases(bits: str) -> int:
     """Number of phrases of the Lempel-Ziv (1976) exhaustive-history parsing of ``bits``.
 
@@ -54,17 +47,7 @@ def lz76_phrases(bits: str) -> int:
     shortest ``s[p:q]`` that is *not* a substring of ``s[:q-1]`` (it is copyable from earlier text,
     overlaps allowed, except for its last symbol); a final phrase that reaches the end of the string
     while still copyable also counts. This is the count computed by the Kaspar & Schuster (1987)
-    algorithm, e.g. ``0001101001000101 -> 0.001.10.100.1000.101``, 6 phrases.
-
-    Parameters
-    ----------
-    bits : str
-        Non-empty string of '0'/'1'.
-
-    Returns
-    -------
-    int
-        Number of phrases, >= 1.
+    algorithm, e.g. ``0001101001000101 -> 0.001.10.100.1000.101``, 6 phrases. Returns an int >= 1.
     """
     s = _check_bits("bits", bits)
     n, p, phrases = len(s), 0, 0
@@ -90,17 +73,7 @@ def lz_complexity(bits: str) -> float:
 
     where ``N`` is :func:`lz76_phrases`, the number of phrases of the Lempel-Ziv (1976) parsing
     (Kaspar-Schuster counting). Symmetrising over the reversal and the special case for constant
-    strings are Dingle et al.'s.
-
-    Parameters
-    ----------
-    bits : str
-        Non-empty string of '0'/'1'.
-
-    Returns
-    -------
-    float
-        Complexity in bits; ``0.0`` for a string of length 1 (``log2(1) = 0``).
+    strings are Dingle et al.'s. In bits; ``0.0`` for a string of length 1 (``log2(1) = 0``).
     """
     s = _check_bits("bits", bits)
     n = len(s)
@@ -109,9 +82,7 @@ def lz_complexity(bits: str) -> float:
     return math.log2(n) * (lz76_phrases(s) + lz76_phrases(s[::-1])) / 2.0
 
 
-# --------------------------------------------------------------------------------------------
-# Simple measures of a bitstring
-# --------------------------------------------------------------------------------------------
+# --- Simple measures of a bitstring --------------------------------------------------------------
 def entropy(bits: str) -> float:
     """Binary entropy, in bits, of the fraction of ones: ``H(p) = -p log2 p - (1-p) log2(1-p)``,
     ``p = (number of '1') / len(bits)``; 0 for a constant string, 1 for a balanced one."""
@@ -123,19 +94,8 @@ def entropy(bits: str) -> float:
 
 
 def test_error(f: str, y_test) -> float:
-    """Test error of the function ``f`` against E's true labels.
-
-    Parameters
-    ----------
-    f : str
-        Bitstring of length k (the predicted labels on E).
-    y_test : (k,) array-like or torch tensor of 0/1
-        True labels of E in E's order.
-
-    Returns
-    -------
-    float
-        Fraction of the k positions where ``f`` and ``y_test`` differ, in [0, 1].
+    """Fraction of the k positions where the function ``f`` (a bitstring of length k, the predicted
+    labels on E) differs from E's true labels ``y_test`` ((k,) 0/1 array or tensor, E's order).
     """
     s = _check_bits("f", f)
     if hasattr(y_test, "detach"):  # torch tensor, without importing torch
@@ -149,9 +109,7 @@ def test_error(f: str, y_test) -> float:
     return float(np.mean(bits != y.astype(np.uint8)))
 
 
-# --------------------------------------------------------------------------------------------
-# Boolean functions (full truth tables)
-# --------------------------------------------------------------------------------------------
+# --- Boolean functions (full truth tables) -------------------------------------------------------
 def _truth_table(bits: str, n: int) -> np.ndarray:
     s = _check_bits("bits", bits)
     n = _check_int("n", n, minimum=1, maximum=16)
@@ -160,24 +118,12 @@ def _truth_table(bits: str, n: int) -> np.ndarray:
     return np.frombuffer(s.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
-def boolean_critical_sample_ratio(bits: str, n: int = 7) -> float:
+def boolean_critical_sample_ratio(bits: str, *, n: int = 7) -> float:
     """Fraction of the ``2**n`` inputs at which flipping at least one input bit changes the output.
 
     Input ``i`` is critical if ``f(i) != f(i XOR 2**j)`` for some bit ``j`` (a Hamming neighbour
     with the other output). The value does not depend on which end of the binary expansion is the
-    first input. 0 for constant functions, 1 for parity.
-
-    Parameters
-    ----------
-    bits : str
-        Truth table of length ``2**n``.
-    n : int
-        Number of inputs (1..16).
-
-    Returns
-    -------
-    float
-        In [0, 1].
+    first input. 0 for constant functions, 1 for parity; ``bits`` is the truth table of ``n`` inputs.
     """
     t = _truth_table(bits, n)
     idx = np.arange(t.size)
@@ -187,7 +133,7 @@ def boolean_critical_sample_ratio(bits: str, n: int = 7) -> float:
     return float(critical.mean())
 
 
-def boolean_expression_complexity(bits: str, n: int = 7) -> int:
+def boolean_expression_complexity(bits: str, *, n: int = 7) -> int:
     """Number of literals in a minimised sum-of-products (DNF) expression of a Boolean function.
 
     Computed with ``sympy.logic.boolalg.SOPform``: Quine-McCluskey prime implicants, then
@@ -195,20 +141,7 @@ def boolean_expression_complexity(bits: str, n: int = 7) -> int:
     choice of the implicant covering the most remaining minterms. The greedy step makes the result
     an *upper bound* on the minimal DNF literal count (it is exact whenever dominance alone settles
     the cover). Each occurrence of a variable or its negation counts one; the constant functions
-    have 0 literals.
-
-    Parameters
-    ----------
-    bits : str
-        Truth table of length ``2**n`` (character ``i`` = output at the input whose bits, most
-        significant first, are ``i`` in binary, i.e. ``x0`` is the most significant bit).
-    n : int
-        Number of inputs (1..16; SOPform gets slow well before 16).
-
-    Returns
-    -------
-    int
-        Literal count of the DNF found.
+    have 0 literals. ``x0`` is the most significant input bit; SOPform gets slow well before n = 16.
     """
     import sympy  # slow to import: only this measure needs it
     from sympy.logic.boolalg import SOPform
@@ -222,9 +155,7 @@ def boolean_expression_complexity(bits: str, n: int = 7) -> int:
     return int(sum(len(term.args) if isinstance(term, sympy.And) else 1 for term in terms))
 
 
-# --------------------------------------------------------------------------------------------
-# Critical sample ratio of a trained network (Arpit et al. 2017, with a gradient-sign search)
-# --------------------------------------------------------------------------------------------
+# --- Critical sample ratio of a trained network (Arpit et al. 2017, with a gradient-sign search) ---
 def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[float, float] | None = None,
                      batch_size: int = 1024, device=None) -> "torch.Tensor":
     """Which inputs are critical: a gradient-sign perturbation within the L-inf box of ``radius``
@@ -248,12 +179,10 @@ def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[f
         Inputs, flattened as the model expects.
     radius : float
         Half-width of the L-inf box, in input units, >= 0.
-    n_steps : int
-        Gradient-sign steps, >= 1.
+    n_steps, batch_size : int
+        Gradient-sign steps (>= 1); inputs per forward/backward pass.
     clip : (low, high), optional
         Valid input range (e.g. pixel range); perturbed points are kept inside it.
-    batch_size : int
-        Inputs per forward/backward pass.
     device : torch.device or str, optional
         Where to compute; default the device of the model's parameters (CPU if it has none).
 
@@ -264,14 +193,15 @@ def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[f
     """
     import torch  # slow to import; only this function needs it
 
-    radius = _check_float("radius", radius, minimum=0.0)
-    n_steps = _check_int("n_steps", n_steps, minimum=1)
-    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    from sampler._checks import check_float, check_int
+
+    radius = check_float("radius", radius, minimum=0.0)
+    n_steps = check_int("n_steps", n_steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     if clip is not None:
         if len(clip) != 2:
             raise ValueError(f"clip must be a (low, high) pair, got {clip!r}")
-        lo = _check_float("clip[0]", clip[0])
-        hi = _check_float("clip[1]", clip[1])
+        lo, hi = check_float("clip[0]", clip[0]), check_float("clip[1]", clip[1])
         if lo > hi:
             raise ValueError(f"clip must have low <= high, got clip={clip!r}")
     params = list(model.parameters()) if hasattr(model, "parameters") else []

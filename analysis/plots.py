@@ -58,10 +58,21 @@ def _sizes(counts: np.ndarray | None, n: int) -> np.ndarray:
     return 12.0 + 108.0 * np.sqrt(c / top)
 
 
-def _note_dropped(ax, dropped: int, why: str = "non-finite") -> None:
+def _label(ax, xlabel: str, ylabel: str, title: str, dropped: int = 0, **grid) -> None:
+    """Axis labels, title and grid; a note of the ``dropped`` (non-finite) points not drawn."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3, **grid)
     if dropped:
-        ax.text(0.01, 0.01, f"{dropped} point(s) not shown ({why})", transform=ax.transAxes, fontsize=8,
+        ax.text(0.01, 0.01, f"{dropped} point(s) not shown (non-finite)", transform=ax.transAxes, fontsize=8,
                 ha="left", va="bottom", color="0.3")
+
+
+def _diagonal(ax, lo: float, hi: float, **style) -> None:
+    """The dashed line y = x over ``[lo, hi]`` padded by 5% (0.5 when lo == hi)."""
+    pad = 0.05 * (hi - lo) if hi > lo else 0.5
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", zorder=1, **style)
 
 
 def save_figure(fig, path) -> Path:
@@ -73,26 +84,24 @@ def save_figure(fig, path) -> Path:
     return atomic_write_bytes(Path(path), buf.getvalue())
 
 
-# --------------------------------------------------------------------------------------------
-def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_label: str = "",
+def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_label: str = "",
                       yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
                       xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)"):
     """P_SGD against P_B on log10 axes with the diagonal P_SGD = P_B.
 
     Parameters
     ----------
-    log_p_b, log_p_sgd : (n,) arrays
-        Natural logs of P_B(f|S) (x) and P_SGD(f|S) (y), one entry per function.
+    log_p_sgd, log_p_b : (n,) arrays
+        Natural logs of P_SGD(f|S) (y axis) and P_B(f|S) (x axis), one entry per function (the
+        order of :func:`analysis.correlate`).
     counts : (n,) array, optional
         SGD counts: marker area grows with sqrt(count); a legend shows the extremes.
     color : (n,) array, optional
-        A value per function (e.g. test error or LZ complexity) for a colour scale.
-    color_label : str
-        Label of the colour bar.
+        A value per function (e.g. test error or LZ complexity) for a colour scale, labelled
+        ``color_label``.
     yerr, xerr : (n,) or (2, n) arrays, optional
         Error bar half-widths in natural-log units (symmetric, or lower and upper rows); drawn in
         log10 units.
-    title : str
     diagonal : bool
         Draw y = x.
 
@@ -121,9 +130,7 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
     if col is not None and keep.any():
         fig.colorbar(sc, ax=ax, label=color_label)
     if diagonal and keep.any():
-        lo, hi = min(xs.min(), ys.min()), max(xs.max(), ys.max())
-        pad = 0.05 * (hi - lo) if hi > lo else 0.5
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", lw=1, label="y = x", zorder=1)
+        _diagonal(ax, min(xs.min(), ys.min()), max(xs.max(), ys.max()), lw=1, label="y = x")
     if c is not None and keep.any():
         cmin, cmax = int(np.min(c[keep])), int(np.max(c[keep]))
         for v in sorted({cmin, cmax}):
@@ -131,25 +138,20 @@ def figure_psgd_vs_pb(log_p_b, log_p_sgd, *, counts=None, color=None, color_labe
                        linewidths=0.3, label=f"count {v}")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    _note_dropped(ax, int((~keep).sum()))
+    _label(ax, xlabel, ylabel, title, int((~keep).sum()))
     return fig
 
 
-def plot_psgd_vs_pb(log_p_b, log_p_sgd, path, *, counts=None, color=None, color_label: str = "",
+def plot_psgd_vs_pb(log_p_sgd, log_p_b, path, *, counts=None, color=None, color_label: str = "",
                     yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
                     xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)") -> Path:
     """Write :func:`figure_psgd_vs_pb` (which documents the parameters) as PNG to ``path``;
     returns the path."""
-    return save_figure(figure_psgd_vs_pb(log_p_b, log_p_sgd, counts=counts, color=color, color_label=color_label,
+    return save_figure(figure_psgd_vs_pb(log_p_sgd, log_p_b, counts=counts, color=color, color_label=color_label,
                                          yerr=yerr, xerr=xerr, title=title, diagonal=diagonal, xlabel=xlabel,
                                          ylabel=ylabel), path)
 
 
-# --------------------------------------------------------------------------------------------
 def _figure_p_vs(value, log_p_sgd, log_p_b, *, xlabel: str, title: str, counts=None, yerr_b=None):
     v = _arr("x values", value)
     n = v.size
@@ -167,12 +169,8 @@ def _figure_p_vs(value, log_p_sgd, log_p_b, *, xlabel: str, title: str, counts=N
         if err is not None:
             ax.errorbar(v[keep], lp[keep] / LN10, yerr=err[..., keep], fmt="none", ecolor=colour, elinewidth=0.7,
                         alpha=0.6, zorder=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("log10 P(f|S)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
+    _label(ax, xlabel, "log10 P(f|S)", title, dropped)
     ax.legend(loc="best", fontsize=8)
-    _note_dropped(ax, dropped)
     return fig
 
 
@@ -184,15 +182,12 @@ def figure_p_vs_complexity(complexity, log_p_sgd, log_p_b=None, *, counts=None, 
     ----------
     complexity : (n,) array
         Complexity of each function (e.g. :func:`analysis.lz_complexity`).
-    log_p_sgd : (n,) array
-        Natural log of P_SGD(f|S).
-    log_p_b : (n,) array, optional
-        Natural log of P_B(f|S); omitted if None.
+    log_p_sgd, log_p_b : (n,) arrays
+        Natural logs of P_SGD(f|S) and P_B(f|S); P_B omitted if None.
     counts : (n,) array, optional
         SGD counts for the marker area.
     yerr_b : (n,) or (2, n) array, optional
         Error bars of log P_B in natural-log units.
-    complexity_label, title : str
 
     Returns
     -------
@@ -225,35 +220,23 @@ def plot_p_vs_error(test_error, log_p_sgd, log_p_b, path, *, counts=None, yerr_b
                                          title=title), path)
 
 
-# --------------------------------------------------------------------------------------------
 def figure_cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False,
                            title: str = "Cumulative P_SGD mass"):
     """Cumulative P_SGD mass of the functions ranked by P_B (how much of SGD's mass P_B's favourites
     carry) and ranked by P_SGD (the most any set of that size can carry); log x axis.
 
-    Parameters
-    ----------
-    log_p_sgd, log_p_b : (n,) arrays
-        Natural logs, one entry per function (see :func:`analysis.cumulative_mass`).
-    normalise : bool
-        Renormalise P_SGD over these functions so that the curves end at 1.
-    title : str
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Two lines in ``fig.axes[0].lines``: ranked by P_B, then by P_SGD.
+    ``log_p_sgd``, ``log_p_b`` and ``normalise`` are those of :func:`analysis.cumulative_mass`
+    (``normalise``: the curves end at 1). The figure's ``fig.axes[0].lines`` are two: ranked by
+    P_B, then by P_SGD.
     """
     cm = cumulative_mass(log_p_sgd, log_p_b, normalise=normalise)
     fig, ax = _new_figure()
     ax.step(cm.rank, cm.by_pb, where="post", color="tab:orange", label="functions ranked by P_B")
     ax.step(cm.rank, cm.by_sgd, where="post", color="tab:blue", ls="--", label="functions ranked by P_SGD")
     ax.set_xscale("log")
-    ax.set_xlabel("number of functions (rank)")
-    ax.set_ylabel("cumulative P_SGD mass" + (" (renormalised)" if normalise else ""))
     ax.set_ylim(0, 1.02 if normalise else max(1.02 * float(cm.by_sgd[-1]), 1e-12))
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3, which="both")
+    _label(ax, "number of functions (rank)", "cumulative P_SGD mass" + (" (renormalised)" if normalise else ""),
+           title, which="both")
     ax.legend(loc="lower right", fontsize=8)
     return fig
 

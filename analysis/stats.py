@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 _BLOCK_ELEMENTS = 4_000_000
 
 
-
-
 def _as_1d(name: str, x) -> np.ndarray:
     if isinstance(x, (str, bytes, dict, set)) or x is None:
         raise TypeError(f"{name} must be a 1-d array of real numbers, got {type(x).__name__}")
@@ -37,35 +35,43 @@ def _as_1d(name: str, x) -> np.ndarray:
     return arr
 
 
-# --------------------------------------------------------------------------------------------
-# Correlation of log P_SGD with log P_B
-# --------------------------------------------------------------------------------------------
+def _pair(name_a: str, a, name_b: str, b) -> tuple[np.ndarray, np.ndarray]:
+    """Two 1-d float arrays of the same length (:func:`_as_1d` each)."""
+    a, b = _as_1d(name_a, a), _as_1d(name_b, b)
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same length, got {a.size} and {b.size}")
+    return a, b
+
+
+def _cumulative(p: np.ndarray, log_p_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative sums of ``p`` ranked by ``log_p_b`` (descending, ties in input order) and by ``p``."""
+    return np.cumsum(p[np.argsort(-log_p_b, kind="stable")]), np.cumsum(np.sort(p)[::-1])
+
+
+# --- Correlation of log P_SGD with log P_B -------------------------------------------------------
 @dataclass(frozen=True)
 class Correlation:
-    """Correlation of log P_SGD (y) with log P_B (x) over n functions.
+    """Correlation of log P_SGD (y) with log P_B (x) over n functions, natural logs.
 
     Attributes
     ----------
     n : int
         Number of functions (points).
-    pearson, pearson_pvalue : float
-        Pearson r of the natural logs and its two-sided p-value (scipy.stats.pearsonr).
-    spearman, spearman_pvalue : float
-        Spearman rho (ties get average ranks) and its p-value (scipy.stats.spearmanr).
+    pearson, spearman : float
+        Pearson r; Spearman rho (ties get average ranks).
+    pearson_pvalue, spearman_pvalue : float
+        Their two-sided p-values (scipy.stats.pearsonr, scipy.stats.spearmanr).
     slope, intercept : float
-        Least-squares fit ``log P_SGD = slope * log P_B + intercept`` (natural logs; the intercept
-        is in nats). A slope of 1 and intercept 0 is the diagonal P_SGD = P_B.
+        Least-squares fit ``log P_SGD = slope * log P_B + intercept`` (intercept in nats); slope 1
+        and intercept 0 is the diagonal P_SGD = P_B.
     pearson_ci, spearman_ci, slope_ci : (float, float)
-        Percentile bootstrap confidence intervals at level ``ci``, from ``n_boot`` paired resamples
-        of the n functions. ``(nan, nan)`` when ``n_boot == 0`` or no resample was usable (see
-        ``notes``).
-    ci : float
-        Confidence level, e.g. 0.95.
-    n_boot : int
-        Resamples drawn.
+        Percentile bootstrap intervals at level ``ci`` (e.g. 0.95) from ``n_boot`` paired
+        resamples of the n functions; ``(nan, nan)`` when ``n_boot == 0`` or no resample was usable.
+    ci, n_boot : float, int
+        The level and the resamples asked for.
     n_boot_used : int
-        Resamples in which both variables varied (others have no defined correlation and are left
-        out of the intervals; how many is stated in ``notes``).
+        Resamples in which both variables varied (the others have no defined correlation and are
+        left out of the intervals; ``notes`` says how many).
     notes : tuple of str
         Why any field is nan, or what was left out. Empty when everything is defined.
     """
@@ -87,44 +93,29 @@ class Correlation:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain Python values (tuples as lists), ready for JSON; nan stays nan."""
-        out: dict[str, Any] = {}
-        for k, v in self.__dict__.items():
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
 
-def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of ``(b, n)`` arrays; nan where a row is constant."""
+def _rowwise_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson r and least-squares slope of y on x for each row pair of ``(b, n)`` arrays; r is nan
+    where either row is constant, the slope where x is."""
     xc = x - x.mean(axis=1, keepdims=True)
     yc = y - y.mean(axis=1, keepdims=True)
-    sxx, syy = (xc * xc).sum(axis=1), (yc * yc).sum(axis=1)
+    sxx, syy, sxy = (xc * xc).sum(axis=1), (yc * yc).sum(axis=1), (xc * yc).sum(axis=1)
+    r, slope = np.full(x.shape[0], np.nan), np.full(x.shape[0], np.nan)
     ok = (sxx > 0) & (syy > 0)
-    r = np.full(x.shape[0], np.nan)
-    r[ok] = (xc * yc).sum(axis=1)[ok] / np.sqrt(sxx[ok] * syy[ok])
-    return np.clip(r, -1.0, 1.0)
-
-
-def _rowwise_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares slope of y on x for each row; nan where x is constant."""
-    xc = x - x.mean(axis=1, keepdims=True)
-    sxx = (xc * xc).sum(axis=1)
-    s = np.full(x.shape[0], np.nan)
-    ok = sxx > 0
-    s[ok] = (xc * (y - y.mean(axis=1, keepdims=True))).sum(axis=1)[ok] / sxx[ok]
-    return s
+    r[ok] = sxy[ok] / np.sqrt(sxx[ok] * syy[ok])
+    slope[sxx > 0] = sxy[sxx > 0] / sxx[sxx > 0]
+    return np.clip(r, -1.0, 1.0), slope
 
 
 def _bootstrap_stats(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Pearson, Spearman and slope of ``y`` on ``x`` for each resample ``idx[b]`` of the points.
-
-    Returns ``(b, 3)``, nan where a resample leaves a variable constant.
-    """
-    out = np.empty((idx.shape[0], 3))
+    """Pearson, Spearman and slope of ``y`` on ``x`` for each resample ``idx[b]`` of the points:
+    ``(b, 3)``, nan where a resample leaves a variable constant."""
     xb, yb = x[idx], y[idx]
-    out[:, 0] = _rowwise_pearson(xb, yb)
-    out[:, 1] = _rowwise_pearson(sps.rankdata(xb, axis=1), sps.rankdata(yb, axis=1))
-    out[:, 2] = _rowwise_slope(xb, yb)
-    return out
+    pearson, slope = _rowwise_fit(xb, yb)
+    spearman = _rowwise_fit(sps.rankdata(xb, axis=1), sps.rankdata(yb, axis=1))[0]
+    return np.stack([pearson, spearman, slope], axis=1)
 
 
 def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.Generator = 0,
@@ -134,10 +125,9 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
 
     Parameters
     ----------
-    log_p_sgd : (n,) array
-        Natural log of P_SGD(f|S) for each function (the y axis), finite.
-    log_p_b : (n,) array
-        Natural log of P_B(f|S) for the same functions (the x axis), finite.
+    log_p_sgd, log_p_b : (n,) arrays
+        Natural logs of P_SGD(f|S) (y axis) and of P_B(f|S) (x axis) of the same n >= 3 functions,
+        finite: filter out functions with an unknown or zero probability first.
     n_boot : int
         Paired bootstrap resamples of the n functions (0: no intervals).
     seed : int or numpy.random.Generator
@@ -145,27 +135,13 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
     ci : float
         Confidence level in (0, 1).
 
-    Returns
-    -------
-    Correlation
-
-    Raises
-    ------
-    ValueError
-        If the arrays differ in length, are not 1-d, hold a non-finite value (filter functions
-        with an unknown or zero probability before calling), or n < 3.
-
     Notes
     -----
     A constant input (every function with the same log probability) has no correlation: the
     fields that need variation are nan and ``notes`` says why, rather than raising, so that a
-    report can still be written. Intervals are percentile intervals over the resamples in which
-    both variables vary; the number used is ``n_boot_used``.
+    report can still be written.
     """
-    y = _as_1d("log_p_sgd", log_p_sgd)
-    x = _as_1d("log_p_b", log_p_b)
-    if x.shape != y.shape:
-        raise ValueError(f"log_p_sgd and log_p_b must have the same length, got {y.size} and {x.size}")
+    y, x = _pair("log_p_sgd", log_p_sgd, "log_p_b", log_p_b)
     for name, arr in (("log_p_sgd", y), ("log_p_b", x)):
         bad = ~np.isfinite(arr)
         if bad.any():
@@ -178,10 +154,7 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0.0 < float(ci) < 1.0:
         raise ValueError(f"ci must be a confidence level in (0, 1), got ci={ci!r}")
     ci = float(ci)
-    if isinstance(seed, np.random.Generator):
-        rng = seed
-    else:
-        rng = np.random.default_rng(_check_int("seed", seed, minimum=0))
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(_check_int("seed", seed, minimum=0))
 
     notes: list[str] = []
     nan = math.nan
@@ -208,11 +181,8 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
         notes.append("n_boot=0: no bootstrap confidence intervals (nan)")
     else:
         block = max(1, _BLOCK_ELEMENTS // n)
-        parts = []
-        for start in range(0, n_boot, block):
-            idx = rng.integers(0, n, size=(min(block, n_boot - start), n))
-            parts.append(_bootstrap_stats(x, y, idx))
-        boot = np.concatenate(parts)
+        boot = np.concatenate([_bootstrap_stats(x, y, rng.integers(0, n, size=(min(block, n_boot - start), n)))
+                               for start in range(0, n_boot, block)])
         q = [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]
         cis = []
         for j, name in enumerate(("pearson", "spearman", "slope")):
@@ -228,31 +198,21 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
                        spearman_pvalue=spearman_p, ci=ci, n_boot=n_boot, n_boot_used=n_used, notes=tuple(notes))
 
 
-# --------------------------------------------------------------------------------------------
-# Distances between P_SGD and P_B
-# --------------------------------------------------------------------------------------------
+# --- Distances between P_SGD and P_B -------------------------------------------------------------
 @dataclass(frozen=True)
 class Distances:
-    """How close P_SGD is to P_B over the functions both give positive probability.
-
-    Both distributions are restricted to the shared support (the functions with a positive
-    probability under both) and **renormalised on it**; every distance below is between the
-    renormalised distributions. ``mass_sgd`` and ``mass_b`` say how much of each input was there
-    before renormalising.
+    """How close P_SGD is to P_B on their shared support (the functions positive under both), each
+    **renormalised on it**: every distance is between the renormalised distributions.
 
     Attributes
     ----------
-    n_shared : int
-        Functions in the shared support.
-    n_sgd, n_b : int
-        Functions with positive probability in each input.
+    n_shared, n_sgd, n_b : int
+        Functions in the shared support; with positive probability in each input.
     mass_sgd, mass_b : float
         Sum of each input over the shared support, as given (not renormalised): e.g. the fraction
         of fitted runs whose function has a P_B, and the total P_B of the functions SGD found.
-    kl : float
-        KL(P_SGD || P_B) in nats.
-    kl_reverse : float
-        KL(P_B || P_SGD) in nats.
+    kl, kl_reverse : float
+        KL(P_SGD || P_B) and KL(P_B || P_SGD), in nats.
     tv : float
         Total variation, ``0.5 * sum |P_SGD - P_B|``, in [0, 1].
     js : float
@@ -301,9 +261,7 @@ def _to_log_arrays(p_sgd, p_b, log: bool) -> tuple[np.ndarray, np.ndarray]:
         a = np.array([p_sgd.get(k, fill) for k in keys], dtype=float)
         b = np.array([p_b.get(k, fill) for k in keys], dtype=float)
     else:
-        a, b = _as_1d("p_sgd", p_sgd), _as_1d("p_b", p_b)
-        if a.shape != b.shape:
-            raise ValueError(f"p_sgd and p_b must have the same length, got {a.size} and {b.size}")
+        a, b = _pair("p_sgd", p_sgd, "p_b", p_b)
     out = []
     for name, arr in (("p_sgd", a), ("p_b", b)):
         if log:
@@ -328,16 +286,12 @@ def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int]
     p_sgd, p_b : mapping str -> float, or (n,) arrays
         Probabilities of functions: either two mappings (function -> p; a function missing from
         one has probability 0 there) or two aligned arrays (entry i is the same function).
-        They need not sum to 1: both are renormalised on the shared support.
+        They need not sum to 1.
     log : bool
         The inputs are natural logs (``-inf`` for probability 0). Prefer this for P_B: tiny
         probabilities such as ``exp(-800)`` underflow to 0 and would leave the support.
     top_n : sequence of int
         The N for ``top_share``, each >= 1.
-
-    Returns
-    -------
-    Distances
 
     Raises
     ------
@@ -365,8 +319,7 @@ def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int]
     tv = float(0.5 * np.abs(pa - pb).sum())
     lm = np.logaddexp(la, lb) - math.log(2.0)
     js = float(0.5 * np.sum(pa * (la - lm)) + 0.5 * np.sum(pb * (lb - lm)))
-    cum_by_b = np.cumsum(pa[np.argsort(-lb, kind="stable")])
-    cum_by_a = np.cumsum(np.sort(pa)[::-1])
+    cum_by_b, cum_by_a = _cumulative(pa, lb)
     top = {t: float(cum_by_b[min(t, n_shared) - 1]) for t in tops}
     top_a = {t: float(cum_by_a[min(t, n_shared) - 1]) for t in tops}
     return Distances(n_shared=n_shared, n_sgd=int(pos_a.sum()), n_b=int(pos_b.sum()), mass_sgd=mass_a,
@@ -374,12 +327,10 @@ def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int]
                      js=min(max(js, 0.0), math.log(2.0)), top_share=top, top_share_by_sgd=top_a)
 
 
-# --------------------------------------------------------------------------------------------
-# Cumulative mass and function selection
-# --------------------------------------------------------------------------------------------
+# --- Cumulative mass and function selection ------------------------------------------------------
 @dataclass(frozen=True)
 class CumulativeMass:
-    """Cumulative P_SGD mass of functions ranked by P_B and by P_SGD.
+    """Cumulative P_SGD mass of functions ranked by P_B and by P_SGD (:func:`cumulative_mass`).
 
     Attributes
     ----------
@@ -412,14 +363,8 @@ def cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False) -> Cumulativ
         Natural log of P_B for the same functions (only their order matters); -inf ranks last.
     normalise : bool
         Renormalise P_SGD to sum to 1 over these functions.
-
-    Returns
-    -------
-    CumulativeMass
     """
-    ls, lb = _as_1d("log_p_sgd", log_p_sgd), _as_1d("log_p_b", log_p_b)
-    if ls.shape != lb.shape:
-        raise ValueError(f"log_p_sgd and log_p_b must have the same length, got {ls.size} and {lb.size}")
+    ls, lb = _pair("log_p_sgd", log_p_sgd, "log_p_b", log_p_b)
     if ls.size == 0:
         raise ValueError("cumulative_mass needs at least one function, got none")
     for name, arr in (("log_p_sgd", ls), ("log_p_b", lb)):
@@ -429,24 +374,13 @@ def cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False) -> Cumulativ
         if not np.isfinite(ls).any():
             raise ValueError("cannot normalise: every log_p_sgd is -inf")
         ls = ls - logsumexp(ls)
-    p = np.exp(ls)
-    return CumulativeMass(rank=np.arange(1, p.size + 1), by_pb=np.cumsum(p[np.argsort(-lb, kind="stable")]),
-                          by_sgd=np.cumsum(np.sort(p)[::-1]), normalised=bool(normalise))
+    by_pb, by_sgd = _cumulative(np.exp(ls), lb)
+    return CumulativeMass(rank=np.arange(1, ls.size + 1), by_pb=by_pb, by_sgd=by_sgd, normalised=bool(normalise))
 
 
 def select_functions(counts: "FunctionCounts", min_count: int = 1) -> list[str]:
-    """The functions found at least ``min_count`` times, most frequent first (ties by bitstring).
-
-    Parameters
-    ----------
-    counts : sampler.FunctionCounts
-        Counts of functions (anything with a ``counts`` mapping str -> int works).
-    min_count : int
-        Threshold, >= 1.
-
-    Returns
-    -------
-    list of str
+    """The functions found at least ``min_count`` (>= 1) times, most frequent first (ties by
+    bitstring), from a ``sampler.FunctionCounts`` (anything with a ``counts`` mapping str -> int).
     """
     min_count = _check_int("min_count", min_count, minimum=1)
     mapping = getattr(counts, "counts", None)
@@ -456,9 +390,7 @@ def select_functions(counts: "FunctionCounts", min_count: int = 1) -> list[str]:
     return [f for f, _ in items]
 
 
-# --------------------------------------------------------------------------------------------
-# Is a sample consistent with a distribution, or with another sample?
-# --------------------------------------------------------------------------------------------
+# --- Is a sample consistent with a distribution, or with another sample? -------------------------
 @dataclass(frozen=True)
 class FitTest:
     """A chi-square test of counts over functions.
@@ -468,7 +400,7 @@ class FitTest:
     statistic : float
         Pearson's chi-square.
     dof : int
-        Degrees of freedom (cells - 1, or (cells - 1) for a two-sample table of 2 rows).
+        Degrees of freedom (cells - 1).
     pvalue : float
         Probability of a statistic at least this large under the null (nan when fewer than 2
         cells remain).
@@ -519,15 +451,8 @@ def goodness_of_fit(counts, log_p, *, n: int | None = None, min_expected: float 
     min_expected : float
         Functions with fewer expected samples are pooled into "other" (the chi-square
         approximation needs about 5 per cell).
-
-    Returns
-    -------
-    FitTest
     """
-    c = _as_1d("counts", counts)
-    lp = _as_1d("log_p", log_p)
-    if c.shape != lp.shape:
-        raise ValueError(f"counts and log_p must have the same length, got {c.size} and {lp.size}")
+    c, lp = _pair("counts", counts, "log_p", log_p)
     if (c < 0).any() or not np.all(c == np.round(c)):
         raise ValueError("counts must be non-negative integers")
     total = float(c.sum()) if n is None else float(_check_int("n", n, minimum=0))
@@ -546,18 +471,13 @@ def homogeneity(counts_a, counts_b, *, min_expected: float = 5.0) -> FitTest:
     homogeneity of a 2 x F table (``counts_a``, ``counts_b`` over the same F functions; pass 0
     where one sample never found a function). Cells are pooled by the pooled counts only, so the
     pooling does not depend on which sample holds what."""
-    a = _as_1d("counts_a", counts_a)
-    b = _as_1d("counts_b", counts_b)
-    if a.shape != b.shape:
-        raise ValueError(f"counts_a and counts_b must have the same length, got {a.size} and {b.size}")
+    a, b = _pair("counts_a", counts_a, "counts_b", counts_b)
     na, nb = a.sum(), b.sum()
     if na == 0 or nb == 0:
         return FitTest(math.nan, 0, math.nan, 0)
-    pooled = a + b
-    share = na / (na + nb)
+    pooled, share = a + b, na / (na + nb)
     keep = np.minimum(pooled * share, pooled * (1 - share)) >= min_expected
-    rows = [np.r_[x[keep], x[~keep].sum()] for x in (a, b)]
-    table = np.array(rows)
+    table = np.array([np.r_[x[keep], x[~keep].sum()] for x in (a, b)])
     table = table[:, table.sum(0) > 0]
     if table.shape[1] < 2:
         return FitTest(math.nan, 0, math.nan, int(table.shape[1]))

@@ -38,25 +38,24 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 @dataclass(frozen=True)
 class EPResult:
-    """Result of :func:`ep_orthant` for a batch of problems (leading shape ``batch``).
+    """Result of :func:`ep_orthant` for a batch of problems (leading shape ``batch``); tensors are float64.
 
     Attributes
     ----------
-    log_z : torch.Tensor, float64, shape batch
+    log_z : shape batch
         EP estimate of the log orthant probability (natural log).
-    mean, var : torch.Tensor, shape batch + (n,)
-        Marginals of the Gaussian approximation of ``g`` restricted to the orthant.
-    tau, nu : torch.Tensor, shape batch + (n,)
-        Site natural parameters (precision, precision times mean).
-    converged : torch.Tensor of bool, shape batch
+    mean, var, tau, nu : shape batch + (n,)
+        Marginals of the Gaussian approximation of ``g`` restricted to the orthant; site
+        natural parameters (precision, precision times mean).
+    converged : bool tensor, shape batch
     n_iter : int
         Iterations (sweeps) run.
-    max_change : torch.Tensor, shape batch
+    max_change : shape batch
         Last iteration's largest change of a posterior marginal (mean in posterior standard
         deviations, or log variance): the convergence measure compared with ``tol``.
     jitter : float
         Added to K's diagonal (0 unless a Cholesky failed).
-    chol : torch.Tensor, shape batch + (n, n)
+    chol : shape batch + (n, n)
         Cholesky factor of ``B = I + S^1/2 K S^1/2`` at the final sites (for predictions).
     """
 
@@ -223,14 +222,7 @@ def _ep(K, y, mean, damping, max_iter, tol, updates, jitter, init, min_iter):
     it = 0
     for it in range(1, max_iter + 1):
         if updates == "parallel":
-            tau_c = (1.0 / var - tau).clamp_min(torch.finfo(K.dtype).tiny)
-            v_c = 1.0 / tau_c
-            m_c = (mu / var - nu) * v_c
-            _, mh, vh = truncated_moments(m_c, v_c, s)
-            tau_new = torch.maximum(1.0 / vh - tau_c, floor)
-            nu_new = mh / vh - m_c * tau_c
-            tau = (1.0 - damping) * tau + damping * tau_new
-            nu = (1.0 - damping) * nu + damping * nu_new
+            tau, nu = _site_update(mu, var, tau, nu, s, floor, damping)
         else:
             tau, nu = _sequential_sweep(K, m, s, tau, nu, floor, damping, jitter)
         mu_old, var_old = mu, var
@@ -250,6 +242,18 @@ def _ep(K, y, mean, damping, max_iter, tol, updates, jitter, init, min_iter):
     return EPResult(log_z, mu, var, tau, nu, change < tol, it, change, jitter, chol)
 
 
+def _site_update(mu, var, tau, nu, s, floor, damping):
+    """Damped new sites ``(tau, nu)`` from the posterior marginals ``(mu, var)``: cavity, moments of
+    the cavity times the step, site = moments / cavity (precision kept >= ``floor``)."""
+    tau_c = (1.0 / var - tau).clamp_min(torch.finfo(var.dtype).tiny)
+    v_c = 1.0 / tau_c
+    m_c = (mu / var - nu) * v_c
+    _, mh, vh = truncated_moments(m_c, v_c, s)
+    tau_new = torch.maximum(1.0 / vh - tau_c, floor)
+    nu_new = mh / vh - m_c * tau_c
+    return (1.0 - damping) * tau + damping * tau_new, (1.0 - damping) * nu + damping * nu_new
+
+
 def _sequential_sweep(K, m, s, tau, nu, floor, damping, jitter):
     """One sweep of sequential EP over all sites with rank-one updates of Sigma (batched)."""
     Sigma = _full_posterior_cov(K, tau, jitter)
@@ -258,14 +262,7 @@ def _sequential_sweep(K, m, s, tau, nu, floor, damping, jitter):
     tau, nu = tau.clone(), nu.clone()
     for i in range(K.shape[-1]):
         sii = Sigma[..., i, i]
-        tau_c = (1.0 / sii - tau[..., i]).clamp_min(torch.finfo(K.dtype).tiny)
-        v_c = 1.0 / tau_c
-        m_c = (mu[..., i] / sii - nu[..., i]) * v_c
-        _, mh, vh = truncated_moments(m_c, v_c, s[..., i])
-        t_new = torch.maximum(1.0 / vh - tau_c, floor[..., i])
-        n_new = mh / vh - m_c * tau_c
-        t_new = (1.0 - damping) * tau[..., i] + damping * t_new
-        n_new = (1.0 - damping) * nu[..., i] + damping * n_new
+        t_new, n_new = _site_update(mu[..., i], sii, tau[..., i], nu[..., i], s[..., i], floor[..., i], damping)
         dt, dn = t_new - tau[..., i], n_new - nu[..., i]
         col = Sigma[..., :, i].clone()
         denom = 1.0 + dt * sii
@@ -290,21 +287,12 @@ def _full_posterior_cov(K, tau, jitter):
 
 def ep_predict(result: EPResult, K: torch.Tensor, m: torch.Tensor | None, K_cross: torch.Tensor,
                K_new: torch.Tensor, m_new: torch.Tensor | None = None):
-    """Gaussian predictive of new latent values given the EP sites of one (unbatched) problem.
+    """Gaussian predictive ``(mean (k,), cov (k, k))`` of new latent values given the EP sites of
+    one (unbatched) problem fitted on ``K`` (n, n; ``result.jitter`` is added inside):
 
     ``q(g_new) = N(m_new + K_cross^T (K + S~^-1)^-1 (mu~ - m), K_new - K_cross^T (K + S~^-1)^-1 K_cross)``
-    with ``(K + S~^-1)^-1 = S^1/2 B^-1 S^1/2``.
-
-    Parameters
-    ----------
-    K : (n, n), the covariance the sites were fitted on (with ``result.jitter`` added inside).
-    K_cross : (n, k), covariance between the fitted and the new latent values.
-    K_new : (k, k)
-    m, m_new : prior means (default 0).
-
-    Returns
-    -------
-    (mean, cov) : (k,), (k, k) float64
+    with ``(K + S~^-1)^-1 = S^1/2 B^-1 S^1/2``, ``K_cross`` (n, k) the covariance between the fitted
+    and the new values, ``K_new`` (k, k), and prior means ``m``, ``m_new`` (default 0).
     """
     sq = torch.sqrt(result.tau)
     m = torch.zeros_like(sq) if m is None else m

@@ -41,7 +41,7 @@ _TWO_PI = 2.0 * math.pi
 
 @dataclass(frozen=True)
 class EssResult:
-    """Samples of the functions on E of the GP conditioned on S.
+    """Samples of the functions on E of the GP conditioned on S (:func:`ess_sample`).
 
     Attributes
     ----------
@@ -50,18 +50,15 @@ class EssResult:
     counts : FunctionCounts
         Counts of the kept functions; ``n_runs == n_fit == n_chains * n_kept`` (every ESS state
         reproduces S by construction).
-    n_chains, n_kept, burn_in, thin : int
-        Chains, kept states per chain, discarded first steps, steps between kept states.
+    n_chains, n_kept, burn_in, thin, seed
+        As run (``n_kept``: kept states per chain).
     proposals_per_step : float
         Mean number of ellipse points tried per step (>= 1; large means a small feasible set).
-    rhat_max : float
-        Largest rank-normalised split R-hat (arviz) over the E bits that vary; ``nan`` when every
-        kept sample has the same function (nothing to diagnose).
-    ess_bulk_min : float
-        Smallest bulk effective sample size (arviz) over the same bits; ``nan`` as above.
+    rhat_max, ess_bulk_min : float
+        Largest rank-normalised split R-hat and smallest bulk effective sample size (arviz) over
+        the E bits that vary; ``nan`` when every kept sample has the same function.
     seconds : float
         Wall time of the sampling.
-    seed : int
     """
 
     test_bits: np.ndarray
@@ -187,32 +184,22 @@ def ess_sample(
         Kept states in all; each chain keeps ``ceil(n_samples / n_chains)``.
     n_chains : int
         Independent chains, run vectorised; the random stream depends on it.
-    burn_in : int
-        Steps discarded at the start of each chain.
-    thin : int
-        Keep every ``thin``-th state after burn-in.
+    burn_in, thin : int
+        Steps discarded at the start of each chain; keep every ``thin``-th state after them.
     seed : int
-        Keyword-only; all randomness comes from ``make_generator(seed, "ess")``.
+        All randomness comes from ``make_generator(seed, "ess")``.
     max_shrink : int
         Bracket shrinkages allowed per step before ``FloatingPointError`` (the feasible arc
         around the current state always has positive length, so hitting this means trouble).
-    device : str or torch.device
     diagnostics : bool
         Compute arviz R-hat and bulk ESS over the E bits (needs arviz; ~1 s to import).
-
-    Returns
-    -------
-    EssResult
     """
     A = kernel_factor(K).to(device)
     n = A.shape[0]
     y = _check_labels(y_train, n_train, n).to(device)
-    check_int("n_samples", n_samples, minimum=1)
-    check_int("n_chains", n_chains, minimum=1)
-    check_int("burn_in", burn_in, minimum=0)
-    check_int("thin", thin, minimum=1)
-    check_int("seed", seed, minimum=0)
-    check_int("max_shrink", max_shrink, minimum=1)
+    for name, value, low in (("n_samples", n_samples, 1), ("n_chains", n_chains, 1), ("burn_in", burn_in, 0),
+                             ("thin", thin, 1), ("seed", seed, 0), ("max_shrink", max_shrink, 1)):
+        check_int(name, value, minimum=low)
     m, k = n_train, n - n_train
     if k == 0:
         raise ValueError(f"K must have test points after the {n_train} training points, got size {n}")

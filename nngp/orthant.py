@@ -36,6 +36,8 @@ from .ep import ep_orthant
 METHODS = ("ep", "genz", "tilting")
 GENZ_MAX_DIM = 100
 PSD_CHECK_MAX_DIM = 1000
+_OPTIONS = {"ep": {"damping", "max_iter", "tol", "updates", "jitter"}, "genz": {"maxpts", "repeats"},
+            "tilting": {"n_samples", "solve", "ep_options"}}
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,6 @@ class OrthantResult:
         still unbiased); genz: True.
     n_iter : int
         EP iterations / saddle-point solver evaluations / 0.
-    method : str
     max_change : float
         EP: last iteration's largest change of a posterior marginal; tilting: norm of the
         saddle-point residual; genz: nan.
@@ -98,27 +99,24 @@ def check_problem(K, y, mean=None) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     if mean is not None:
         mean = torch.as_tensor(mean, dtype=torch.float64) / math.sqrt(scale)
     # P[sign(g) = y] is unchanged when g is scaled by c > 0: work with K / max|K| (and mean / sqrt of it),
-    # so tiny or huge kernels neither underflow nor overflow in the checks below
+    # so tiny or huge kernels neither underflow nor overflow in the checks below (tolerances relative to 1)
     K = K / scale
-    scale = 1.0
-    if float((K - K.T).abs().max()) > 1e-8 * max(scale, 1e-300):
+    if float((K - K.T).abs().max()) > 1e-8:
         raise ValueError(f"K must be symmetric, max |K - K^T| = {float((K - K.T).abs().max()):.3g}")
     d = torch.diagonal(K)
     if bool((d < 0).any()):
         raise ValueError(f"K must be positive semi-definite, but its diagonal has negative entries "
                          f"(min {float(d.min()):.3g})")
     bound = torch.sqrt(d[:, None] * d[None, :])
-    if bool((K.abs() > bound * (1 + 1e-8) + 1e-12 * scale).any()):
+    if bool((K.abs() > bound * (1 + 1e-8) + 1e-12).any()):
         raise ValueError("K must be positive semi-definite, but some |K_ij| > sqrt(K_ii K_jj)")
     if n <= PSD_CHECK_MAX_DIM:
         low = float(torch.linalg.eigvalsh(K)[0])
-        if low < -1e-8 * scale:
+        if low < -1e-8:
             raise ValueError(f"K must be positive semi-definite, its smallest eigenvalue is {low:.3g} "
-                             f"(largest entry {scale:.3g})")
-    if isinstance(y, (list, tuple)):
-        y = torch.tensor(y)
-    if isinstance(y, np.ndarray):
-        y = torch.from_numpy(y)
+                             f"(largest entry 1)")
+    if isinstance(y, (list, tuple, np.ndarray)):
+        y = torch.as_tensor(y)
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != n:
         got = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
         raise ValueError(f"y must be a 1-d array of n={n} labels in {{0, 1}}, got {got}")
@@ -141,47 +139,37 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     y : tensor or array, shape (n,)
         Labels in {0, 1}: 1 requires ``g_i > 0``, 0 requires ``g_i < 0``.
     method : {"ep", "genz", "tilting"}
+        See the module docstring; ``genz`` and ``tilting`` are stochastic and need ``seed``.
     mean : optional, shape (n,)
         Mean of g (default 0).
-    seed : int, optional
-        Required by the stochastic methods (``genz``, ``tilting``), keyword-only.
     **options
         ``ep``: ``damping`` (0.8), ``max_iter`` (200), ``tol`` (1e-6), ``updates``
         ("parallel"/"sequential"), ``jitter`` (None: adaptive).
         ``genz``: ``maxpts`` (20000 n), ``repeats`` (1).
         ``tilting``: ``n_samples`` (10000), ``solve`` (True: find the minimax tilt; False:
         use the EP posterior mean as tilt).
-
-    Returns
-    -------
-    OrthantResult
     """
     check_choice("method", method, METHODS)
     K, y, mean = check_problem(K, y, mean)
-    if method == "ep":
-        allowed = {"damping", "max_iter", "tol", "updates", "jitter"}
-    elif method == "genz":
-        allowed = {"maxpts", "repeats"}
-    else:
-        allowed = {"n_samples", "solve", "ep_options"}
+    allowed = _OPTIONS[method]
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method={method!r}; valid: {sorted(allowed)}")
     keep, conflict = _duplicate_variables(K, y, mean)
-    if mean is None and collinear_conflict(K, y) is not None:
-        conflict = True
-    if conflict:
-        warnings.warn("two perfectly correlated variables must have different signs (or two perfectly "
-                      "anti-correlated ones the same sign): the probability is exactly 0, returned as log_prob = -inf", RuntimeWarning, stacklevel=2)
-        return OrthantResult(-math.inf, 0.0, True, 0, method)
-    if keep is not None:
+    impossible = None
+    if conflict or (mean is None and collinear_conflict(K, y) is not None):
+        impossible = ("two perfectly correlated variables must have different signs (or two perfectly "
+                      "anti-correlated ones the same sign)")
+    elif keep is not None:
         # a duplicate adds no constraint, but EP would count it twice: drop it (exact)
         K, y = K[keep][:, keep], y[keep]
         mean = None if mean is None else mean[keep]
-    if K.shape[0] <= PSD_CHECK_MAX_DIM and not orthant_feasible(K, y, mean):
-        warnings.warn("the sign pattern y is impossible under this singular K (the orthant misses the support "
-                      "of N(mean, K)): the probability is exactly 0, returned as log_prob = -inf",
-                      RuntimeWarning, stacklevel=2)
+    if impossible is None and K.shape[0] <= PSD_CHECK_MAX_DIM and not orthant_feasible(K, y, mean):
+        impossible = ("the sign pattern y is impossible under this singular K (the orthant misses the support "
+                      "of N(mean, K))")
+    if impossible:
+        warnings.warn(f"{impossible}: the probability is exactly 0, returned as log_prob = -inf", RuntimeWarning,
+                      stacklevel=2)
         return OrthantResult(-math.inf, 0.0, True, 0, method)
     if method == "ep":
         return _orthant_ep(K, y, mean, **options)
@@ -204,13 +192,8 @@ def orthant_feasible(K: torch.Tensor, y: torch.Tensor, mean: torch.Tensor | None
     max(lam)``, the linear programme ``max t  s.t.  s_i (mean_i + (L z)_i) >= t, t <= 1``
     (``s = 2y - 1``) has ``t* > 0`` exactly when the orthant meets the support in an open set.
 
-    Parameters
-    ----------
-    K : tensor (n, n), float64, symmetric PSD
-    y : tensor (n,), 0/1
-    mean : tensor (n,), optional
-    rank_tol : float
-        Relative size under which an eigenvalue counts as zero.
+    ``K``: (n, n) float64 tensor, symmetric PSD; ``y``: (n,) of 0/1; ``rank_tol``: relative size
+    under which an eigenvalue counts as zero.
     """
     lam, U = torch.linalg.eigh(K)
     if float(lam[0]) > rank_tol * float(lam[-1]):
@@ -262,7 +245,7 @@ def _duplicate_variables(K, y, mean):
     return torch.nonzero(~drop).squeeze(1), False
 
 
-def log_orthant(K, y, method: str = "ep", **kwargs) -> float:
+def log_orthant(K, y, *, method: str = "ep", **kwargs) -> float:
     """``orthant(K, y, method=method, **kwargs).log_prob``; warns if EP did not converge."""
     res = orthant(K, y, method=method, **kwargs)
     if not res.converged:
@@ -413,11 +396,9 @@ def _orthant_tilting(K, y, mean, *, seed, n_samples=10000, solve=True, ep_option
     d = L.shape[0]
     rng = np.random.default_rng(derive_seed(seed, "nngp.orthant.tilting"))
     z = np.zeros((n_samples, d))
-    shift = np.zeros(n_samples)  # (M z)_k for the current k
     logw = np.zeros(n_samples)
     for k in range(d):
-        shift = z[:, :k] @ M[k, :k]
-        a = lt[k] - shift - mu[k]  # lower bound of the standardised tilted variable
+        a = lt[k] - z[:, :k] @ M[k, :k] - mu[k]  # lower bound of the standardised tilted variable
         log_mass = special.log_ndtr(-a)
         u = rng.random(n_samples)
         # inverse CDF in log space: P(Z > t | Z > a) = u

@@ -55,13 +55,9 @@ class TrainPosterior:
     Attributes
     ----------
     log_ps : float
-        EP estimate of ``log P(S)`` (natural log), the log marginal likelihood under the 0-1
-        likelihood.
-    converged : bool
-    n_iter : int
-    max_change : float
-    jitter : float
-        Added to the kernel's diagonal (0 unless needed).
+        EP estimate of ``log P(S)``, the log marginal likelihood under the 0-1 likelihood.
+    converged, n_iter, max_change, jitter
+        The EP's diagnostics (:class:`nngp.EPResult`); jitter is 0 unless needed.
     pred_mean : torch.Tensor, float64, shape (k,)
         Mean of ``q(g_E | S)``.
     pred_cov : torch.Tensor, float64, shape (k, k)
@@ -113,15 +109,13 @@ class LogPBResult:
 
     Attributes
     ----------
-    log_pb : np.ndarray, float64, shape (F,)
-    converged : np.ndarray of bool, shape (F,)
-        The EP (or tilting saddle point) for that function converged.
-    n_iter : np.ndarray of int, shape (F,)
-    stderr : np.ndarray, float64, shape (F,)
+    log_pb, converged, n_iter : (F,) arrays of float64, bool, int
+        The value, and whether the EP (or tilting saddle point) for that function converged in
+        how many iterations.
+    stderr : (F,) float64 array
         Monte Carlo standard error (``conditional_method="tilting"``), else nan.
     log_ps : float
         ``log P(S)`` used as the denominator.
-    method : str
     """
 
     log_pb: np.ndarray
@@ -137,48 +131,38 @@ def _check_split(split) -> None:
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
 
 
-def _duplicate_conflicts(x: torch.Tensor, y: torch.Tensor) -> list[tuple[int, int]]:
-    """Pairs of identical inputs with different labels (they make the orthant probability 0)."""
-    keys: dict[bytes, int] = {}
-    bad = []
-    xn = x.detach().cpu().numpy()
-    for i, row in enumerate(xn):
-        key = row.tobytes()
-        if key in keys and int(y[keys[key]]) != int(y[i]):
-            bad.append((keys[key], i))
-        keys.setdefault(key, i)
-    return bad
+def _first_copy(x: torch.Tensor) -> np.ndarray:
+    """For each row of ``x``, the index of the first row identical to it (its own index if none)."""
+    first: dict[bytes, int] = {}
+    return np.array([first.setdefault(row.tobytes(), i) for i, row in enumerate(x.detach().cpu().numpy())],
+                    dtype=np.int64)
 
 
 def _unique_rows(x: torch.Tensor) -> np.ndarray:
     """Indices of the first occurrence of each distinct row of ``x`` (in order)."""
-    seen: dict[bytes, None] = {}
-    keep = []
-    for i, row in enumerate(x.detach().cpu().numpy()):
-        key = row.tobytes()
-        if key not in seen:
-            seen[key] = None
-            keep.append(i)
-    return np.asarray(keep, dtype=np.int64)
+    first = _first_copy(x)
+    return np.flatnonzero(first == np.arange(len(first)))
 
 
 def _impossible_functions(split: Split, bits: np.ndarray) -> np.ndarray:
     """Functions that give two identical inputs (S or E) different labels: P_B(f|S) = 0."""
-    x = split.x_all().detach().cpu().numpy()
     m = split.n_train
-    first: dict[bytes, int] = {}
-    pairs = []
-    for i, row in enumerate(x):
-        key = row.tobytes()
-        if key in first and i >= m:
-            pairs.append((first[key], i))
-        first.setdefault(key, i)
+    first = _first_copy(split.x_all())
     bad = np.zeros(bits.shape[0], dtype=bool)
     y_s = split.y_train.numpy()
-    for a, b in pairs:
-        la = np.full(bits.shape[0], y_s[a]) if a < m else bits[:, a - m]
-        bad |= la != bits[:, b - m]
+    for b in range(m, len(first)):
+        a = first[b]
+        if a != b:
+            bad |= (np.full(bits.shape[0], y_s[a]) if a < m else bits[:, a - m]) != bits[:, b - m]
     return bad
+
+
+def _fit_or_check(posterior, arch: Architecture, split: Split, **fit) -> TrainPosterior:
+    """``posterior`` after checking it was fitted on ``arch`` and ``split``, else a new fit."""
+    if posterior is None:
+        return train_posterior(arch, split, **fit)
+    _check_posterior(posterior, arch, split)
+    return posterior
 
 
 def train_posterior(
@@ -199,7 +183,6 @@ def train_posterior(
     arch : sampler.Architecture
         Its kernel comes from :func:`nngp.kernel_for` (analytic where a closed form exists, else
         Monte Carlo with the default number of networks); pass ``K`` to choose otherwise.
-    split : sampler.Split
     jitter : float, optional
         Added to the kernel's diagonal; ``None`` adds none unless a Cholesky fails, then the
         smallest that works (reported in ``jitter``).
@@ -222,13 +205,14 @@ def train_posterior(
     K = K.to(dtype=torch.float64, device=device if device is not None else K.device)
     on_gpu = K.device.type != "cpu"
     y = split.y_train.to(dtype=torch.float64, device=K.device)
-    bad = _duplicate_conflicts(split.x_train, split.y_train)
+    first, y_s = _first_copy(split.x_train), split.y_train.numpy()
+    bad = [(int(a), b) for b, a in enumerate(first) if y_s[a] != y_s[b]]
     if bad:
         i, j = bad[0]
         raise ValueError(f"S holds {len(bad)} pair(s) of identical inputs with different labels (e.g. rows {i} and "
                          f"{j}): no function fits S, P(S) = 0. Remove the duplicates from the training set")
     # duplicated inputs add no constraint but EP would count them twice: fit the distinct ones
-    keep = torch.from_numpy(_unique_rows(split.x_train)).to(K.device)
+    keep = torch.from_numpy(np.flatnonzero(first == np.arange(m))).to(K.device)
     K_ss = K[keep][:, keep]
     conflict = collinear_conflict(K_ss, y[keep])
     if conflict is not None:
@@ -246,23 +230,18 @@ def train_posterior(
     mean, cov = ep_predict(res, K_ss, None, K[keep, m:], K[m:, m:])
     if on_gpu:
         K, y, keep, mean, cov = (t.cpu() for t in (K, y, keep, mean, cov))
-        res = _result_to_cpu(res)
+        res = replace(res, **{f.name: getattr(res, f.name).cpu() for f in fields(res)
+                              if isinstance(getattr(res, f.name), torch.Tensor)})
     return TrainPosterior(float(res.log_z), bool(res.converged), res.n_iter, float(res.max_change), res.jitter,
                           mean, cov, K, res, y[keep], keep, fit_fingerprint(arch, split))
-
-
-def _result_to_cpu(res: EPResult) -> EPResult:
-    """``res`` with every tensor field moved to the CPU."""
-    return replace(res, **{f.name: getattr(res, f.name).cpu() for f in fields(res)
-                           if isinstance(getattr(res, f.name), torch.Tensor)})
 
 
 def log_ps(arch: Architecture, split: Split, *, method: str = "ep", jitter: float | None = None,
            seed: int | None = None, posterior: TrainPosterior | None = None, **options) -> float:
     """``log P(S)``: the log probability that a function drawn from the NNGP prior fits S.
 
-    This is the log marginal likelihood under the 0-1 likelihood: an m-dimensional orthant
-    probability of ``N(0, K_SS)``.
+    The log marginal likelihood under the 0-1 likelihood: an m-dimensional orthant probability of
+    ``N(0, K_SS)``.
 
     Parameters
     ----------
@@ -278,11 +257,10 @@ def log_ps(arch: Architecture, split: Split, *, method: str = "ep", jitter: floa
         for ``ep``.
     """
     check_choice("method", method, LOG_PS_METHODS)
+    if method == "ep":
+        return _fit_or_check(posterior, arch, split, jitter=jitter, **options).log_ps
     if posterior is not None:
         _check_posterior(posterior, arch, split)
-    if method == "ep":
-        post = posterior if posterior is not None else train_posterior(arch, split, jitter=jitter, **options)
-        return post.log_ps
     _check_split(split)
     K = posterior.K if posterior is not None else kernel_for(arch, split.x_train, input_shape=split.input_shape).K
     m = split.n_train
@@ -298,10 +276,7 @@ def gp_test_error(arch: Architecture, split: Split, *, posterior: TrainPosterior
     ``q(g_i > 0 | S) > 1/2`` exactly when that mean is positive, so this is also the error of
     the most probable label per test point.
     """
-    if posterior is not None:
-        _check_posterior(posterior, arch, split)
-    post = posterior if posterior is not None else train_posterior(arch, split)
-    pred = (post.pred_mean > 0).to(torch.int64)
+    pred = (_fit_or_check(posterior, arch, split).pred_mean > 0).to(torch.int64)
     return float((pred != split.y_test.to(torch.int64)).double().mean())
 
 
@@ -361,8 +336,6 @@ def log_pb_details(
 
     Parameters
     ----------
-    arch : sampler.Architecture
-    split : sampler.Split
     functions : sequence of str, or array (F, k) of 0/1
         Bitstrings of length k = ``split.n_test`` in E's order.
     method : {"ep-conditional", "ep"}
@@ -370,8 +343,7 @@ def log_pb_details(
     progress : bool
         Show a tqdm progress bar over functions.
     posterior : TrainPosterior, optional
-        A fit from :func:`train_posterior` for this ``arch`` and ``split`` (reused, not
-        recomputed).
+        A fit from :func:`train_posterior` for this ``arch`` and ``split`` (not recomputed).
     conditional_method : {"ep", "tilting"}
         For ``ep-conditional``: the k-dimensional orthant by batched EP, or by minimax tilting
         (Monte Carlo standard error per f in ``stderr``; needs ``seed``; slower).
@@ -379,10 +351,8 @@ def log_pb_details(
         Functions per batched EP (memory ~ 3 * batch_size * k^2 * 8 bytes).
     damping, max_iter, tol, jitter
         EP settings.
-    seed : int, optional
-        For ``conditional_method="tilting"``.
-    n_samples : int
-        Samples per function for ``conditional_method="tilting"``.
+    seed, n_samples : int
+        For ``conditional_method="tilting"``: its seed (required) and samples per function.
     """
     check_choice("method", method, LOG_PB_METHODS)
     check_choice("conditional_method", conditional_method, ("ep", "tilting"))
@@ -390,19 +360,13 @@ def log_pb_details(
     _check_split(split)
     k = split.n_test
     bits = _function_bits(functions, k)
-    if posterior is not None:
-        _check_posterior(posterior, arch, split)
-    post = posterior if posterior is not None else train_posterior(
-        arch, split, jitter=jitter, damping=damping, max_iter=max_iter, tol=tol)
+    post = _fit_or_check(posterior, arch, split, jitter=jitter, damping=damping, max_iter=max_iter, tol=tol)
     n_f = bits.shape[0]
     out = np.full(n_f, np.nan)
     conv = np.zeros(n_f, dtype=bool)
     iters = np.zeros(n_f, dtype=np.int64)
     stderr = np.full(n_f, np.nan)
-    bar = None
-    if progress:
-        bar = tqdm(total=n_f, desc=f"log P_B ({method})", unit="f")
-    try:
+    with tqdm(total=n_f, desc=f"log P_B ({method})", unit="f", disable=not progress) as bar:
         e_keep = torch.from_numpy(_unique_rows(split.x_test))
         cov_e, mean_e = post.pred_cov[e_keep][:, e_keep], post.pred_mean[e_keep]
         if method == "ep-conditional" and conditional_method == "ep":
@@ -413,8 +377,7 @@ def log_pb_details(
                 out[lo:lo + len(f)] = r.log_z.numpy()
                 conv[lo:lo + len(f)] = r.converged.numpy()
                 iters[lo:lo + len(f)] = r.n_iter
-                if bar is not None:
-                    bar.update(len(f))
+                bar.update(len(f))
         elif method == "ep-conditional":
             if seed is None:
                 raise ValueError("conditional_method='tilting' is stochastic: pass seed=<int>")
@@ -423,8 +386,7 @@ def log_pb_details(
                                      seed=derive_seed(check_int("seed", seed, minimum=0), "tilting", i),
                                      n_samples=n_samples)
                 out[i], stderr[i], conv[i], iters[i] = r.log_prob, r.stderr, r.converged, r.n_iter
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
         else:
             m = split.n_train
             # distinct inputs of S then E: S's are post.train_keep, E's are those new to S and E
@@ -440,11 +402,7 @@ def log_pb_details(
                                jitter=post.jitter if jitter is None else jitter, init=init)
                 out[i] = float(r.log_z) - post.log_ps
                 conv[i], iters[i] = bool(r.converged), r.n_iter
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.update(1)
     impossible = _impossible_functions(split, bits)
     if impossible.any():
         warnings.warn(f"{int(impossible.sum())} function(s) disagree with labels of identical inputs (in S or "

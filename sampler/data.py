@@ -39,17 +39,14 @@ FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 @dataclass(frozen=True)
 class Pool:
-    """A labelled pool of examples.
+    """A labelled pool of examples of the dataset ``name``.
 
     Attributes
     ----------
-    name : str
-        Dataset name.
     x : np.ndarray, float32, shape (N, d)
         Flattened, scaled inputs.
     labels : np.ndarray, int64, shape (N,)
         Class labels ``0..n_classes-1`` (for ``boolean``, already 0/1 target bits).
-    n_classes : int
     input_shape : tuple of int
         Shape of one example before flattening.
     source : str
@@ -151,10 +148,6 @@ class Split:
             trailing shape, or ``(d,)`` for 2-d inputs.
         name : str
             Recorded as the split's dataset name.
-
-        Returns
-        -------
-        Split
         """
         xs, ys = [], []
         for xname, x, yname, y in (("x_train", x_train, "y_train", y_train), ("x_test", x_test, "y_test", y_test)):
@@ -212,15 +205,11 @@ class Split:
 
 # --- file readers ------------------------------------------------------------------------------
 
-def _open_maybe_gz(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a numpy array of its stored dtype (uint8)."""
     path = Path(path)
     try:
-        with _open_maybe_gz(path) as fh:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fh:
             data = fh.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a truncated or damaged .gz
         raise ValueError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); download it again") from None
@@ -261,14 +250,12 @@ def _idx_pool(name: str, images: Path, labels: Path, source: str) -> Pool:
 
 
 def _idx_from_dir(name: str, directory: Path) -> Pool | None:
-    images = _find(directory, ["train-images-idx3-ubyte", "train-images.idx3-ubyte"])
-    labels = _find(directory, ["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"])
-    if images and labels:
-        return _idx_pool(name, images, labels, str(directory))
-    images = _find(directory, ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"])
-    labels = _find(directory, ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"])
-    if images and labels:
-        return _idx_pool(name, images, labels, str(directory))
+    """The training IDX files of ``directory`` if there, else its test (t10k) files, else None."""
+    for part in ("train", "t10k"):
+        images = _find(directory, [f"{part}-images-idx3-ubyte", f"{part}-images.idx3-ubyte"])
+        labels = _find(directory, [f"{part}-labels-idx1-ubyte", f"{part}-labels.idx1-ubyte"])
+        if images and labels:
+            return _idx_pool(name, images, labels, str(directory))
     return None
 
 
@@ -320,11 +307,7 @@ def _cifar10(data_dir: Path | None) -> Pool:
     where = [] if data_dir is None else [data_dir, data_dir / "cifar-10-batches-py"]
     for directory in where:
         if all((directory / n).is_file() for n in names):
-            xs, ys = [], []
-            for n in names:
-                xb, yb = _cifar_batch(directory / n)
-                xs.append(xb)
-                ys.append(yb)
+            xs, ys = zip(*(_cifar_batch(directory / n) for n in names))
             x = np.concatenate(xs).astype(np.float32) / 255.0
             return Pool("cifar10", x, np.concatenate(ys), 10, (3, 32, 32), str(directory))
     raise _missing("cifar10", names, where, "Point data_dir at the CIFAR-10 'python version' folder.")
@@ -341,20 +324,18 @@ def _digits() -> Pool:
 def _ionosphere(data_dir: Path | None) -> Pool:
     stems = ["ionosphere.data", "ionosphere.csv"]
     where = [] if data_dir is None else [data_dir]
-    for directory in where:
-        for stem in stems:
-            path = directory / stem
-            if path.is_file():
-                rows = [line.strip().split(",") for line in path.read_text().splitlines() if line.strip()]
-                try:
-                    x = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float32)
-                except ValueError as exc:
-                    raise ValueError(f"{path}: expected 34 numeric columns then a 'g'/'b' label ({exc})") from exc
-                classes = sorted({r[-1] for r in rows})
-                if len(classes) != 2:
-                    raise ValueError(f"{path}: expected 2 classes in the last column, found {classes}")
-                y = np.array([classes.index(r[-1]) for r in rows], dtype=np.int64)
-                return Pool("ionosphere", x, y, 2, (x.shape[1],), str(path))
+    path = next((d / stem for d in where for stem in stems if (d / stem).is_file()), None)
+    if path is not None:
+        rows = [line.strip().split(",") for line in path.read_text().splitlines() if line.strip()]
+        try:
+            x = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float32)
+        except ValueError as exc:
+            raise ValueError(f"{path}: expected 34 numeric columns then a 'g'/'b' label ({exc})") from exc
+        classes = sorted({r[-1] for r in rows})
+        if len(classes) != 2:
+            raise ValueError(f"{path}: expected 2 classes in the last column, found {classes}")
+        y = np.array([classes.index(r[-1]) for r in rows], dtype=np.int64)
+        return Pool("ionosphere", x, y, 2, (x.shape[1],), str(path))
     raise _missing("ionosphere", stems, where, "The UCI Ionosphere CSV: 34 features then 'g' or 'b'.")
 
 
@@ -364,7 +345,7 @@ def boolean_inputs(n: int = BOOLEAN_N) -> np.ndarray:
     return ((idx[:, None] >> np.arange(n - 1, -1, -1)) & 1).astype(np.float32)
 
 
-def boolean_target(target: str, n: int = BOOLEAN_N) -> str:
+def boolean_target(target: str, *, n: int = BOOLEAN_N) -> str:
     """A named Boolean target (``parity``, ``majority``, ``constant``, ``first-bit``,
     ``alternating``, ``weight6``) or a ``2**n``-character bitstring, as the bitstring over all inputs."""
     size = 2 ** n
@@ -398,15 +379,9 @@ def _boolean(target: str) -> Pool:
 def load_pool(dataset: str, *, data_dir: str | os.PathLike | None = None, target: str | None = None) -> Pool:
     """The labelled pool of ``dataset``.
 
-    Parameters
-    ----------
-    dataset : {"mnist", "fashion-mnist", "cifar10", "digits", "ionosphere", "boolean"}
-    data_dir : path, optional
-        Folder holding the dataset's files where it does not ship. For ``mnist`` an empty value
-        uses the shipped MNIST test split (10,000 images); a folder with the training IDX files
-        uses those (60,000) instead.
-    target : str, optional
-        For ``boolean`` only: a 128-character bitstring or a named target (default ``parity``).
+    ``data_dir`` is the folder holding the dataset's files where it does not ship: for ``mnist`` an
+    empty value uses the shipped MNIST test split (10,000 images), a folder with the training IDX
+    files those (60,000). ``target``: see :func:`load_split`.
     """
     check_choice("dataset", dataset, DATASETS)
     if data_dir in ("", None):
@@ -419,17 +394,11 @@ def load_pool(dataset: str, *, data_dir: str | os.PathLike | None = None, target
             raise FileNotFoundError(f"data_dir={str(data_dir)!r} is not a folder")
     if target is not None and dataset != "boolean":
         raise ValueError(f"target is only for dataset='boolean', got target with dataset={dataset!r}")
-    if dataset == "mnist":
-        return _mnist(folder)
-    if dataset == "fashion-mnist":
-        return _fashion(folder)
-    if dataset == "cifar10":
-        return _cifar10(folder)
+    if dataset == "boolean":
+        return _boolean("parity" if target is None else target)
     if dataset == "digits":
         return _digits()
-    if dataset == "ionosphere":
-        return _ionosphere(folder)
-    return _boolean("parity" if target is None else target)
+    return {"mnist": _mnist, "fashion-mnist": _fashion, "cifar10": _cifar10, "ionosphere": _ionosphere}[dataset](folder)
 
 
 def binarize_labels(labels: np.ndarray, n_classes: int, how: str) -> np.ndarray:
@@ -487,11 +456,8 @@ def load_split(
     data_dir : path, optional
         Folder with the dataset's files (see :func:`load_pool`).
     target : str, optional
-        ``boolean`` only: a 128-character bitstring or a name (``parity``, ``majority``, ...).
-
-    Returns
-    -------
-    Split
+        ``boolean`` only: a 128-character bitstring or a name (``parity``, ``majority``, ...;
+        default ``parity``).
     """
     pool = load_pool(dataset, data_dir=data_dir, target=target)
     return split_pool(pool, n_train=n_train, n_test=n_test, seed=seed, binarize=binarize)
@@ -553,7 +519,6 @@ def load_arrays(path: str | os.PathLike, *, n_train: int, n_test: int, seed: int
         in order; labels must be in {0, 1}), or ``x`` and ``y`` (a pool split by ``seed``
         like the built-in pools; integer class labels are binarised by ``binarize``).
         Inputs have shape ``(n, d)`` or ``(n, *input_shape)``.
-    n_train, n_test : int
     seed : int
         Split seed for a pool (unused for a given split).
     binarize : {"half", "parity"}
@@ -561,11 +526,8 @@ def load_arrays(path: str | os.PathLike, *, n_train: int, n_test: int, seed: int
     input_shape : tuple of int, optional
         Default: the arrays' trailing shape.
 
-    Returns
-    -------
-    Split
-        Validated as :meth:`Split.from_arrays` (real, finite inputs; labels in {0, 1}); errors
-        name the file and the key.
+    The split is validated as by :meth:`Split.from_arrays` (real, finite inputs; labels in
+    {0, 1}); errors name the file and the key.
     """
     n_train = check_int("data.n_train", n_train, minimum=1)
     n_test = check_int("data.n_test", n_test, minimum=1)

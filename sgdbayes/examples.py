@@ -17,7 +17,7 @@ from torch import nn
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def mlp(input_shape: tuple[int, ...], depth: int = 2, width: int = 64, activation: str = "relu") -> nn.Module:
+def mlp(input_shape: tuple[int, ...], *, depth: int = 2, width: int = 64, activation: str = "relu") -> nn.Module:
     """Fully connected network as a plain ``nn.Sequential``: the generic-path twin of ``sampler.FCN``.
 
     Its parameters have the shapes and order of ``sampler.FCN(depth, width)``'s, so under the
@@ -64,7 +64,7 @@ class ResNet(nn.Module):
         return self.readout(torch.relu(h))
 
 
-def resnet(input_shape: tuple[int, ...], width: int = 32, blocks: int = 2, hidden: int = 32) -> nn.Module:
+def resnet(input_shape: tuple[int, ...], *, width: int = 32, blocks: int = 2, hidden: int = 32) -> nn.Module:
     """:class:`ResNet` for examples of ``input_shape`` (any shape; flattened)."""
     return ResNet(input_shape, width, blocks, hidden)
 
@@ -108,6 +108,6 @@ class RowAttention(nn.Module):
         return self.readout(torch.relu(t).mean(1))
 
 
-def attention(input_shape: tuple[int, ...], dim: int = 16, tokens: int = 28) -> nn.Module:
+def attention(input_shape: tuple[int, ...], *, dim: int = 16, tokens: int = 28) -> nn.Module:
     """:class:`RowAttention` for examples of ``input_shape``."""
     return RowAttention(input_shape, dim, tokens)

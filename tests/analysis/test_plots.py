@@ -24,7 +24,7 @@ def _is_png(path):
 def test_psgd_vs_pb_content():
     lpb, lsgd, counts, err = _data()
     lpb[3] = -np.inf  # not drawn, and said so
-    fig = plots.figure_psgd_vs_pb(lpb, lsgd, counts=counts, color=err, color_label="test error",
+    fig = plots.figure_psgd_vs_pb(lsgd, lpb, counts=counts, color=err, color_label="test error",
                                   yerr=np.full(30, 0.5), title="t")
     ax = fig.axes[0]
     offsets = ax.collections[0].get_offsets()
@@ -45,9 +45,9 @@ def test_plots_write_pngs(tmp_path):
     lpb, lsgd, counts, err = _data()
     lz = np.random.default_rng(1).uniform(10, 60, size=30)
     paths = [
-        analysis.plot_psgd_vs_pb(lpb, lsgd, tmp_path / "a" / "psgd.png", counts=counts, color=err,
+        analysis.plot_psgd_vs_pb(lsgd, lpb, tmp_path / "a" / "psgd.png", counts=counts, color=err,
                                  color_label="test error", xerr=np.vstack([np.full(30, 0.2), np.full(30, 0.4)])),
-        analysis.plot_psgd_vs_pb(lpb, lsgd, tmp_path / "plain.png"),
+        analysis.plot_psgd_vs_pb(lsgd, lpb, tmp_path / "plain.png"),
         analysis.plot_p_vs_complexity(lz, lsgd, lpb, tmp_path / "cx.png", counts=counts),
         analysis.plot_p_vs_error(err, lsgd, lpb, tmp_path / "err.png"),
         analysis.plot_cumulative_mass(lsgd, lpb, tmp_path / "cum.png"),
@@ -82,9 +82,9 @@ def test_cumulative_mass_content():
 def test_plot_input_errors(tmp_path):
     lpb, lsgd, counts, _ = _data()
     with pytest.raises(ValueError, match="log_p_sgd must have length 30"):
-        analysis.plot_psgd_vs_pb(lpb, lsgd[:5], tmp_path / "x.png")
+        analysis.plot_psgd_vs_pb(lsgd[:5], lpb, tmp_path / "x.png")
     with pytest.raises(ValueError, match="yerr must have shape"):
-        analysis.plot_psgd_vs_pb(lpb, lsgd, tmp_path / "x.png", yerr=np.ones(3))
+        analysis.plot_psgd_vs_pb(lsgd, lpb, tmp_path / "x.png", yerr=np.ones(3))
     with pytest.raises(ValueError, match="non-negative"):
-        analysis.plot_psgd_vs_pb(lpb, lsgd, tmp_path / "x.png", yerr=-np.ones(30))
+        analysis.plot_psgd_vs_pb(lsgd, lpb, tmp_path / "x.png", yerr=-np.ones(30))
     assert not (tmp_path / "x.png").exists()
