@@ -141,7 +141,8 @@ def _union(members: Mapping[str, type], discriminator: str):
 
 def _lax(hint):
     # scalars strictly typed; containers converted (a TOML list for a tuple field), their items checked
-    return Annotated[hint, Strict(False)] if typing.get_origin(hint) in (list, tuple, dict, set, frozenset) else hint
+    containers = (list, tuple, dict, set, frozenset)
+    return Annotated[hint, Strict(False)] if hint in containers or typing.get_origin(hint) in containers else hint
 
 
 def _arch_member(kind: str, spec: type) -> type:

@@ -60,7 +60,7 @@ def config_error(exc: ValidationError, *, prefix: tuple = (), fields: Callable[[
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         name, tags = ctx["discriminator"].strip("'"), re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
         if kind == "union_tag_not_found":
-            return ValueError(f"[{key}] needs {name} = one of {tags}")
+            return ValueError(f"[{key}] needs {name} = \"...\", a registered {name}")
         return ValueError(f"unknown {key}.{name} {ctx['tag']!r}; valid: {tags}{did_you_mean(ctx['tag'], tags)}")
     if kind in _BOUNDS:
         return ValueError(f"{key} must be {_BOUNDS[kind]} {next(iter(ctx.values()))}, got {key}={value!r}")
