@@ -93,8 +93,10 @@ class SweepConfig:
     def _points_are_settings(self):
         if (self.axes is None) == (self.points is None):
             raise ValueError("[sweep] needs exactly one of 'axes' (a product) or 'points' (a list)")
-        if not (self.axes or self.points) or not all(self.axes.values() if self.axes else self.points):
-            raise ValueError("sweep.axes and sweep.points must be non-empty, each value list and each point too")
+        if self.axes is not None and not (self.axes and all(self.axes.values())):
+            raise ValueError(f"sweep.axes must be a table of 'section.key' = a non-empty list, got {self.axes!r}")
+        if self.points is not None and not (self.points and all(self.points)):
+            raise ValueError(f"sweep.points must be a non-empty list of non-empty tables, got {self.points!r}")
         for key in {k for point in self.settings() for k, _ in point}:
             section = key.split(".", 1)[0]
             if section not in ("data", "arch", "estimators") or "." not in key:
