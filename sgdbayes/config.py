@@ -34,9 +34,10 @@ from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import pydantic
 import tomli_w
-from pydantic import (ConfigDict, Field, InstanceOf, Strict, TypeAdapter, ValidationError, create_model,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Discriminator, Field, InstanceOf, Strict, Tag,
+                      TypeAdapter, ValidationError, field_validator, model_validator, with_config)
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from sampler._checks import check_choice, did_you_mean
 from sampler.architectures import ARCHITECTURES, Architecture
@@ -137,37 +138,35 @@ class EstimatorSpec:
 
 
 # --- the unions, built from the registries when a config is parsed -----------------------------------
-def _union(members: Mapping[str, type], discriminator: str):
-    return Annotated[Union[tuple(members.values())], Field(discriminator=discriminator)]
+def _tagged(key: str, members: Mapping[str, Any]):
+    """A union of tables discriminated by their ``key``: ``members[tag]`` validates a table without it."""
+    def drop(table):
+        return {k: v for k, v in table.items() if k != key} if isinstance(table, Mapping) else table
+
+    def tag(table):
+        return table.get(key) if isinstance(table, Mapping) else None
+
+    tag.__name__ = key  # pydantic's errors name the discriminator by it
+    return Annotated[Union[tuple(Annotated[m, BeforeValidator(drop), Tag(t)] for t, m in members.items())],
+                     Discriminator(tag)]
 
 
-def _lax(hint):
-    # scalars strictly typed; containers converted (a TOML list for a tuple field), their items checked
-    containers = (list, tuple, dict, set, frozenset)
-    return Annotated[hint, Strict(False)] if hint in containers or typing.get_origin(hint) in containers else hint
-
-
-def _arch_member(kind: str, spec: type) -> type:
-    """A model of ``[arch]`` for ``kind``: the spec dataclass's fields, types and defaults."""
+def _arch_table(spec: type):
+    """``[arch]`` of one kind: the spec dataclass's fields and types (its defaults fill what is missing)
+    -> the spec, whose own checks' errors reach the user as ``arch.<key> ...``."""
     hints = typing.get_type_hints(spec)
-    fields = {f.name: (_lax(hints[f.name]), Field(f.default) if f.default is not dataclasses.MISSING else
-                       Field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
-                       else ...) for f in dataclasses.fields(spec) if f.init}
-    return create_model(f"arch_{kind}", __config__=ConfigDict(**STRICT, frozen=True, arbitrary_types_allowed=True),
-                        kind=(Literal[kind], ...), **fields)
+    containers = (list, tuple, dict, set, frozenset)  # a TOML list for a tuple field; scalars stay strict
+    fields = {f.name: Annotated[hints[f.name], Strict(False)] if hints[f.name] in containers or
+              typing.get_origin(hints[f.name]) in containers else hints[f.name] for f in dataclasses.fields(spec) if f.init}
+    table = with_config(ConfigDict(**STRICT))(TypedDict(f"arch_{spec.__name__}", fields, total=False))
 
+    def build(values):
+        try:
+            return spec(**values)
+        except TypeError as exc:  # a ValueError passes as it is: pydantic keeps its text and its place
+            raise PydanticCustomError("spec_type_error", "{error}", {"error": str(exc)}) from None
 
-def _estimator_member(method: str) -> type:
-    """A model of ``[estimators.<label>]`` for ``method``: its options and ``method``."""
-    return create_model(f"estimator_{method}", __base__=get_estimator(method).Options, method=(Literal[method], ...))
-
-
-def _make_spec(member) -> Architecture:
-    """The spec dataclass of a validated ``[arch]``; its own checks' errors name ``arch.<key>``."""
-    try:
-        return ARCHITECTURES[member.kind](**{k: v for k, v in member if k != "kind"})
-    except TypeError as exc:  # ValueError passes as it is: pydantic keeps its text and its place
-        raise PydanticCustomError("spec_type_error", "{error}", {"error": str(exc)}) from None
+    return Annotated[table, AfterValidator(build)]
 
 
 # --- the config -------------------------------------------------------------------------------------
@@ -205,8 +204,8 @@ class ExperimentConfig:
         table = {"kind": "fcn", **value}
         if table["kind"] == "fcn":
             table = {"width": DEFAULT_FCN_WIDTH, **table}
-        members = {kind: _arch_member(kind, spec) for kind, spec in ARCHITECTURES.items()}
-        return _make_spec(TypeAdapter(_union(members, "kind")).validate_python(table))
+        members = {kind: _arch_table(spec) for kind, spec in ARCHITECTURES.items()}
+        return TypeAdapter(_tagged("kind", members)).validate_python(table)
 
     @field_validator("estimators", mode="before")
     @classmethod
@@ -220,10 +219,9 @@ class ExperimentConfig:
         for label in value:
             if not re.fullmatch(LABEL_PATTERN, label):
                 raise ValueError(f"estimator label {label!r} must be letters, digits and ._+- (it names folders)")
-        members = {method: _estimator_member(method) for method in estimator_names()}
-        tables = TypeAdapter(dict[str, _union(members, "method")]).validate_python(dict(value))
-        return tuple(EstimatorSpec(label, t.method, get_estimator(t.method).Options.model_validate(
-            {k: v for k, v in t if k != "method"})) for label, t in tables.items())
+        members = {method: get_estimator(method).Options for method in estimator_names()}
+        options = TypeAdapter(dict[str, _tagged("method", members)]).validate_python(dict(value))
+        return tuple(EstimatorSpec(label, value[label]["method"], o) for label, o in options.items())
 
     @model_validator(mode="after")
     def _pairs_and_points(self):

@@ -58,7 +58,7 @@ def config_error(exc: ValidationError, *, prefix: tuple = (), fields: Callable[[
                 f"unknown key {key}; valid keys of [{'.'.join(map(str, loc[:-1]))}]: {valid}")
         return ValueError(text + did_you_mean(str(loc[-1]), valid))
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        name, tags = ctx["discriminator"].strip("'"), re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
+        name, tags = ctx["discriminator"].strip("'()"), re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
         if kind == "union_tag_not_found":
             return ValueError(f"[{key}] needs {name} = \"...\", a registered {name}")
         return ValueError(f"unknown {key}.{name} {ctx['tag']!r}; valid: {tags}{did_you_mean(ctx['tag'], tags)}")
