@@ -1,7 +1,7 @@
 """Experiment configs: TOML files -> one validated, frozen pydantic model, with ``--set key=value``.
 
-Sections (names are the contract; an unknown section or key, a wrong type or a value out of range
-is a ``ValueError``/``TypeError`` naming the key, what was expected and what came)::
+Sections (an unknown section or key, a wrong type or a value out of range is a ``ValueError`` /
+``TypeError`` naming the key, what was expected and what came)::
 
     [data]                  dataset, n_train, n_test, seed, binarize, data_dir, target, corrupt_fraction, path
     [arch]                  kind, and the fields of that kind's spec (sampler.FCN / CNN / LSTM / Module, ...)
@@ -10,20 +10,18 @@ is a ``ValueError``/``TypeError`` naming the key, what was expected and what cam
     [report]                pairs = [["sgd", "ep"], ...]  (P_SGD-side first, P_B reference second)
     [sweep]                 kind, and axes (a product) or points (a list): each point is a case
 
-:class:`ExperimentConfig` is the one model: validated once, with ``arch`` a union discriminated by
-``kind`` over ``sampler.architectures.ARCHITECTURES`` and each estimator a union discriminated by
-``method`` over the estimator registry, both read when a config is parsed (so a kind or a method
-registered by a user's module or a test file works). The defaults are the models' own (the spec
-dataclasses', :class:`~sgdbayes.case.DataConfig`'s, each method's options), and
-``configs/default.toml`` states the same values: a file without ``[estimators]`` gets
-:data:`DEFAULT_ESTIMATORS`, an ``[arch]`` of kind ``fcn`` (the default) has width
-:data:`DEFAULT_FCN_WIDTH` unless it says otherwise. Without ``[report] pairs`` every P_SGD
-estimator is paired with every P_B estimator. Overrides: ``--set data.n_train=50``,
-``--set estimators.sgd.n_runs=64``, ``--set sweep.kind=generic``.
+:class:`ExperimentConfig` is the one model, validated once: ``arch`` a union discriminated by ``kind``
+over ``sampler.architectures.ARCHITECTURES``, each estimator one discriminated by ``method`` over the
+estimator registry, both read at parse time (a kind or method a user's module registers works). The
+defaults are the models' own (the spec dataclasses', DataConfig's, each method's options), and
+``configs/default.toml`` states the same: no ``[estimators]`` means :data:`DEFAULT_ESTIMATORS`, an
+``fcn`` has width :data:`DEFAULT_FCN_WIDTH` unless it says otherwise, no ``[report] pairs`` pairs every
+P_SGD estimator with every P_B one. ``--set data.n_train=50``, ``--set estimators.sgd.n_runs=64``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
@@ -98,13 +96,6 @@ class SweepConfig:
             raise ValueError(f"sweep.axes must be a table of 'section.key' = a non-empty list, got {self.axes!r}")
         if self.points is not None and not (self.points and all(self.points)):
             raise ValueError(f"sweep.points must be a non-empty list of non-empty tables, got {self.points!r}")
-        for key in {k for point in self.settings() for k, _ in point}:
-            section = key.split(".", 1)[0]
-            if section not in ("data", "arch", "estimators") or "." not in key:
-                raise ValueError(f"sweep keys are data.<key>, arch.<key> or estimators.<label>.<key>, got {key!r}"
-                                 f"{did_you_mean(section, ('data', 'arch', 'estimators'))}")
-            if section == "estimators" and key.count(".") != 2:
-                raise ValueError(f"sweep key {key!r} must be estimators.<label>.<key>")
         names = [point_name(p) for p in self.settings()]
         if len(set(names)) != len(names):
             raise ValueError(f"sweep points must differ, got duplicates among {names}")
@@ -183,6 +174,7 @@ class ExperimentConfig:
         In config order; labels are distinct (default: :data:`DEFAULT_ESTIMATORS`).
     analysis : AnalysisConfig
     report : ReportConfig
+        Its pairs resolved: without ``[report] pairs``, every P_SGD estimator against every P_B one.
     sweep : SweepConfig or None
     """
 
@@ -215,7 +207,7 @@ class ExperimentConfig:
         if not isinstance(value, Mapping):
             raise PydanticCustomError("dict_type", "estimators must be a table")
         if not value:
-            raise ValueError("[estimators] must name at least one estimator, e.g. [estimators.sgd] method = \"sgd\"")
+            raise ValueError("estimators must name at least one estimator, e.g. [estimators.sgd] method = \"sgd\"")
         for label in value:
             if not re.fullmatch(LABEL_PATTERN, label):
                 raise ValueError(f"estimator label {label!r} must be letters, digits and ._+- (it names folders)")
@@ -226,8 +218,6 @@ class ExperimentConfig:
     @model_validator(mode="after")
     def _pairs_and_points(self):
         labels = [s.label for s in self.estimators]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"estimator labels must be distinct, got {labels}")
         for i, pair in enumerate(self.report.pairs):
             for x in pair:
                 if x not in labels:
@@ -235,18 +225,17 @@ class ExperimentConfig:
                                      f"estimators: {labels}{did_you_mean(x, labels)}")
             if pair[0] == pair[1]:
                 raise ValueError(f"report.pairs[{i}] pairs {pair[0]!r} with itself")
+        if not self.report.pairs:  # resolved now, so that a stored config states them
+            of = {q: [s.label for s in self.estimators if s.estimator.quantity == q] for q in ("p_sgd", "p_b")}
+            object.__setattr__(self, "report", ReportConfig(pairs=tuple(itertools.product(of["p_sgd"], of["p_b"]))))
         if self.sweep is not None:
             self.cases()  # every point must be valid now, not after the first shards
         return self
 
     @property
     def pairs(self) -> tuple[tuple[str, str], ...]:
-        """(P_SGD-side label, P_B reference label) pairs the report compares: ``[report] pairs``, or
-        every P_SGD estimator against every P_B one."""
-        if self.report.pairs:
-            return self.report.pairs
-        of = {q: [s.label for s in self.estimators if s.estimator.quantity == q] for q in ("p_sgd", "p_b")}
-        return tuple(itertools.product(of["p_sgd"], of["p_b"]))
+        """(P_SGD-side label, P_B reference label) pairs the report compares (``report.pairs``)."""
+        return self.report.pairs
 
     def to_dict(self, *, with_sweep: bool = True) -> dict[str, Any]:
         """Nested plain dict, the TOML layout (round-trips through :func:`parse_config`)."""
@@ -358,10 +347,6 @@ def _set(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _copy(raw: Mapping) -> dict:
-    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
-
-
 def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[list[str], Any]:
     """``"section.key=value"`` (or ``estimators.<label>.key=value``) -> ``(path, value)``.
 
@@ -392,11 +377,11 @@ def apply_overrides(raw: Mapping[str, Any], overrides) -> dict[str, Any]:
     """A copy of ``raw`` with each ``--set`` override applied (not yet validated). An override of an
     estimator the file does not have adds it (it then needs ``method``); without ``[estimators]``,
     they start from :data:`DEFAULT_ESTIMATORS`."""
-    out = _copy(raw)
+    out = copy.deepcopy(dict(raw))
     for text in overrides:
         path, value = parse_override(text, out)
         if path[0] == "estimators" and "estimators" not in out:
-            out["estimators"] = _copy(DEFAULT_ESTIMATORS)
+            out["estimators"] = copy.deepcopy(dict(DEFAULT_ESTIMATORS))
         _set(out, ".".join(path), value)
     return out
 

@@ -1,9 +1,10 @@
-"""What every config model shares: strict frozen pydantic models, and their errors as one line.
+"""What every config model shares: strict pydantic models, and their errors as one line.
 
 The config (:mod:`sgdbayes.config`), the data section (:class:`sgdbayes.case.DataConfig`) and the
-estimators' options (:class:`sgdbayes.estimators.Options`) are pydantic models with :data:`STRICT`;
-:func:`config_error` turns pydantic's ``ValidationError`` into the ``ValueError`` / ``TypeError``
-the command line prints, naming the key (``estimators.sgd.lr``), what was expected and what came.
+estimators' options (:class:`sgdbayes.estimators.Options`) are pydantic models with :data:`STRICT`
+(or :data:`SECTION`); :func:`config_error` turns pydantic's ``ValidationError`` into the
+``ValueError`` / ``TypeError`` the command line prints, naming the key (``estimators.sgd.lr``), what
+was expected and what came.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 #: when not strict: their numbers say ``Field(..., strict=True)`` instead.
 SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-# pydantic error types that mean "wrong type" (TypeError); every other error is a ValueError
-_TYPE_ERRORS = {"int_type", "int_parsing", "int_from_float", "float_type", "float_parsing", "string_type",
-                "bool_type", "bool_parsing", "dict_type", "model_type", "model_attributes_type", "dataclass_type",
-                "list_type", "tuple_type", "is_instance_of", "spec_type_error"}
-_TYPE_NAMES = {"int": "int", "float": "float", "string": "str", "bool": "bool (true or false)", "dict": "a table",
-               "model": "a table", "dataclass": "a table", "list": "a list", "tuple": "a list"}
-_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<=",
-           "multiple_of": "a multiple of"}
+# what a pydantic error type expected, in the config's words; the first nine are wrong types (TypeError)
+_EXPECTED = {"int_type": "of type int", "float_type": "of type float", "string_type": "of type str",
+             "bool_type": "true or false", "dict_type": "a table", "model_type": "a table", "dataclass_type": "a table",
+             "list_type": "a list", "tuple_type": "a list", "greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
+             "less_than": "< {lt}", "less_than_equal": "<= {le}", "multiple_of": "a multiple of {multiple_of}",
+             "finite_number": "finite", "missing": "given"}
+_TYPE_ERRORS = set(list(_EXPECTED)[:9]) | {"spec_type_error"}
 
 
 def config_error(exc: ValidationError, *, prefix: tuple = (), fields: Callable[[tuple], Sequence[str]] = lambda loc: (),
@@ -42,7 +42,7 @@ def config_error(exc: ValidationError, *, prefix: tuple = (), fields: Callable[[
     ----------
     exc : pydantic.ValidationError
     prefix : tuple of str
-        Prepended to each error's location (``("estimators", "sgd")`` for an options table).
+        Prepended to the error's location (``("estimators", "sgd")`` for an options table).
     fields : callable
         ``fields(loc)``: the valid keys of the table at ``loc`` (for "unknown key" and "did you mean").
     tags : callable
@@ -50,36 +50,26 @@ def config_error(exc: ValidationError, *, prefix: tuple = (), fields: Callable[[
     """
     err = exc.errors(include_url=False)[0]
     loc = tags(tuple(prefix) + tuple(err["loc"]))
-    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
-    key = ".".join(map(str, loc))
+    kind, value, ctx, key = err["type"], err.get("input"), err.get("ctx") or {}, ".".join(map(str, loc))
+    error = TypeError if kind in _TYPE_ERRORS else ValueError
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         valid = sorted(fields(loc[:-1]))
-        text = (f"unknown config section [{key}]; valid sections: {valid}" if len(loc) == 1 else
-                f"unknown key {key}; valid keys of [{'.'.join(map(str, loc[:-1]))}]: {valid}")
-        return ValueError(text + did_you_mean(str(loc[-1]), valid))
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        name, tags = ctx["discriminator"].strip("'()"), re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
-        if kind == "union_tag_not_found":
-            return ValueError(f"[{key}] needs {name} = \"...\", a registered {name}")
-        return ValueError(f"unknown {key}.{name} {ctx['tag']!r}; valid: {tags}{did_you_mean(ctx['tag'], tags)}")
-    if kind in _BOUNDS:
-        return ValueError(f"{key} must be {_BOUNDS[kind]} {next(iter(ctx.values()))}, got {key}={value!r}")
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
-        return ValueError(f"{key} must be one of {choices}, got {key}={value!r}{did_you_mean(str(value), choices)}")
-    if kind in ("value_error", "assertion_error", "spec_type_error"):
+        where = (f"config section [{key}]; valid sections" if len(loc) == 1 else
+                 f"key {key}; valid keys of [{'.'.join(map(str, loc[:-1]))}]")
+        return error(f"unknown {where}: {valid}{did_you_mean(str(loc[-1]), valid)}")
+    if kind.startswith("union_tag"):  # a discriminated union: the method or kind is missing or unknown
+        name, valid = ctx["discriminator"].strip("'()"), re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
+        if "tag" not in ctx:
+            return error(f"[{key}] needs {name} = \"...\", a registered {name}")
+        return error(f"unknown {key}.{name} {ctx['tag']!r}; valid: {valid}{did_you_mean(ctx['tag'], valid)}")
+    if kind in ("value_error", "assertion_error", "spec_type_error"):  # a model's own check: it names the key
         text = str(ctx.get("error", err["msg"]))
-        first = text.split(" ", 1)[0]
-        if loc and first in fields(loc):
-            text = f"{key}.{text}"
-        elif loc and not text.startswith(f"{loc[0]}."):
-            text = f"{key}: {text}"
-        return (TypeError if kind in _TYPE_ERRORS else ValueError)(text)
-    if kind in _TYPE_ERRORS:
-        what = _TYPE_NAMES.get(kind.rsplit("_", 1)[0], kind)
-        what = f"of type {what}" if what in ("int", "float", "str") else what
-        return TypeError(f"{key} must be {what}, got {value!r} ({type(value).__name__})")
-    return ValueError(f"{key}: {err['msg']}, got {value!r}")
+        if loc and text.split(" ", 1)[0] in fields(loc):
+            return error(f"{key}.{text}")
+        return error(text if not loc or text.startswith(str(loc[0])) else f"{key}: {text}")
+    expected = _EXPECTED[kind].format(**ctx) if kind in _EXPECTED else err["msg"].replace("Input should be ", "")
+    choices = re.findall(r"'([^']*)'", ctx.get("expected", "")) if kind == "literal_error" else []
+    return error(f"{key} must be {expected}, got {value!r} ({type(value).__name__}){did_you_mean(str(value), choices)}")
 
 
 def attribute_docs(doc: str | None) -> dict[str, str]:

@@ -46,26 +46,22 @@ def n_parameters(arch, input_shape) -> int:
 
 
 class _SamplingOptions(Options):
-    """The sampling knobs of ``sgd``; :data:`SGDOptions` adds :class:`sampler.TrainSpec`'s fields.
+    """The sampling knobs of ``sgd``; :data:`SGDOptions` adds :class:`sampler.TrainSpec`'s fields."""
 
-    Attributes
-    ----------
-    n_runs : int
-        Runs started, each from a fresh initialisation (at most 10^9).
-    ensemble : int
-        Networks trained at once.
-    seed : int
-        Run i is a pure function of (seed, i).
-    device : {"cpu", "cuda", "auto"}
-    shard_size : int
-        Runs per shard.
-    """
-
-    n_runs: int = Field(8192, ge=1, le=MAX_RUNS)
-    ensemble: int = Field(512, ge=1)
-    seed: int = Field(0, ge=0)
+    n_runs: int = Field(8192, ge=1, le=MAX_RUNS, description="runs started, each from a fresh initialisation")
+    ensemble: int = Field(512, ge=1, description="networks trained at once")
+    seed: int = Field(0, ge=0, description="run i is a pure function of (seed, i)")
     device: Literal[DEVICES] = "cpu"
-    shard_size: int = Field(1024, ge=1)
+    shard_size: int = Field(1024, ge=1, description="runs per shard")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zero_is_none(cls, table):  # TOML has no null: check_every = 0 (as run folders store it) is None
+        zero = isinstance(table, dict) and type(table.get("check_every")) is int and table["check_every"] == 0
+        return {**table, "check_every": None} if zero else table
+
+    def to_table(self):
+        return {**super().to_table(), "check_every": self.check_every or 0}
 
     @model_validator(mode="after")
     def _check_train_spec(self):
