@@ -142,13 +142,23 @@ def _tagged(key: str, members: Mapping[str, Any]):
                      Discriminator(tag)]
 
 
+def _spec_fields(spec: type) -> dict[str, Any]:
+    """``{field: type}`` of a spec dataclass's init fields; all ``Any`` where its annotations are strings
+    that do not resolve (a spec defined in a function under ``from __future__ import annotations``): the
+    spec's own checks then judge the values alone."""
+    try:
+        hints = typing.get_type_hints(spec)
+    except NameError:
+        hints = {}
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(spec) if f.init}
+
+
 def _arch_table(spec: type):
     """``[arch]`` of one kind: the spec dataclass's fields and types (its defaults fill what is missing)
     -> the spec, whose own checks' errors reach the user as ``arch.<key> ...``."""
-    hints = typing.get_type_hints(spec)
     containers = (list, tuple, dict, set, frozenset)  # a TOML list for a tuple field; scalars stay strict
-    fields = {f.name: Annotated[hints[f.name], Strict(False)] if hints[f.name] in containers or
-              typing.get_origin(hints[f.name]) in containers else hints[f.name] for f in dataclasses.fields(spec) if f.init}
+    fields = {name: Annotated[hint, Strict(False)] if hint in containers or typing.get_origin(hint) in containers
+              else hint for name, hint in _spec_fields(spec).items()}
     table = with_config(ConfigDict(**STRICT))(TypedDict(f"arch_{spec.__name__}", fields, total=False))
 
     def build(values):
@@ -303,8 +313,7 @@ def _table_fields(raw: Mapping, loc: tuple) -> dict[str, Any]:
         return {k: f.annotation for k, f in _SECTION_MODELS[section].__pydantic_fields__.items()}
     if loc == ("arch",) and table.get("kind", "fcn") in ARCHITECTURES:
         spec = ARCHITECTURES[table.get("kind", "fcn")]
-        hints = typing.get_type_hints(spec)
-        return {"kind": str, **{f.name: hints[f.name] for f in dataclasses.fields(spec) if f.init}}
+        return {"kind": str, **_spec_fields(spec)}
     if len(loc) == 2 and section == "estimators":
         entry = (table or DEFAULT_ESTIMATORS).get(loc[1])
         method = entry.get("method") if isinstance(entry, Mapping) else None
