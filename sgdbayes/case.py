@@ -62,9 +62,10 @@ class DataConfig:
 
     @model_validator(mode="after")
     def _keys_of_their_dataset(self):
-        if (self.dataset == "arrays") != bool(self.path):
-            raise ValueError("data.path is required for dataset 'arrays' (an .npz file or a folder of .npy files)"
-                             if self.path == "" else f"data.path is only for dataset 'arrays', got dataset={self.dataset!r}")
+        if self.dataset == "arrays" and not self.path:
+            raise ValueError("data.path is required for dataset 'arrays' (an .npz file or a folder of .npy files)")
+        if self.path and self.dataset != "arrays":
+            raise ValueError(f"data.path is only for dataset 'arrays', got dataset={self.dataset!r}")
         if self.target and self.dataset != "boolean":
             raise ValueError(f"data.target is only for dataset 'boolean', got dataset={self.dataset!r}")
         return self

@@ -342,7 +342,8 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
 
 # --- overrides and files ------------------------------------------------------------------------------
 def _is_text(hint) -> bool:
-    return hint is str or (typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in typing.get_args(hint)))
+    literal = typing.get_origin(hint) is Literal
+    return hint is str or (literal and all(isinstance(a, str) for a in typing.get_args(hint)))
 
 
 def _set(raw: dict, key: str, value: Any) -> None:

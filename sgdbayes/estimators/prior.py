@@ -20,7 +20,7 @@ import socket
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from sampler.preactivations import plan_fcn
 from sampler.prior import BLOCK_SIZE, METHODS, binomial_summary, resolve_method, sample_range

@@ -4,9 +4,11 @@ accuracy (:func:`sampler.train_runs`, vectorised over an ensemble) and counting 
 Options are the sampling knobs (``n_runs``, ``ensemble``, ``seed``, ``device``, ``shard_size``) and
 the fields of :class:`sampler.TrainSpec` (``optimizer``, ``lr``, ``batch_size``, ``loss``,
 ``momentum``, ``max_epochs``, ``epochs_after_fit``, ``check_every``), taken from TrainSpec itself
-(types, defaults, docs and checks) so that they are declared once. Run i is a pure function of (seed, i): a shard is runs ``[start, stop)``, and the
-counts do not depend on ``shard_size``, ``ensemble`` or the executor. Runs that never fit S count
-in ``n_samples`` and in no function.
+(types, defaults, docs and checks) so that they are declared once; ``check_every = 0`` in a table
+stands for TrainSpec's None (check at each epoch's end), TOML having no null. Run i is a pure
+function of (seed, i): a shard is runs ``[start, stop)``, and the counts do not depend on
+``shard_size``, ``ensemble`` or the executor. Runs that never fit S count in ``n_samples`` and in
+no function.
 
 Run it: ``sgdbayes run configs/default.toml`` (``[estimators.sgd] method = "sgd"``).
 """
