@@ -94,8 +94,8 @@ class TrainSpec:
     """
 
     optimizer: str = "sgd"
-    lr: float = 0.01
-    batch_size: int = 128
+    lr: float = 0.1
+    batch_size: int = 32
     loss: str = "ce"
     momentum: float = 0.0
     max_epochs: int = 200
@@ -595,16 +595,16 @@ def sample_sgd(
     split: Split,
     n_runs: int,
     *,
-    optimizer: str = "sgd",
-    lr: float = 0.01,
-    batch_size: int = 128,
-    loss: str = "ce",
+    optimizer: str = TrainSpec.optimizer,
+    lr: float = TrainSpec.lr,
+    batch_size: int = TrainSpec.batch_size,
+    loss: str = TrainSpec.loss,
     seed: int = 0,
     device="cpu",
-    momentum: float = 0.0,
-    max_epochs: int = 200,
-    epochs_after_fit: int = 0,
-    check_every: int | None = None,
+    momentum: float = TrainSpec.momentum,
+    max_epochs: int = TrainSpec.max_epochs,
+    epochs_after_fit: int = TrainSpec.epochs_after_fit,
+    check_every: int | None = TrainSpec.check_every,
     ensemble: int = 256,
     run_folder=None,
     shard_size: int = 1024,
@@ -621,7 +621,7 @@ def sample_sgd(
         Runs started (>= 1); runs that never fit are counted in ``n_runs`` and not in ``n_fit``.
         Every argument after it is keyword-only (the seed above all).
     optimizer, lr, batch_size, loss, momentum, max_epochs, epochs_after_fit, check_every
-        See :class:`TrainSpec`.
+        See :class:`TrainSpec` (whose defaults these are).
     seed : int
         Same seed, same counts (on the same device type), whatever ``ensemble`` or ``shard_size``.
     device : "cpu", "cuda" or "auto"

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+import pydantic
+from pydantic import Field, model_validator
 
 import nngp
-from sampler._checks import check_choice, check_float, check_int
 from sampler.architectures import Architecture
 from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
 from sampler.seeding import make_generator
 
+from .validation import SECTION
 
-@dataclass(frozen=True)
+
+@pydantic.dataclasses.dataclass(frozen=True, kw_only=True, config=SECTION)
 class DataConfig:
-    """Which split: ``sampler.load_split(dataset, n_train=, n_test=, seed=, ...)``.
+    """``[data]``, validated (pydantic): which split: ``sampler.load_split(dataset, n_train=, n_test=, seed=, ...)``.
 
     Attributes
     ----------
@@ -46,29 +50,25 @@ class DataConfig:
         ``y_train``, ``x_test``, ``y_test`` (a given split) or ``x``, ``y`` (a pool split by seed).
     """
 
-    dataset: str = "mnist"
-    n_train: int = 100
-    n_test: int = 20
-    seed: int = 0
-    binarize: str = "half"
+    dataset: Literal[DATASETS + ("arrays",)] = "mnist"
+    n_train: int = Field(100, ge=1, strict=True)
+    n_test: int = Field(20, ge=1, strict=True)
+    seed: int = Field(0, ge=0, strict=True)
+    binarize: Literal[BINARIZATIONS] = "half"
     data_dir: str = ""
     target: str = ""
-    corrupt_fraction: float = 0.0
+    corrupt_fraction: float = Field(0.0, ge=0.0, le=1.0, strict=True)
     path: str = ""
 
-    def __post_init__(self):
-        check_choice("data.dataset", self.dataset, DATASETS + ("arrays",))
+    @model_validator(mode="after")
+    def _keys_of_their_dataset(self):
         if self.dataset == "arrays" and not self.path:
             raise ValueError("data.path is required for dataset 'arrays' (an .npz file or a folder of .npy files)")
         if self.path and self.dataset != "arrays":
             raise ValueError(f"data.path is only for dataset 'arrays', got dataset={self.dataset!r}")
-        check_int("data.n_train", self.n_train, minimum=1)
-        check_int("data.n_test", self.n_test, minimum=1)
-        check_int("data.seed", self.seed, minimum=0)
-        check_choice("data.binarize", self.binarize, BINARIZATIONS)
-        check_float("data.corrupt_fraction", self.corrupt_fraction, minimum=0.0, maximum=1.0)
         if self.target and self.dataset != "boolean":
             raise ValueError(f"data.target is only for dataset 'boolean', got dataset={self.dataset!r}")
+        return self
 
 
 @functools.lru_cache(maxsize=8)

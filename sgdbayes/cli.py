@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 
 from sampler.data import load_split
@@ -28,6 +29,7 @@ from .estimators import estimator_names, get_estimator
 from .pipeline import analyze_run, run_experiment
 
 EXIT_BAD_INPUT = 2
+_RULES = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "multiple_of": "a multiple of"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,8 +96,15 @@ def _cmd_analyze(args) -> int:
 def _cmd_estimators(args) -> int:
     for name in estimator_names():
         est = get_estimator(name)
-        print(f"{name}  ({est.quantity}, {est.kind}): " + ", ".join(
-            f"{k}={v!r}" for k, v in est.Options().to_table().items()))
+        print(f"{name}  ({est.quantity}, {est.kind}): {(est.__doc__ or '').strip().splitlines()[0]}")
+        docs, fields = est.Options.docs(), est.Options.model_fields
+        for key, value in est.Options().model_dump().items():
+            ann = fields[key].annotation
+            kind = (f"one of {list(typing.get_args(ann))}" if typing.get_origin(ann) is typing.Literal
+                    else getattr(ann, "__name__", None) or str(ann))
+            rules = "".join(f", {op} {getattr(m, attr)}" for m in fields[key].metadata for attr, op in _RULES.items()
+                            if hasattr(m, attr))
+            print(f"    {key} = {value!r}  ({kind.replace('typing.', '')}{rules})  {docs[key]}".rstrip())
     return 0
 
 

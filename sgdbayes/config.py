@@ -1,73 +1,117 @@
-"""Experiment configs: TOML files -> frozen dataclasses, with ``--set key=value`` overrides.
+"""Experiment configs: TOML files -> one validated, frozen pydantic model, with ``--set key=value``.
 
-Sections (names are the contract; an unknown section or key, a wrong type or a value out of range
-is a ``ValueError``/``TypeError`` naming the key, what was expected and what came)::
+Sections (an unknown section or key, a wrong type or a value out of range is a ``ValueError`` /
+``TypeError`` naming the key, what was expected and what came)::
 
-    [data]                  dataset, n_train, n_test, seed, binarize, data_dir, target, corrupt_fraction
-    [arch]                  kind, and the fields of that kind's spec (sampler.FCN / CNN / LSTM)
+    [data]                  dataset, n_train, n_test, seed, binarize, data_dir, target, corrupt_fraction, path
+    [arch]                  kind, and the fields of that kind's spec (sampler.FCN / CNN / LSTM / Module, ...)
     [estimators.<label>]    method = "<registered estimator>", and that method's options
     [analysis]              min_count, n_boot, seed
     [report]                pairs = [["sgd", "ep"], ...]  (P_SGD-side first, P_B reference second)
     [sweep]                 kind, and axes (a product) or points (a list): each point is a case
 
-A file without ``[estimators]`` gets the default experiment's estimators; missing keys of a
-section take the defaults of :data:`DEFAULT`, which equals ``configs/default.toml``. Without
-``[report] pairs`` every P_SGD estimator is paired with every P_B estimator. Overrides:
-``--set data.n_train=50``, ``--set estimators.sgd.n_runs=64``, ``--set sweep.kind=generic``.
+:class:`ExperimentConfig` is the one model, validated once: ``arch`` a union discriminated by ``kind``
+over ``sampler.architectures.ARCHITECTURES``, each estimator one discriminated by ``method`` over the
+estimator registry, both read at parse time (a kind or method a user's module registers works). The
+defaults are the models' own (the spec dataclasses', DataConfig's, each method's options), and
+``configs/default.toml`` states the same: no ``[estimators]`` means :data:`DEFAULT_ESTIMATORS`, an
+``fcn`` has width :data:`DEFAULT_FCN_WIDTH` unless it says otherwise, no ``[report] pairs`` pairs every
+P_SGD estimator with every P_B one. ``--set data.n_train=50``, ``--set estimators.sgd.n_runs=64``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
+import pydantic
 import tomli_w
+from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Discriminator, Field, InstanceOf, Strict, Tag,
+                      TypeAdapter, ValidationError, field_validator, model_validator, with_config)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
-from sampler._checks import check_choice, check_int, did_you_mean
-from sampler.architectures import ARCHITECTURES, Architecture, make_architecture
+from sampler._checks import check_choice, did_you_mean
+from sampler.architectures import ARCHITECTURES, Architecture
 
 from .case import Case, DataConfig
-from .estimators import get_estimator
-from .estimators.base import LABEL_PATTERN, Options, coerce
+from .estimators import estimator_names, get_estimator
+from .estimators.base import LABEL_PATTERN, Options
 from .sweep import SWEEP_KINDS
+from .validation import SECTION, STRICT, config_error
 
 SECTIONS = ("data", "arch", "estimators", "analysis", "report", "sweep")
-
-#: The default experiment (``sgdbayes run`` with no file); ``configs/default.toml`` spells out the same.
-DEFAULT: dict[str, Any] = {
-    "data": {"dataset": "mnist", "n_train": 100, "n_test": 20, "seed": 0, "binarize": "half"},
-    "arch": {"kind": "fcn", "depth": 2, "width": 64, "activation": "relu", "sigma_w": 1.0, "sigma_b": 0.0357},
-    "estimators": {
-        "sgd": {"method": "sgd", "n_runs": 8192, "optimizer": "sgd", "lr": 0.1, "batch_size": 32, "loss": "ce",
-                "max_epochs": 200, "ensemble": 512, "seed": 0, "device": "cpu", "shard_size": 1024},
-        "ep": {"method": "ep-conditional"},
-        "tilting": {"method": "tilting", "top": 50},
-    },
-    "analysis": {"min_count": 2, "n_boot": 1000, "seed": 0},
-}
+#: The default experiment's estimators, each with its method's default options.
+DEFAULT_ESTIMATORS: Mapping[str, Mapping[str, str]] = {
+    "sgd": {"method": "sgd"}, "ep": {"method": "ep-conditional"}, "tilting": {"method": "tilting"}}
+#: The default experiment's FCN width (``sampler.FCN``'s own default, 512, is the paper's).
+DEFAULT_FCN_WIDTH = 64
+_MODEL = dict(frozen=True, kw_only=True, config=SECTION)
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(**_MODEL)
 class AnalysisConfig:
-    """Statistics: correlations over functions seen at least ``min_count`` times, bootstrap
+    """``[analysis]``: correlations over functions seen at least ``min_count`` times, bootstrap
     confidence intervals from ``n_boot`` resamples seeded by ``seed``."""
 
-    min_count: int = 2
-    n_boot: int = 1000
-    seed: int = 0
-
-    def __post_init__(self):
-        check_int("analysis.min_count", self.min_count, minimum=1)
-        check_int("analysis.n_boot", self.n_boot, minimum=0)
-        check_int("analysis.seed", self.seed, minimum=0)
+    min_count: int = Field(2, ge=1, strict=True)
+    n_boot: int = Field(1000, ge=0, strict=True)
+    seed: int = Field(0, ge=0, strict=True)
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(**_MODEL)
+class ReportConfig:
+    """``[report]``: the ``(a, b)`` label pairs the report compares (``a`` the P_SGD side, ``b`` the
+    P_B reference); empty: every P_SGD estimator against every P_B one."""
+
+    pairs: tuple[tuple[str, str], ...] = ()
+
+
+@pydantic.dataclasses.dataclass(**_MODEL)
+class SweepConfig:
+    """``[sweep]``: which figure (``kind``, a registered sweep kind) and exactly one of ``axes`` (a
+    table ``"section.key" = [values]``, their product) or ``points`` (a list of tables); each point
+    is a case."""
+
+    kind: str = "generic"
+    axes: Optional[dict[str, list[Any]]] = None
+    points: Optional[list[dict[str, Any]]] = None
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind):
+        return check_choice("sweep.kind", kind, list(SWEEP_KINDS))
+
+    @model_validator(mode="after")
+    def _points_are_settings(self):
+        if (self.axes is None) == (self.points is None):
+            raise ValueError("[sweep] needs exactly one of 'axes' (a product) or 'points' (a list)")
+        if self.axes is not None and not (self.axes and all(self.axes.values())):
+            raise ValueError(f"sweep.axes must be a table of 'section.key' = a non-empty list, got {self.axes!r}")
+        if self.points is not None and not (self.points and all(self.points)):
+            raise ValueError(f"sweep.points must be a non-empty list of non-empty tables, got {self.points!r}")
+        names = [point_name(p) for p in self.settings()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sweep points must differ, got duplicates among {names}")
+        return self
+
+    def settings(self) -> tuple[tuple[tuple[str, Any], ...], ...]:
+        """The points, each a tuple of ``(key, value)``, in order."""
+        if self.axes is not None:
+            return tuple(tuple(zip(self.axes, values)) for values in itertools.product(*self.axes.values()))
+        return tuple(tuple(p.items()) for p in self.points)
+
+    def to_table(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
 class EstimatorSpec:
     """One ``[estimators.<label>]`` table: the label (names the estimator in tables and pairs), the
     registered method and its validated, frozen options."""
@@ -84,51 +128,131 @@ class EstimatorSpec:
         return {"method": self.method, **self.options.to_table()}
 
 
-@dataclass(frozen=True)
-class SweepSpec:
-    """``[sweep]``: which figure (``kind``) and the points, each a tuple of ``(key, value)``."""
+# --- the unions, built from the registries when a config is parsed -----------------------------------
+def _tagged(key: str, members: Mapping[str, Any]):
+    """A union of tables discriminated by their ``key``: ``members[tag]`` validates a table without it."""
+    def drop(table):
+        return {k: v for k, v in table.items() if k != key} if isinstance(table, Mapping) else table
 
-    kind: str
-    points: tuple[tuple[tuple[str, Any], ...], ...]
-    axes: bool
+    def tag(table):
+        return table.get(key) if isinstance(table, Mapping) else None
 
-    def to_table(self) -> dict[str, Any]:
-        if self.axes:
-            keys = list(dict.fromkeys(k for p in self.points for k, _ in p))
-            values = {k: list(dict.fromkeys(dict(p)[k] for p in self.points)) for k in keys}
-            return {"kind": self.kind, "axes": values}
-        return {"kind": self.kind, "points": [dict(p) for p in self.points]}
+    tag.__name__ = key  # pydantic's errors name the discriminator by it
+    return Annotated[Union[tuple(Annotated[m, BeforeValidator(drop), Tag(t)] for t, m in members.items())],
+                     Discriminator(tag)]
 
 
-@dataclass(frozen=True)
+def _spec_fields(spec: type) -> dict[str, Any]:
+    """``{field: type}`` of a spec dataclass's init fields; all ``Any`` where its annotations are strings
+    that do not resolve (a spec defined in a function under ``from __future__ import annotations``): the
+    spec's own checks then judge the values alone."""
+    try:
+        hints = typing.get_type_hints(spec)
+    except NameError:
+        hints = {}
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(spec) if f.init}
+
+
+def _arch_table(spec: type):
+    """``[arch]`` of one kind: the spec dataclass's fields and types (its defaults fill what is missing)
+    -> the spec, whose own checks' errors reach the user as ``arch.<key> ...``."""
+    containers = (list, tuple, dict, set, frozenset)  # a TOML list for a tuple field; scalars stay strict
+    fields = {name: Annotated[hint, Strict(False)] if hint in containers or typing.get_origin(hint) in containers
+              else hint for name, hint in _spec_fields(spec).items()}
+    table = with_config(ConfigDict(**STRICT))(TypedDict(f"arch_{spec.__name__}", fields, total=False))
+
+    def build(values):
+        try:
+            return spec(**values)
+        except TypeError as exc:  # a ValueError passes as it is: pydantic keeps its text and its place
+            raise PydanticCustomError("spec_type_error", "{error}", {"error": str(exc)}) from None
+
+    return Annotated[table, AfterValidator(build)]
+
+
+# --- the config -------------------------------------------------------------------------------------
+@pydantic.dataclasses.dataclass(frozen=True, kw_only=True, config=ConfigDict(**SECTION, arbitrary_types_allowed=True))
 class ExperimentConfig:
-    """A whole experiment: the base case (data, arch, estimators), analysis, report pairs, sweep.
+    """A whole experiment: the base case (data, arch, estimators), analysis, report, sweep.
 
     Attributes
     ----------
     data : DataConfig
-    arch : Architecture
+    arch : sampler.architectures.Architecture
+        The spec of ``[arch]`` (default: ``sampler.FCN(width=DEFAULT_FCN_WIDTH)``).
     estimators : tuple of EstimatorSpec
-        In config order; labels are distinct.
+        In config order; labels are distinct (default: :data:`DEFAULT_ESTIMATORS`).
     analysis : AnalysisConfig
-    pairs : tuple of (str, str)
-        (P_SGD-side label, P_B reference label) pairs the report compares, resolved at parse time.
-    sweep : SweepSpec or None
+    report : ReportConfig
+        Its pairs resolved: without ``[report] pairs``, every P_SGD estimator against every P_B one.
+    sweep : SweepConfig or None
     """
 
-    data: DataConfig = field(default_factory=DataConfig)
-    arch: Architecture | None = None
-    estimators: tuple[EstimatorSpec, ...] = ()
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    pairs: tuple[tuple[str, str], ...] = ()
-    sweep: SweepSpec | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    arch: InstanceOf[Architecture] = Field(default_factory=lambda: {"kind": "fcn"}, validate_default=True)
+    estimators: tuple[InstanceOf[EstimatorSpec], ...] = Field(default_factory=lambda: DEFAULT_ESTIMATORS,
+                                                             validate_default=True)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    sweep: Optional[SweepConfig] = None
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _arch(cls, value):
+        if isinstance(value, Architecture):
+            return value
+        if not isinstance(value, Mapping):
+            raise PydanticCustomError("dict_type", "arch must be a table")
+        table = {"kind": "fcn", **value}
+        if table["kind"] == "fcn":
+            table = {"width": DEFAULT_FCN_WIDTH, **table}
+        members = {kind: _arch_table(spec) for kind, spec in ARCHITECTURES.items()}
+        return TypeAdapter(_tagged("kind", members)).validate_python(table)
+
+    @field_validator("estimators", mode="before")
+    @classmethod
+    def _estimators(cls, value):
+        if isinstance(value, tuple):
+            return value
+        if not isinstance(value, Mapping):
+            raise PydanticCustomError("dict_type", "estimators must be a table")
+        if not value:
+            raise ValueError("estimators must name at least one estimator, e.g. [estimators.sgd] method = \"sgd\"")
+        for label in value:
+            if not re.fullmatch(LABEL_PATTERN, label):
+                raise ValueError(f"estimator label {label!r} must be letters, digits and ._+- (it names folders)")
+        members = {method: get_estimator(method).Options for method in estimator_names()}
+        options = TypeAdapter(dict[str, _tagged("method", members)]).validate_python(dict(value))
+        return tuple(EstimatorSpec(label, value[label]["method"], o) for label, o in options.items())
+
+    @model_validator(mode="after")
+    def _pairs_and_points(self):
+        labels = [s.label for s in self.estimators]
+        for i, pair in enumerate(self.report.pairs):
+            for x in pair:
+                if x not in labels:
+                    raise ValueError(f"report.pairs[{i}] names {x!r}, which is no estimator of this config; "
+                                     f"estimators: {labels}{did_you_mean(x, labels)}")
+            if pair[0] == pair[1]:
+                raise ValueError(f"report.pairs[{i}] pairs {pair[0]!r} with itself")
+        if not self.report.pairs:  # resolved now, so that a stored config states them
+            of = {q: [s.label for s in self.estimators if s.estimator.quantity == q] for q in ("p_sgd", "p_b")}
+            object.__setattr__(self, "report", ReportConfig(pairs=tuple(itertools.product(of["p_sgd"], of["p_b"]))))
+        if self.sweep is not None:
+            self.cases()  # every point must be valid now, not after the first shards
+        return self
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """(P_SGD-side label, P_B reference label) pairs the report compares (``report.pairs``)."""
+        return self.report.pairs
 
     def to_dict(self, *, with_sweep: bool = True) -> dict[str, Any]:
         """Nested plain dict, the TOML layout (round-trips through :func:`parse_config`)."""
         out = {"data": dataclasses.asdict(self.data), "arch": self.arch.to_dict(),
                "estimators": {s.label: s.to_table() for s in self.estimators},
                "analysis": dataclasses.asdict(self.analysis),
-               "report": {"pairs": [list(p) for p in self.pairs]}}
+               "report": {"pairs": [list(p) for p in self.report.pairs]}}
         if with_sweep and self.sweep is not None:
             out["sweep"] = self.sweep.to_table()
         return out
@@ -143,13 +267,12 @@ class ExperimentConfig:
         raise KeyError(label)
 
     def cases(self) -> tuple[Case, ...]:
-        """The cases: ``main`` without a sweep, else one per sweep point, in order."""
+        """The cases: ``main`` without a sweep, else one per sweep point (each validated), in order."""
         if self.sweep is None:
             return (Case("main", (), self.data, self.arch, self.estimators),)
-        base = self.to_dict(with_sweep=False)
         out = []
-        for settings in self.sweep.points:
-            raw = _copy(base)
+        for settings in self.sweep.settings():
+            raw = self.to_dict(with_sweep=False)
             for key, value in settings:
                 _set(raw, key, value)
             try:
@@ -166,133 +289,61 @@ class ExperimentConfig:
         raise KeyError(f"no case {name!r} in this config")
 
 
-def _copy(raw: Mapping) -> dict:
-    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
-
-
-def _fmt_value(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def point_name(settings) -> str:
     """Case name of a sweep point: the last part of each key and its value, e.g.
     ``corrupt_fraction=0.2,width=64`` (``sgd.lr=0.1`` for an estimator option)."""
     def short(key: str) -> str:
         parts = key.split(".")
         return ".".join(parts[1:]) if parts[0] == "estimators" else parts[-1]
-    return ",".join(f"{short(key)}={_fmt_value(v)}" for key, v in settings)
+    return ",".join(f"{short(key)}={v:g}" if isinstance(v, float) else f"{short(key)}={v}" for key, v in settings)
 
 
-# --- parsing -------------------------------------------------------------------------------------------
-def _field_types(cls) -> dict[str, type]:
-    return {f.name: type(f.default) for f in fields(cls) if f.default is not dataclasses.MISSING}
+# --- parsing ------------------------------------------------------------------------------------------
+_SECTION_MODELS = {"data": DataConfig, "analysis": AnalysisConfig, "report": ReportConfig, "sweep": SweepConfig}
 
 
-def _check_keys(section: str, given: Mapping, valid) -> None:
-    for key in given:
-        if key not in valid:
-            raise ValueError(f"unknown key {section}.{key}; valid keys of [{section}]: {sorted(valid)}"
-                             f"{did_you_mean(key, valid)}")
+def _table_fields(raw: Mapping, loc: tuple) -> dict[str, Any]:
+    """``{key: type}`` of the table at ``loc`` of the raw config ``raw`` (the arch kind and the methods
+    it names), for error messages and for reading ``--set`` values; empty where unknown."""
+    section = loc[0] if loc else None
+    table = raw.get(section) if isinstance(raw.get(section), Mapping) else {}
+    if not loc:
+        return dict.fromkeys(SECTIONS)
+    if len(loc) == 1 and section in _SECTION_MODELS:
+        return {k: f.annotation for k, f in _SECTION_MODELS[section].__pydantic_fields__.items()}
+    if loc == ("arch",) and table.get("kind", "fcn") in ARCHITECTURES:
+        spec = ARCHITECTURES[table.get("kind", "fcn")]
+        return {"kind": str, **_spec_fields(spec)}
+    if len(loc) == 2 and section == "estimators":
+        entry = (table or DEFAULT_ESTIMATORS).get(loc[1])
+        method = entry.get("method") if isinstance(entry, Mapping) else None
+        if method in estimator_names():
+            return {"method": str, **{k: f.annotation for k, f in get_estimator(method).Options.model_fields.items()}}
+    return {}
 
 
-def _table(section: str, value: Any) -> dict:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"[{section}] must be a table of key = value, got {value!r}")
-    return dict(value)
+def _untagged(loc: tuple) -> tuple:
+    # drop the union tags pydantic puts in locations: (arch, <kind>, key), (estimators, label, <method>, key)
+    at = {"arch": 1, "estimators": 2}.get(loc[0] if loc else None)
+    return loc[:at] + loc[at + 1:] if at is not None and len(loc) > at else loc
 
 
-def _build(cls, section: str, values: Mapping):
-    types = _field_types(cls)
-    _check_keys(section, values, types)
-    return cls(**{k: coerce(f"{section}.{k}", v, types[k]) for k, v in values.items()})
+def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a nested dict (parsed TOML) into an :class:`ExperimentConfig`; missing sections and
+    keys take the models' defaults (estimators only as a whole: a file that names any estimator gets
+    exactly those)."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"config must be a table of sections, got {type(raw).__name__}")
+    try:
+        return TypeAdapter(ExperimentConfig).validate_python(dict(raw))
+    except ValidationError as exc:
+        raise config_error(exc, fields=lambda loc: list(_table_fields(raw, loc)), tags=_untagged) from None
 
 
-def _build_arch(values: Mapping) -> Architecture:
-    values = dict(values)
-    kind = check_choice("arch.kind", values.pop("kind", "fcn"), ARCHITECTURES)
-    types = _field_types(ARCHITECTURES[kind])
-    _check_keys("arch", values, set(types) | {"kind"})
-    return make_architecture(kind, **{k: coerce(f"arch.{k}", v, types[k]) for k, v in values.items()})
-
-
-def _build_estimators(raw: Any) -> tuple[EstimatorSpec, ...]:
-    tables = _table("estimators", raw)
-    if not tables:
-        raise ValueError("[estimators] must name at least one estimator, e.g. [estimators.sgd] method = \"sgd\"")
-    out = []
-    for label, table in tables.items():
-        if not re.fullmatch(LABEL_PATTERN, label):
-            raise ValueError(f"estimator label {label!r} must be letters, digits and ._+- (it names folders)")
-        table = _table(f"estimators.{label}", table)
-        if "method" not in table:
-            raise ValueError(f"[estimators.{label}] needs method = \"<estimator>\"")
-        method = table.pop("method")
-        if not isinstance(method, str):
-            raise TypeError(f"estimators.{label}.method must be a string, got {method!r}")
-        out.append(EstimatorSpec(label, method, get_estimator(method).options(label, table)))
-    return tuple(out)
-
-
-def _build_pairs(raw: Any, estimators: tuple[EstimatorSpec, ...]) -> tuple[tuple[str, str], ...]:
-    labels = [s.label for s in estimators]
-    if raw is None or raw == []:
-        sgd = [s.label for s in estimators if s.estimator.quantity == "p_sgd"]
-        pb = [s.label for s in estimators if s.estimator.quantity == "p_b"]
-        return tuple((a, b) for a in sgd for b in pb)
-    if not isinstance(raw, list):
-        raise TypeError(f"report.pairs must be a list of [label, reference label] pairs, got {raw!r}")
-    pairs = []
-    for i, p in enumerate(raw):
-        if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p)):
-            raise ValueError(f"report.pairs[{i}] must be [label, reference label], got {p!r}")
-        for x in p:
-            if x not in labels:
-                raise ValueError(f"report.pairs[{i}] names {x!r}, which is no estimator of this config; "
-                                 f"estimators: {labels}{did_you_mean(x, labels)}")
-        if p[0] == p[1]:
-            raise ValueError(f"report.pairs[{i}] pairs {p[0]!r} with itself")
-        pairs.append((p[0], p[1]))
-    return tuple(pairs)
-
-
-def _build_sweep(raw: Any) -> SweepSpec:
-    spec = _table("sweep", raw)
-    _check_keys("sweep", spec, ("kind", "axes", "points"))
-    kind = check_choice("sweep.kind", spec.get("kind", "generic"), list(SWEEP_KINDS))
-    if ("axes" in spec) == ("points" in spec):
-        raise ValueError("[sweep] needs exactly one of 'axes' (a product) or 'points' (a list)")
-    if "axes" in spec:
-        axes = spec["axes"]
-        if not isinstance(axes, Mapping) or not axes:
-            raise ValueError(f"sweep.axes must be a table of 'section.key' = [values], got {axes!r}")
-        for key, values in axes.items():
-            _check_setting_key(key)
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"sweep.axes[{key!r}] must be a non-empty list, got {values!r}")
-        points = tuple(tuple(zip(axes.keys(), vals)) for vals in itertools.product(*axes.values()))
-    else:
-        given = spec["points"]
-        if not isinstance(given, list) or not given or not all(isinstance(p, Mapping) and p for p in given):
-            raise ValueError(f"sweep.points must be a non-empty list of tables, got {given!r}")
-        for p in given:
-            for key in p:
-                _check_setting_key(key)
-        points = tuple(tuple(p.items()) for p in given)
-    names = [point_name(p) for p in points]
-    if len(set(names)) != len(names):
-        raise ValueError(f"sweep points must differ, got duplicates among {names}")
-    return SweepSpec(kind, points, "axes" in spec)
-
-
-def _check_setting_key(key: Any) -> None:
-    if not isinstance(key, str) or "." not in key:
-        raise ValueError(f"sweep keys must be 'section.key', got {key!r}")
-    section = key.split(".", 1)[0]
-    if section not in ("data", "arch", "estimators"):
-        raise ValueError(f"unknown config section in sweep key {key!r}; a sweep sets data.*, arch.* or "
-                         f"estimators.<label>.*{did_you_mean(section, ('data', 'arch', 'estimators'))}")
-    if section == "estimators" and key.count(".") != 2:
-        raise ValueError(f"sweep key {key!r} must be estimators.<label>.<key>")
+# --- overrides and files ------------------------------------------------------------------------------
+def _is_text(hint) -> bool:
+    literal = typing.get_origin(hint) is Literal
+    return hint is str or (literal and all(isinstance(a, str) for a in typing.get_args(hint)))
 
 
 def _set(raw: dict, key: str, value: Any) -> None:
@@ -304,61 +355,6 @@ def _set(raw: dict, key: str, value: Any) -> None:
             raise TypeError(f"{key}: {p} must be a table, got {nxt!r}")
         node = nxt
     node[parts[-1]] = value
-
-
-def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Validate a nested dict (parsed TOML) into an :class:`ExperimentConfig`; missing sections and
-    keys take :data:`DEFAULT`'s values (estimators only as a whole: a file that names any estimator
-    gets exactly those)."""
-    if not isinstance(raw, Mapping):
-        raise TypeError(f"config must be a table of sections, got {type(raw).__name__}")
-    for section in raw:
-        if section not in SECTIONS:
-            raise ValueError(f"unknown config section [{section}]; valid sections: {list(SECTIONS)}"
-                             f"{did_you_mean(section, SECTIONS)}")
-    data = _build(DataConfig, "data", {**DEFAULT["data"], **_table("data", raw.get("data", {}))})
-    arch_raw = _table("arch", raw.get("arch", {}))
-    if arch_raw.get("kind", "fcn") == "fcn":
-        arch_raw = {**DEFAULT["arch"], **arch_raw}
-    estimators = _build_estimators(_copy(raw["estimators"]) if "estimators" in raw else _copy(DEFAULT["estimators"]))
-    labels = [s.label for s in estimators]
-    report = _table("report", raw.get("report", {}))
-    _check_keys("report", report, ("pairs",))
-    analysis = _build(AnalysisConfig, "analysis", {**DEFAULT["analysis"], **_table("analysis", raw.get("analysis", {}))})
-    sweep = _build_sweep(raw["sweep"]) if "sweep" in raw else None
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"estimator labels must be distinct, got {labels}")
-    config = ExperimentConfig(data=data, arch=_build_arch(arch_raw), estimators=estimators, analysis=analysis,
-                              pairs=_build_pairs(report.get("pairs"), estimators), sweep=sweep)
-    if sweep is not None:
-        config.cases()  # every point must be valid now, not after the first shards
-    return config
-
-
-# --- overrides and files ------------------------------------------------------------------------------
-def _expected_type(raw: Mapping, path: list[str]) -> type | None:
-    section = path[0]
-    if section == "data" and len(path) == 2:
-        return _field_types(DataConfig).get(path[1])
-    if section == "arch" and len(path) == 2:
-        if path[1] == "kind":
-            return str
-        for cls in ARCHITECTURES.values():
-            if path[1] in _field_types(cls):
-                return _field_types(cls)[path[1]]
-    if section == "estimators" and len(path) == 3:
-        if path[2] == "method":
-            return str
-        table = (raw.get("estimators") or DEFAULT["estimators"]).get(path[1], {})
-        method = table.get("method") if isinstance(table, Mapping) else None
-        if isinstance(method, str):
-            try:
-                return get_estimator(method).Options.key_type(path[2])
-            except ValueError:
-                return None
-    if section == "sweep" and path[-1] == "kind":
-        return str
-    return None
 
 
 def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[list[str], Any]:
@@ -377,26 +373,25 @@ def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[lis
                          f"{did_you_mean(path[0], SECTIONS)}")
     if path[0] == "estimators" and len(path) != 3:
         raise ValueError(f"--set {text!r}: estimator keys are estimators.<label>.<key>")
-    if _expected_type(raw or {}, path) is str:
+    if _is_text(_table_fields(raw or {}, tuple(path[:-1])).get(path[-1])):
         if len(literal) >= 2 and literal[0] == literal[-1] and literal[0] in "'\"":
             literal = literal[1:-1]
         return path, literal
     try:
-        value = tomllib.loads(f"v = {literal}")["v"]
+        return path, tomllib.loads(f"v = {literal}")["v"]
     except tomllib.TOMLDecodeError:
-        value = literal
-    return path, value
+        return path, literal
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides) -> dict[str, Any]:
     """A copy of ``raw`` with each ``--set`` override applied (not yet validated). An override of an
-    estimator the file does not have adds it (it then needs ``method``); without a file, estimators
-    start from :data:`DEFAULT`'s."""
-    out = _copy(raw)
+    estimator the file does not have adds it (it then needs ``method``); without ``[estimators]``,
+    they start from :data:`DEFAULT_ESTIMATORS`."""
+    out = copy.deepcopy(dict(raw))
     for text in overrides:
         path, value = parse_override(text, out)
         if path[0] == "estimators" and "estimators" not in out:
-            out["estimators"] = _copy(DEFAULT["estimators"])
+            out["estimators"] = copy.deepcopy(dict(DEFAULT_ESTIMATORS))
         _set(out, ".".join(path), value)
     return out
 
@@ -418,6 +413,5 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides=()) -> ExperimentConfig:
-    """Read a TOML experiment file (or :data:`DEFAULT` when ``path`` is None) and apply overrides."""
-    raw = read_toml(path) if path is not None else {}  # parse_config fills in DEFAULT
-    return parse_config(apply_overrides(raw, list(overrides)))
+    """Read a TOML experiment file (the default experiment when ``path`` is None) and apply overrides."""
+    return parse_config(apply_overrides(read_toml(path) if path is not None else {}, list(overrides)))

@@ -345,7 +345,7 @@ def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
         if not text.strip().startswith(("analysis.", "report.")):
             raise ValueError(f"analyze only takes [analysis] and [report] overrides, got --set {text!r}")
     changed = parse_config(apply_overrides(read_toml(folder.config_path), list(overrides)))
-    config = replace(load_config(folder.config_path), analysis=changed.analysis, pairs=changed.pairs)
+    config = replace(load_config(folder.config_path), analysis=changed.analysis, report=changed.report)
     with folder.lock():
         gone = missing_shards(folder, config)
         if gone:

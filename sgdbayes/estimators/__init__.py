@@ -7,7 +7,7 @@ registers the built-ins: samplers ``sgd`` (P_SGD), ``prior``, ``ess``, ``nuts`` 
 
 from . import ep, ess, nuts, prior, sgd, tilting  # noqa: F401  (registers the built-ins)
 from .base import (RESULT_COLUMNS, RESULT_SCHEMA, Estimator, EstimatorResult, Options, estimator_names,
-                   get_estimator, option, register_estimator, shard_table)
+                   get_estimator, register_estimator, shard_table)
 
-__all__ = ["Estimator", "EstimatorResult", "Options", "option", "register_estimator", "get_estimator",
+__all__ = ["Estimator", "EstimatorResult", "Options", "register_estimator", "get_estimator",
            "estimator_names", "shard_table", "RESULT_COLUMNS", "RESULT_SCHEMA"]

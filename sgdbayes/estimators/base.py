@@ -29,7 +29,6 @@ shards of one estimator into an :class:`EstimatorResult` and into rows of ``resu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -38,8 +37,11 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sampler._checks import check_choice, check_float, check_int, did_you_mean
+from sampler._checks import check_choice, did_you_mean
+
+from ..validation import STRICT, attribute_docs, config_error
 
 QUANTITIES = ("p_sgd", "p_b")
 KINDS = ("sampler", "scorer")
@@ -61,83 +63,38 @@ SHARD_SCHEMA = pa.schema([RESULT_SCHEMA.field(n) for n in ("function", "count", 
 
 
 # --- options ------------------------------------------------------------------------------------
-def option(default, *, minimum=None, maximum=None, strict_minimum: bool = False, choices: Sequence[str] = (),
-           doc: str = ""):
-    """A field of an :class:`Options` dataclass with its constraints (checked by
-    :meth:`Options.validate`, with errors naming ``estimators.<label>.<key>``)."""
-    meta = {"minimum": minimum, "maximum": maximum, "strict_minimum": strict_minimum,
-            "choices": tuple(choices), "doc": doc}
-    return dataclasses.field(default=default, metadata=meta)
+class Options(BaseModel):
+    """Base of every estimator's options: a frozen pydantic model whose fields are the config keys.
 
-
-@dataclass(frozen=True)
-class Options:
-    """Base of every estimator's options: a frozen dataclass whose fields are the config keys.
-
-    Subclasses declare fields with :func:`option`; ``int``, ``float``, ``str`` and ``bool``
-    fields are type-checked, bounds and choices come from the field's metadata, and
-    :meth:`check` adds rules between fields. Build one from a config table with
-    :meth:`from_table` (which names every bad key as ``estimators.<label>.<key>``).
+    Subclasses declare fields with constraints (``n_runs: int = Field(8192, ge=1)``, choices as
+    ``Literal[...]``) and rules between fields as ``model_validator(mode="after")`` raising a
+    ``ValueError`` that starts with the key (``"chunk must be ..."``); the config names every bad key
+    as ``estimators.<label>.<key>``. Field docs come from ``Field(description=...)`` or the class
+    docstring's numpydoc ``Attributes`` section (:meth:`docs`).
     """
 
-    @classmethod
-    def keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def key_type(cls, key: str) -> type | None:
-        for f in dataclasses.fields(cls):
-            if f.name == key:
-                return type(f.default) if f.default is not None else None
-        return None
+    model_config = ConfigDict(**STRICT, frozen=True)
 
     @classmethod
     def from_table(cls, label: str, table: Mapping[str, Any]) -> "Options":
         """Validate ``table`` (the ``[estimators.<label>]`` keys other than ``method``)."""
-        valid = cls.keys()
-        values = {}
-        for key, value in table.items():
-            if key not in valid:
-                raise ValueError(f"unknown key estimators.{label}.{key}; valid keys for this method: "
-                                 f"{sorted(valid + ('method',))}{did_you_mean(key, valid)}")
-            values[key] = coerce(f"estimators.{label}.{key}", value, cls.key_type(key))
-        opts = cls(**values)
-        opts.validate(label)
-        return opts
-
-    def validate(self, label: str) -> None:
-        """Check every field's bounds and choices, then :meth:`check`."""
-        for f in dataclasses.fields(self):
-            name, value, meta = f"estimators.{label}.{f.name}", getattr(self, f.name), f.metadata
-            if meta.get("choices"):
-                check_choice(name, value, meta["choices"])
-            elif isinstance(f.default, bool):
-                continue
-            elif isinstance(f.default, int) and (meta.get("minimum") is not None or meta.get("maximum") is not None):
-                check_int(name, value, minimum=meta.get("minimum"), maximum=meta.get("maximum"))
-            elif isinstance(f.default, float) and meta:
-                check_float(name, value, minimum=meta.get("minimum"), maximum=meta.get("maximum"),
-                            strict_minimum=bool(meta.get("strict_minimum")))
-        self.check(label)
-
-    def check(self, label: str) -> None:
-        """Rules between fields; raise ``ValueError`` naming ``estimators.<label>.<key>``."""
+        try:
+            return cls.model_validate(dict(table))
+        except ValidationError as exc:
+            raise config_error(exc, prefix=("estimators", label), fields=lambda loc: cls.model_fields) from None
 
     def to_table(self) -> dict[str, Any]:
-        """The options as TOML key = value pairs (round-trips through :meth:`from_table`)."""
-        return dataclasses.asdict(self)
+        """The options as TOML key = value pairs (None, which TOML cannot write, is left out: it is the
+        default wherever it is allowed); round-trips through :meth:`from_table`."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
-
-def coerce(key: str, value: Any, expected: type | None) -> Any:
-    """``value`` as the config key ``key`` of type ``expected`` (an int where a float is expected becomes
-    a float); ``TypeError`` naming the key otherwise. ``expected`` None accepts anything."""
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is bool and not isinstance(value, bool):
-        raise TypeError(f"{key} must be true or false, got {value!r}")
-    if expected in (int, float, str) and (isinstance(value, bool) or not isinstance(value, expected)):
-        raise TypeError(f"{key} must be of type {expected.__name__}, got {value!r} ({type(value).__name__})")
-    return value
+    @classmethod
+    def docs(cls) -> dict[str, str]:
+        """Each key's one-line doc: its ``description``, else its entry in the docstrings' ``Attributes``."""
+        found: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            found.update(attribute_docs(klass.__doc__))
+        return {k: f.description or found.get(k, "") for k, f in cls.model_fields.items()}
 
 
 # --- shards and results ---------------------------------------------------------------------------

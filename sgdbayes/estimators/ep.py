@@ -13,26 +13,26 @@ Run it: ``sgdbayes run configs/default.toml`` (``[estimators.ep] method = "ep-co
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 import nngp
 from sampler.sgd import resolve_device
 
 from ..case import case_kernel, split_for
-from .base import option, register_estimator, shard_table
+from .base import register_estimator, shard_table
 from .scoring import Scorer, ScorerOptions
 
 
-@dataclass(frozen=True)
 class EPOptions(ScorerOptions):
     """``top``, ``min_count``, ``group`` (see :class:`ScorerOptions`); one EP fit on S per process
     serves every shard, so large groups amortise nothing more: 2000 keeps shards small for Ray."""
 
-    group: int = option(2000, minimum=1)
-    device: str = option("cpu", choices=("cpu", "cuda", "auto"),
-                         doc="where the kernel and the EP on S run (float64); 'auto' takes a GPU where there is one")
+    group: int = Field(2000, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where the kernel and the EP on S run (float64); 'auto' takes a GPU where there is one")
 
 
 #: Float64 (m + k) x (m + k) matrices the kernel and EP hold at once (the kernel, its factor, EP's

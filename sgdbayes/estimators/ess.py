@@ -13,29 +13,29 @@ Run it: ``sgdbayes run configs/paper/boolean.toml`` (``[estimators.ess] method =
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 import nngp
 from sampler.sgd import DEVICES, resolve_device
 
 from ..case import case_kernel
-from .base import Estimator, Options, option, register_estimator, shard_table
+from .base import Estimator, Options, register_estimator, shard_table
 
 
-@dataclass(frozen=True)
 class ESSOptions(Options):
     """Options of ``ess``: kept states in all (``n_samples``), chains, discarded first steps,
     thinning, seed and device. Long chains matter more than many (on ``weight6`` with |S| = 64,
     thinning 5 left R-hat ~1.2 and a biased tail; thinning 25, R-hat 1.05)."""
 
-    n_samples: int = option(8192, minimum=1)
-    n_chains: int = option(64, minimum=1)
-    burn_in: int = option(500, minimum=0)
-    thin: int = option(25, minimum=1)
-    seed: int = option(0, minimum=0)
-    device: str = option("cpu", choices=DEVICES)
+    n_samples: int = Field(8192, ge=1)
+    n_chains: int = Field(64, ge=1)
+    burn_in: int = Field(500, ge=0)
+    thin: int = Field(25, ge=1)
+    seed: int = Field(0, ge=0)
+    device: Literal[DEVICES] = "cpu"
 
 
 @register_estimator("ess")

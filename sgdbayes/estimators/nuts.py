@@ -10,25 +10,24 @@ Run it: ``sgdbayes run configs/paper/boolean_nuts.toml``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import Field
 
 from sampler.mcmc import mcmc_functions
 
-from .base import Estimator, Options, option, register_estimator, shard_table
+from .base import Estimator, Options, register_estimator, shard_table
 
 
-@dataclass(frozen=True)
 class NUTSOptions(Options):
     """Options of ``nuts``: kept draws and warm-up steps per chain, chains, likelihood
     temperature (> 0, output units), seed, NUTS tree depth and target acceptance."""
 
-    n_samples: int = option(200, minimum=1)
-    n_warmup: int = option(200, minimum=1)
-    n_chains: int = option(4, minimum=1)
-    temperature: float = option(0.1, minimum=0.0, strict_minimum=True)
-    seed: int = option(0, minimum=0)
-    max_tree_depth: int = option(6, minimum=1)
-    target_accept: float = option(0.8, minimum=0.0, maximum=1.0, strict_minimum=True)
+    n_samples: int = Field(200, ge=1)
+    n_warmup: int = Field(200, ge=1)
+    n_chains: int = Field(4, ge=1)
+    temperature: float = Field(0.1, gt=0.0)
+    seed: int = Field(0, ge=0)
+    max_tree_depth: int = Field(6, ge=1)
+    target_accept: float = Field(0.8, gt=0.0, le=1.0)
 
 
 @register_estimator("nuts")

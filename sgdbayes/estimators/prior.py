@@ -17,18 +17,18 @@ Run it: ``sgdbayes run configs/paper/boolean.toml`` (``[estimators.prior] method
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from sampler.preactivations import plan_fcn
 from sampler.prior import BLOCK_SIZE, METHODS, binomial_summary, resolve_method, sample_range
 from sampler.sgd import DEVICES, resolve_device
 
-from .base import Estimator, Options, option, register_estimator, shard_table
+from .base import Estimator, Options, register_estimator, shard_table
 
 
-@dataclass(frozen=True)
 class PriorOptions(Options):
     """Options of ``prior``.
 
@@ -50,17 +50,13 @@ class PriorOptions(Options):
     device : {"cpu", "cuda", "auto"}
     """
 
-    n_samples: int = option(1 << 21, minimum=1)
-    min_fit: int = option(50_000, minimum=1)
-    chunk: int = option(1 << 18, minimum=BLOCK_SIZE)
-    batch_size: int = option(0, minimum=0)
-    draw: str = option("auto", choices=METHODS)
-    seed: int = option(0, minimum=0)
-    device: str = option("cpu", choices=DEVICES)
-
-    def check(self, label):
-        if self.chunk % BLOCK_SIZE:
-            raise ValueError(f"estimators.{label}.chunk must be a multiple of {BLOCK_SIZE}, got {self.chunk}")
+    n_samples: int = Field(1 << 21, ge=1)
+    min_fit: int = Field(50_000, ge=1)
+    chunk: int = Field(1 << 18, ge=BLOCK_SIZE, multiple_of=BLOCK_SIZE)
+    batch_size: int = Field(0, ge=0)
+    draw: Literal[METHODS] = "auto"
+    seed: int = Field(0, ge=0)
+    device: Literal[DEVICES] = "cpu"
 
 
 @register_estimator("prior")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
-from .base import Estimator, Options, option
+from pydantic import Field
+
+from .base import Estimator, Options
 
 
-@dataclass(frozen=True)
 class ScorerOptions(Options):
     """Options every scorer has.
 
@@ -22,9 +22,9 @@ class ScorerOptions(Options):
         Functions per shard.
     """
 
-    top: int = option(0, minimum=0)
-    min_count: int = option(1, minimum=1)
-    group: int = option(2000, minimum=1)
+    top: int = Field(0, ge=0)
+    min_count: int = Field(1, ge=1)
+    group: int = Field(2000, ge=1)
 
 
 class Scorer(Estimator):

@@ -3,11 +3,12 @@ accuracy (:func:`sampler.train_runs`, vectorised over an ensemble) and counting 
 
 Options are the sampling knobs (``n_runs``, ``ensemble``, ``seed``, ``device``, ``shard_size``) and
 the fields of :class:`sampler.TrainSpec` (``optimizer``, ``lr``, ``batch_size``, ``loss``,
-``momentum``, ``max_epochs``, ``epochs_after_fit``, ``check_every``), taken from TrainSpec itself so
-that they are declared once (``check_every = 0`` stands for TrainSpec's None: check at each
-epoch's end). Run i is a pure function of (seed, i): a shard is runs ``[start, stop)``, and the
-counts do not depend on ``shard_size``, ``ensemble`` or the executor. Runs that never fit S count
-in ``n_samples`` and in no function.
+``momentum``, ``max_epochs``, ``epochs_after_fit``, ``check_every``), taken from TrainSpec itself
+(types, defaults, docs and checks) so that they are declared once; ``check_every = 0`` in a table
+stands for TrainSpec's None (check at each epoch's end), TOML having no null. Run i is a pure
+function of (seed, i): a shard is runs ``[start, stop)``, and the counts do not depend on
+``shard_size``, ``ensemble`` or the executor. Runs that never fit S count in ``n_samples`` and in
+no function.
 
 Run it: ``sgdbayes run configs/default.toml`` (``[estimators.sgd] method = "sgd"``).
 """
@@ -16,14 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import typing
 from collections import Counter
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field, create_model, model_validator
 
 from sampler.sgd import DEVICES, TrainSpec, resolve_device, train_runs
 
-from .base import Estimator, Options, option, register_estimator, shard_table
+from .base import Estimator, Options, attribute_docs, register_estimator, shard_table
 
 
 #: At most this many runs (10^9: days of a GPU cluster); more is a typo, refused at once.
@@ -43,37 +47,40 @@ def n_parameters(arch, input_shape) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _train_fields():
-    # TrainSpec's fields, with None (check_every) written as 0 since TOML has no null.
-    return [(f.name, f.type, dataclasses.field(default=0 if f.default is None else f.default))
-            for f in dataclasses.fields(TrainSpec)]
+class _SamplingOptions(Options):
+    """The sampling knobs of ``sgd``; :data:`SGDOptions` adds :class:`sampler.TrainSpec`'s fields."""
+
+    n_runs: int = Field(8192, ge=1, le=MAX_RUNS, description="runs started, each from a fresh initialisation")
+    ensemble: int = Field(512, ge=1, description="networks trained at once")
+    seed: int = Field(0, ge=0, description="run i is a pure function of (seed, i)")
+    device: Literal[DEVICES] = "cpu"
+    shard_size: int = Field(1024, ge=1, description="runs per shard")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zero_is_none(cls, table):  # TOML has no null: check_every = 0 (as run folders store it) is None
+        zero = isinstance(table, dict) and type(table.get("check_every")) is int and table["check_every"] == 0
+        return {**table, "check_every": None} if zero else table
+
+    def to_table(self):
+        return {**super().to_table(), "check_every": self.check_every or 0}
+
+    @model_validator(mode="after")
+    def _check_train_spec(self):
+        self.train_spec()  # TrainSpec's own checks, named by the config key
+        return self
+
+    def train_spec(self) -> TrainSpec:
+        """The :class:`sampler.TrainSpec` these options describe."""
+        return TrainSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSpec)})
 
 
-def _check(self, label: str) -> None:
-    try:
-        spec = self.train_spec()
-    except (TypeError, ValueError) as exc:  # re-raised with the config key's full name
-        raise type(exc)(f"estimators.{label}.{exc}") from None
-    del spec
-
-
-def _train_spec(self) -> TrainSpec:
-    """The :class:`sampler.TrainSpec` these options describe."""
-    values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSpec)}
-    values["check_every"] = values["check_every"] or None
-    return TrainSpec(**values)
-
-
-SGDOptions = dataclasses.make_dataclass(
-    "SGDOptions",
-    [("n_runs", int, option(8192, minimum=1, maximum=MAX_RUNS, doc="runs started")),
-     ("ensemble", int, option(512, minimum=1, doc="networks trained at once")),
-     ("seed", int, option(0, minimum=0)),
-     ("device", str, option("cpu", choices=DEVICES)),
-     ("shard_size", int, option(1024, minimum=1, doc="runs per shard"))] + _train_fields(),
-    bases=(Options,), frozen=True, namespace={"check": _check, "train_spec": _train_spec,
-                                              "__module__": __name__})
-SGDOptions.__doc__ = "Options of the ``sgd`` estimator: sampling knobs plus :class:`sampler.TrainSpec`'s fields."
+_HINTS, _DOCS = typing.get_type_hints(TrainSpec), attribute_docs(TrainSpec.__doc__)
+#: Options of the ``sgd`` estimator: the sampling knobs plus :class:`sampler.TrainSpec`'s fields.
+SGDOptions = create_model(
+    "SGDOptions", __base__=_SamplingOptions, __module__=__name__, __doc__=_SamplingOptions.__doc__,
+    **{f.name: (_HINTS[f.name], Field(f.default, description=_DOCS.get(f.name, "")))
+       for f in dataclasses.fields(TrainSpec)})
 
 
 @register_estimator("sgd")

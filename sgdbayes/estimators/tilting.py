@@ -26,21 +26,20 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import Field
 
 import nngp
 from sampler.functions import string_to_bits
 from sampler.seeding import derive_seed
 
 from ..case import case_kernel, split_for
-from .base import option, register_estimator, shard_table
+from .base import register_estimator, shard_table
 from .scoring import Scorer, ScorerOptions
 
 
-@dataclass(frozen=True)
 class TiltingOptions(ScorerOptions):
     """``top`` (default 50), ``min_count``, ``group`` (default 10 functions per shard), and:
 
@@ -51,10 +50,10 @@ class TiltingOptions(ScorerOptions):
     seed : int
     """
 
-    top: int = option(50, minimum=0)
-    group: int = option(10, minimum=1)
-    n_samples: int = option(2000, minimum=2)
-    seed: int = option(0, minimum=0)
+    top: int = Field(50, ge=0)
+    group: int = Field(10, ge=1)
+    n_samples: int = Field(2000, ge=2)
+    seed: int = Field(0, ge=0)
 
 
 @functools.lru_cache(maxsize=2)

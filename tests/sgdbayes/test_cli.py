@@ -35,6 +35,10 @@ def test_estimators_are_listed(capsys):
     out = capsys.readouterr().out
     for name in ["sgd", "prior", "ess", "nuts", "ep", "ep-conditional", "tilting"]:
         assert f"\n{name}  (" in "\n" + out
+    # every option with its default, type, rules and doc (TrainSpec's docs for the sgd options)
+    assert "    n_runs = 8192  (int, >= 1, <= 1000000000)  runs started" in out
+    assert "    lr = 0.1  (float)  Learning rate (> 0)." in out
+    assert "    device = 'cpu'  (one of ['cpu', 'cuda', 'auto'])" in out
 
 
 # Failures of the machine and of files (issue 15): each is one line on stderr naming the file or

@@ -1,7 +1,6 @@
 """Every registered estimator passes the same checks; a toy estimator registered here runs through
 `sgdbayes run` with no edit to the pipeline."""
 
-import dataclasses
 import json
 import math
 
@@ -12,7 +11,9 @@ import pytest
 
 from sgdbayes.cli import main
 from sgdbayes.config import load_config
-from sgdbayes.estimators import (Estimator, EstimatorResult, Options, estimator_names, get_estimator, option,
+from pydantic import Field
+
+from sgdbayes.estimators import (Estimator, EstimatorResult, Options, estimator_names, get_estimator,
                                  register_estimator, shard_table)
 from sgdbayes.estimators.base import SHARD_SCHEMA, shard_meta
 
@@ -33,9 +34,8 @@ class ToyUniform(Estimator):
     quantity = "p_b"
     kind = "scorer"
 
-    @dataclasses.dataclass(frozen=True)
     class Options(Options):
-        top: int = option(0, minimum=0)
+        top: int = Field(0, ge=0)
 
     def plan(self, case, options, functions=None):
         fs = list(functions or {})
@@ -65,12 +65,12 @@ def test_every_estimator_round_trips_a_tiny_case(method):
     assert est.Options.from_table("x", spec.options.to_table()) == spec.options
     with pytest.raises(ValueError, match=r"unknown key estimators\.x\.nonsense"):
         est.options("x", {"nonsense": 1})
-    ints = [f.name for f in dataclasses.fields(est.Options) if type(f.default) is int and f.metadata.get("minimum")]
+    ints = [k for k, f in est.Options.model_fields.items() if f.annotation is int and f.metadata]
     if ints:
         with pytest.raises(ValueError, match=rf"estimators\.x\.{ints[0]} must be >= "):
             est.options("x", {ints[0]: -1})
     with pytest.raises(TypeError, match=r"estimators\.x\."):
-        est.options("x", {dataclasses.fields(est.Options)[0].name: "many"})
+        est.options("x", {next(iter(est.Options.model_fields)): "many"})
     # plan -> run_shard -> shard table; shards are picklable (Ray ships them)
     functions = {"10110100": 5, "00000000": 3, "11111111": 2}
     shards = est.plan(case, spec.options, functions if est.kind == "scorer" else None)
