@@ -113,10 +113,7 @@ class SGDEstimator(Estimator):
         return {"sgd_mean_epochs": float(epochs.mean()), "sgd_median_epochs": float(np.median(epochs)),
                 "sgd_mean_final_loss": float(loss.mean())}
 
-    def num_gpus(self, options):
-        return 1.0 if options.device in ("cuda", "auto") else 0.0  # "auto": only where the cluster has GPUs
-
-    def memory_bytes(self, case, options):
+    def memory(self, case, options):
         ensemble = min(options.ensemble, options.shard_size, options.n_runs)
         n = n_parameters(case.arch, case.split().input_shape)
         sizes = ", ".join(f"arch.{k}={v}" for k, v in case.arch.to_dict().items()
