@@ -71,7 +71,7 @@ def test_kernel_memory_is_checked_before_training(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(sgdbayes.pipeline, "available_bytes", lambda device: (10_000, "a test's meminfo"))
     config = tmp_path / "c.toml"
-    config.write_text(BASE.format(arch=LSTM))
+    config.write_text(BASE.format(arch=LSTM).replace("ensemble = 16", "ensemble = 1"))  # SGD's need below the kernel's
     assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "estimators.ep: needs about" in err and "(data.n_train + data.n_test)^2 = 18^2 entries" in err
