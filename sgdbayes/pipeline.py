@@ -1,19 +1,26 @@
-"""One pipeline: cases x estimators -> shards -> one long results table -> report.
+"""One pipeline: cases x estimators -> fits and shards -> one long results table -> report.
 
-``run_experiment(config, out)`` is what ``sgdbayes run`` does:
+``run_experiment(config, out)`` is what ``sgdbayes run`` does, with the config's cases derived once
+and prepared (folder set, split loaded) before anything runs:
 
+0. every case's fits (:meth:`Estimator.fits`: the NNGP kernel, the EP fit on S, ...), each made
+   once per case into ``cases/<case>/fits/<name>.pt`` with the resources of the estimator that
+   needs it, then read by shards and extras (:meth:`sgdbayes.case.Case.fit`);
 1. every sampler's planned shards, of every case, through one executor (local or Ray); then, in
    rounds, the shards each sampler's ``extend`` asks for, until none does;
 2. every scorer's shards, on the functions the case's samplers found (most frequent first);
 3. ``results.parquet``: the long table (:data:`sgdbayes.estimators.RESULT_SCHEMA`), one row per
-   case, estimator and function; ``cases/<case>/extras.json``: each estimator's per-case extras;
-4. the report (:func:`sgdbayes.report.make_report`): ``functions.parquet``, ``summary.json``,
-   ``report.md``, figures.
+   case, estimator and function; ``cases/<case>/extras.json``: each estimator's per-case extras,
+   by label;
+4. the report (:func:`sgdbayes.report.make_report`) from the :class:`EstimatorResult` of each estimator read back
+   from that table: ``functions.parquet``, ``summary.json``, ``report.md``, figures.
 
-Run folder: ``config.toml``, ``manifest.json``, ``cases/<case>/shards/<label>/NNNNNN.parquet``
-(each written once, atomically: a rerun resumes and counts nothing twice), ``cases/<case>/
-extras.json``, ``results.parquet`` and the report's files. The pipeline knows no estimator by
-name. ``analyze_run(out)`` re-makes the report from the folder without running anything.
+A task carries its prepared case and its shard parameters, never the config. Run folder:
+``config.toml``, ``manifest.json``, ``cases/<case>/shards/<label>/NNNNNN.parquet`` and
+``cases/<case>/fits/`` (each written once, atomically: a rerun resumes and computes nothing
+twice), ``cases/<case>/extras.json``, ``results.parquet`` and the report's files. The pipeline
+knows no estimator by name. ``analyze_run(out)`` re-makes the report from the folder without
+running anything.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ that method's options. The pipeline knows nothing of any particular estimator (p
 4. ``extras(case, options, result)`` on the driver: per-case numbers for the summary and report
    (log P(S) with its error, EP convergence, R-hat, ...).
 
+Before any shard, the pipeline makes each case's *fits* once, the expensive state shared by shards
+and extras (the kernel, the EP fit on S): ``fits(case, options)`` names them, ``make_fit(case,
+options, name)`` computes one, and shards and extras read it with ``case.fit(name)``. An estimator
+declares what a shard needs in ``resources(case, options)`` (:class:`Resources`: device, GPUs,
+memory); the default derives the GPU from ``options.device`` for every estimator.
+
 Shard table (:func:`shard_table`): columns ``function`` (str), ``count`` (int64; null for a
 scorer), ``log_p`` and ``log_p_se`` (float64; null for a sampler, whose log P comes from the merged
 counts), and schema metadata ``n_samples`` (samples drawn or runs started in the shard; a sample
