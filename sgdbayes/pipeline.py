@@ -45,20 +45,22 @@ from .case import Case, check_case
 from .config import ExperimentConfig, apply_overrides, load_config, parse_config, read_toml
 from .estimators.base import RESULT_SCHEMA, EstimatorResult
 from .fanout import ShardTask, execute
-from .report import make_report, summary_lines
+from .report import make_report, summary_lines, summary_rows
 
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """A finished (or re-analysed) run folder: its path, ``summary.json``'s contents, ``report.md``."""
+    """A finished (or re-analysed) run folder: its path, ``summary.json``'s contents, ``report.md``,
+    and the rows of its summary table (:func:`sgdbayes.report.summary_rows`)."""
 
     folder: Path
     summary: dict
     report_path: Path
+    rows: tuple = ()
 
     def summary_text(self) -> str:
         """The summary as an aligned two-column table for the terminal."""
-        return "\n".join(summary_lines(self.summary))
+        return "\n".join(summary_lines(self.summary, list(self.rows)) if self.rows else summary_lines(self.summary))
 
 
 def case_folder(out: str | Path, case: Case) -> RunFolder:
@@ -387,7 +389,7 @@ def analyze_folder(folder: RunFolder, config: ExperimentConfig, cases=None) -> E
         extras[c.name] = _read_json(p) if p.is_file() else {}
     summary, report = make_report(folder.path, config, cases, read_results(table, cases, extras), extras,
                                   manifest=folder.read_manifest())
-    return ExperimentResult(folder.path, summary, report)
+    return ExperimentResult(folder.path, summary, report, tuple(summary_rows(config)))
 
 
 def _read_json(path: Path):

@@ -313,17 +313,22 @@ SUMMARY_ROWS = [
     ("dist_kl", "KL(P_SGD || P_B) on shared support (nats)"), ("dist_tv", "total variation on shared support"),
     ("sgd_mean_test_error", "mean test error of SGD's functions"),
     ("sgd_top_share", "share of runs in the commonest function"), ("sgd_entropy", "entropy of P_SGD (nats)"),
-    ("sgd_mean_epochs", "mean epochs to fit"), ("gp_test_error", "test error of the GP posterior mean's sign"),
-    ("log_p_s", "log P(S) (EP, natural log)"), ("log_p_s_tilting", "log P(S) (tilting)"),
-    ("log_p_s_tilting_se", "  its standard error"), ("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound"),
-    ("ep_tilting_median_abs_z", "median |EP - tilting| / tilting's s.e."),
 ]
+TAIL_ROWS = [("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound"),
+             ("ep_tilting_median_abs_z", "median |z| of the first error-bar check")]
 
 
-def summary_lines(summary: Mapping[str, Any]) -> list[str]:
-    """The key numbers as aligned lines for a terminal."""
-    width = max(len(label) for _, label in SUMMARY_ROWS)
-    lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in SUMMARY_ROWS if key in summary]
+def summary_rows(config) -> list[tuple[str, str]]:
+    """The summary table's rows ``(key, title)``: the primary pair's, then each estimator's own
+    (:attr:`Estimator.summary_rows`, in config order), then the PAC-Bayes bound and error-bar check."""
+    own = [row for s in config.estimators for row in s.estimator.summary_rows]
+    return SUMMARY_ROWS + list(dict.fromkeys(own)) + TAIL_ROWS
+
+
+def summary_lines(summary: Mapping[str, Any], rows=SUMMARY_ROWS + TAIL_ROWS) -> list[str]:
+    """The key numbers (``rows``: :func:`summary_rows`) as aligned lines for a terminal."""
+    width = max(len(label) for _, label in rows)
+    lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in rows if key in summary]
     if summary.get("correlation_note"):
         lines.append(f"note: {summary['correlation_note']}")
     if len(summary.get("cases", [])) > 1:
@@ -399,7 +404,7 @@ def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
     if config.pairs:
         lines += [f"Primary pair: {config.pairs[0][0]} against {config.pairs[0][1]}.", "",
-                  markdown_table(["quantity", "value"], [[label.strip(), s.get(key)] for key, label in SUMMARY_ROWS
+                  markdown_table(["quantity", "value"], [[label.strip(), s.get(key)] for key, label in summary_rows(config)
                                                          if key in s]), ""]
     if s.get("correlation_note"):
         lines += [f"**Note:** {s['correlation_note']}.", ""]

@@ -362,6 +362,8 @@ class Estimator:
     reference : bool
         The finite network's own P_B, exact up to Monte Carlo error: sweep figures draw its
         log P(S) (extras ``log_p_s_prior``, ``p_s_prior_ci``) beside the NNGP limit.
+    summary_rows : tuple of (str, str)
+        ``(extras key, title)`` of its extras the summary table shows (where the summary has them).
     """
 
     name: ClassVar[str] = ""
@@ -371,6 +373,7 @@ class Estimator:
     needs_kernel: ClassVar[bool] = False
     has_error_bars: ClassVar[bool] = False
     reference: ClassVar[bool] = False
+    summary_rows: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def options(self, label: str, table: Mapping[str, Any]) -> Options:
         """Validated options from a config table (``method`` removed)."""

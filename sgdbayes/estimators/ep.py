@@ -36,6 +36,8 @@ class EPOptions(ScorerOptions):
 class _EP(Scorer):
     Options = EPOptions
     needs_kernel = True
+    summary_rows = (("gp_test_error", "test error of the GP posterior mean's sign"),
+                    ("log_p_s", "log P(S) (EP, natural log)"))
 
     def fits(self, case, options):
         # an analytic kernel is computed where the EP runs; a Monte Carlo one is the case's, shared

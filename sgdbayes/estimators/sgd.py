@@ -83,6 +83,7 @@ class SGDEstimator(Estimator):
     quantity = "p_sgd"
     kind = "sampler"
     Options = SGDOptions
+    summary_rows = (("sgd_mean_epochs", "mean epochs to fit"),)
 
     def plan(self, case, options, functions=None):
         options.train_spec().check_train_size(case.data.n_train)

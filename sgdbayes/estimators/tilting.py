@@ -67,6 +67,7 @@ class TiltingEstimator(Scorer):
     Options = TiltingOptions
     needs_kernel = True
     has_error_bars = True
+    summary_rows = (("log_p_s_tilting", "log P(S) (tilting)"), ("log_p_s_tilting_se", "  its standard error"))
 
     def fits(self, case, options):
         return ("kernel", _log_ps_fit(options))
