@@ -232,33 +232,40 @@ def plan_samplers(cases) -> dict[tuple[str, str], list[dict]]:
     return {(c.name, s.label): plan(c, s) for c in cases for s in c.estimators if s.estimator.kind == "sampler"}
 
 
-def run_samplers(cases, planned, *, executor="local", address=None, progress=True):
+def run_shards(pairs, planned, todo=None, *, desc: str, **where) -> tuple[dict, list]:
+    """Run the shards ``todo[(case, label)]`` (default: all planned) of each ``(case, spec)`` of
+    ``pairs`` through :func:`execute` (``where``: executor, address, progress), after checking the
+    shards on disk. Returns ``{(case, label): EstimatorResult}`` over all planned shards of the
+    pairs that ran, and the reports."""
+    todo = planned if todo is None else todo
+    pairs = [(c, s) for c, s in pairs if (c.name, s.label) in todo]
+    for c, s in pairs:
+        check_shards(c, s, planned[c.name, s.label])
+    tasks = [_task(c, s, i, shard) for c, s in pairs for i, shard in enumerate(planned[c.name, s.label])
+             if shard in todo[c.name, s.label]]
+    reports = execute(tasks, desc=desc, **where)
+    return {(c.name, s.label): read_result(RunFolder(c.folder), s, len(planned[c.name, s.label]), c)
+            for c, s in pairs}, reports
+
+
+def run_samplers(cases, planned, **where):
     """Step 1: all samplers of all prepared cases, with ``extend`` rounds. Returns
     ``{case name: {label: EstimatorResult}}``, the shard reports and the final plans."""
-    planned = dict(planned)
+    samplers = [(c, s) for c in cases for s in c.estimators if s.estimator.kind == "sampler"]
+    planned, todo = dict(planned), dict(planned)
     results: dict[str, dict[str, EstimatorResult]] = {c.name: {} for c in cases}
-    reports, todo = [], dict(planned)
+    reports = []
     while todo:
-        for c in cases:
-            for s in c.estimators:
-                if (c.name, s.label) in todo:
-                    check_shards(c, s, planned[c.name, s.label])
-        tasks = [_task(c, s, i, shard) for c in cases for s in c.estimators
-                 if (c.name, s.label) in todo for i, shard in enumerate(planned[c.name, s.label])
-                 if shard in todo[c.name, s.label]]
-        reports += execute(tasks, executor=executor, address=address, progress=progress, desc="samplers")
-        more = {}
-        for c in cases:
-            for s in c.estimators:
-                if (c.name, s.label) not in todo:
-                    continue
-                res = read_result(RunFolder(c.folder), s, len(planned[c.name, s.label]), c)
-                results[c.name][s.label] = res
-                extra = s.estimator.extend(c, s.options, res)
+        done, more = run_shards(samplers, planned, todo, desc="samplers", **where)
+        reports += more
+        todo = {}
+        for c, s in samplers:
+            if (c.name, s.label) in done:
+                results[c.name][s.label] = done[c.name, s.label]
+                extra = list(s.estimator.extend(c, s.options, done[c.name, s.label]))
                 if extra:
-                    planned[c.name, s.label] = planned[c.name, s.label] + list(extra)
-                    more[c.name, s.label] = list(extra)
-        todo = more
+                    planned[c.name, s.label] = planned[c.name, s.label] + extra
+                    todo[c.name, s.label] = extra
     return results, reports, planned
 
 
@@ -303,22 +310,20 @@ def _run_locked(config, cases, planned, folder: RunFolder, *, executor, address,
                                  **{s.label: s.options.seed for s in config.estimators if hasattr(s.options, "seed")}},
                           device=",".join(devices), argv=list(sys.argv), executor=executor)
     t0 = time.perf_counter()
-    reports = make_fits(cases, executor=executor, address=address, progress=progress)
+    where = {"executor": executor, "address": address, "progress": progress}
+    reports = make_fits(cases, **where)
     folder.update_manifest(timings={"fits_s": time.perf_counter() - t0}, nodes={"fits": _nodes(reports)})
 
     t1 = time.perf_counter()
-    results, reports, planned = run_samplers(cases, planned, executor=executor, address=address, progress=progress)
+    results, reports, planned = run_samplers(cases, planned, **where)
     folder.update_manifest(timings={"samplers_s": time.perf_counter() - t1}, nodes={"samplers": _nodes(reports)})
 
     t2 = time.perf_counter()
     scorers = [(c, s) for c in cases for s in c.estimators if s.estimator.kind == "scorer"]
     planned.update({(c.name, s.label): plan(c, s, found_functions(results[c.name])) for c, s in scorers})
-    for c, s in scorers:
-        check_shards(c, s, planned[c.name, s.label])
-    tasks = [_task(c, s, i, shard) for c, s in scorers for i, shard in enumerate(planned[c.name, s.label])]
-    reports = execute(tasks, executor=executor, address=address, progress=progress, desc="scorers")
-    for c, s in scorers:
-        results[c.name][s.label] = read_result(RunFolder(c.folder), s, len(planned[c.name, s.label]), c)
+    done, reports = run_shards(scorers, planned, desc="scorers", **where)
+    for (name, label), res in done.items():
+        results[name][label] = res
     folder.update_manifest(timings={"scorers_s": time.perf_counter() - t2}, nodes={"scorers": _nodes(reports)},
                            shards={c.name: {s.label: len(planned[c.name, s.label]) for s in c.estimators}
                                    for c in cases})
