@@ -152,9 +152,6 @@ class Case:
     def _fingerprint(self, name: str) -> str:
         return fingerprint({"fit": name, "data": vars(self.data), "arch": self.arch.to_dict()})
 
-    def has_fit(self, name: str) -> bool:
-        return self.fit_path(name).is_file()
-
     def save_fit(self, name: str, value: Any) -> Path:
         """Write the fit ``name`` once, atomically (a fit that exists is left as it is)."""
         path = self.fit_path(name)

@@ -60,7 +60,7 @@ class ExperimentResult:
 
     def summary_text(self) -> str:
         """The summary as an aligned two-column table for the terminal."""
-        return "\n".join(summary_lines(self.summary, list(self.rows)) if self.rows else summary_lines(self.summary))
+        return "\n".join(summary_lines(self.summary, self.rows))
 
 
 def case_folder(out: str | Path, case: Case) -> RunFolder:

@@ -325,8 +325,10 @@ def summary_rows(config) -> list[tuple[str, str]]:
     return SUMMARY_ROWS + list(dict.fromkeys(own)) + TAIL_ROWS
 
 
-def summary_lines(summary: Mapping[str, Any], rows=SUMMARY_ROWS + TAIL_ROWS) -> list[str]:
-    """The key numbers (``rows``: :func:`summary_rows`) as aligned lines for a terminal."""
+def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
+    """The key numbers (``rows``: :func:`summary_rows`; default: the generic ones) as aligned lines
+    for a terminal."""
+    rows = list(rows) or SUMMARY_ROWS + TAIL_ROWS
     width = max(len(label) for _, label in rows)
     lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in rows if key in summary]
     if summary.get("correlation_note"):
