@@ -129,3 +129,23 @@ def test_driver_killed_then_restarted_completes_the_folder(tmp_path):
     redone = [int(i.split("/")[1]) for nodes in RunFolder(out).read_manifest()["nodes"]["samplers"].values()
               for i in nodes if i.startswith("sgd/")]
     assert sorted(redone) == [2, 3, 4, 5]
+
+
+def test_under_ray_the_driver_makes_no_fit(tmp_path, local_ray, monkeypatch):
+    """Guards: under Ray the driver refitted EP on S for the report's extras (a process cache held
+    the workers' fit). The fits are made by Ray tasks into the folder; the driver only reads them."""
+    import json
+
+    import nngp
+    from sgdbayes.pipeline import run_experiment
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver fitted EP")
+
+    monkeypatch.setattr(nngp, "train_posterior", refuse)
+    config = load_config(None, SMALL + ["estimators.sgd.n_runs=16", "estimators.sgd.shard_size=16"])
+    run_experiment(config, tmp_path, executor="ray", progress=False)
+    assert (tmp_path / "cases" / "main" / "fits" / "posterior.pt").is_file()
+    extras = json.loads((tmp_path / "cases" / "main" / "extras.json").read_text())
+    assert extras["ep"]["ep_converged"] is True
+    assert sum(len(v) for v in RunFolder(tmp_path).read_manifest()["nodes"]["fits"].values()) == 3
