@@ -157,12 +157,10 @@ def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str,
         for e in (e for bars, e in scorers if not bars):
             le = e.log_p_of()
             fs = [f for f in r.functions if f in le and math.isfinite(lr[f]) and math.isfinite(le[f])]
-            z = np.array([(le[f] - lr[f]) / se[f] for f in fs]) if fs else np.zeros(0)
-            out.append({"estimator": e.label, "reference": r.label, "functions": fs,
-                        "log_p": [le[f] for f in fs], "log_p_ref": [lr[f] for f in fs],
-                        "se_ref": [se[f] for f in fs], "z": z.tolist(),
-                        "median_abs_z": float(np.median(np.abs(z))) if z.size else None,
-                        "median_se_ref": float(np.median([se[f] for f in fs])) if fs else None})
+            row = {"log_p": [le[f] for f in fs], "log_p_ref": [lr[f] for f in fs], "se_ref": [se[f] for f in fs]}
+            z = analysis.z_scores(row["log_p"], row["log_p_ref"], row["se_ref"])
+            out.append({"estimator": e.label, "reference": r.label, "functions": fs, **row, "z": z.z.tolist(),
+                        "median_abs_z": z.median_abs_z, "median_se_ref": z.median_se})
     return out
 
 
