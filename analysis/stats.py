@@ -483,3 +483,33 @@ def homogeneity(counts_a, counts_b, *, min_expected: float = 5.0) -> FitTest:
         return FitTest(math.nan, 0, math.nan, int(table.shape[1]))
     res = sps.chi2_contingency(table, correction=False)
     return FitTest(float(res.statistic), int(res.dof), float(res.pvalue), int(table.shape[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Does an estimate agree with a reference that has standard errors?
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ZScores:
+    """An estimate against a reference with standard errors, function by function.
+
+    Attributes
+    ----------
+    z : np.ndarray of float64, shape (n,)
+        ``(log_p - log_p_ref) / se_ref``.
+    median_abs_z, median_se : float or None
+        Median of ``|z|`` and of ``se_ref`` (None when n = 0).
+    """
+
+    z: np.ndarray
+    median_abs_z: float | None
+    median_se: float | None
+
+
+def z_scores(log_p, log_p_ref, se_ref) -> ZScores:
+    """Standardised differences of ``log_p`` from ``log_p_ref`` in units of ``se_ref`` (three
+    arrays of shape (n,), natural logs)."""
+    lp, ref, se = (np.asarray(v, dtype=float).reshape(-1) for v in (log_p, log_p_ref, se_ref))
+    if not len(lp) == len(ref) == len(se):
+        raise ValueError(f"log_p, log_p_ref and se_ref must have one length, got {len(lp)}, {len(ref)}, {len(se)}")
+    z = (lp - ref) / se if len(lp) else np.zeros(0)
+    return ZScores(z, float(np.median(np.abs(z))) if len(z) else None, float(np.median(se)) if len(se) else None)

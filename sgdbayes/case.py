@@ -2,24 +2,30 @@
 
 An experiment without a ``[sweep]`` has one case, named ``main``; a sweep has one case per point,
 named after the keys the point sets (``target=weight6,n_train=32``). Estimators get the
-:class:`Case` and read what they need from it (its split, its architecture); the split is loaded
-once per process (:func:`split_for` is cached), so a worker running many shards of a case loads
-the data once.
+:class:`Case` and read what they need from it: its split, its architecture and its *fits*, the
+expensive per-case state (the NNGP kernel, the EP fit on S) that the pipeline makes once per case
+into the run folder, ``cases/<case>/fits/<name>.pt``, before any shard (:meth:`Case.fit`). The
+pipeline hands shards a prepared case (:meth:`Case.prepared`): frozen, picklable, its split
+loaded and its folder set, so a worker neither re-reads the config nor re-loads the data.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 from pydantic import Field, model_validator
 
+import torch
+
 import nngp
 from sampler.architectures import Architecture
 from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
 from sampler.seeding import make_generator
+from sampler.store import ShardError, atomic_write_bytes, fingerprint
 
 from .validation import SECTION
 
@@ -71,10 +77,9 @@ class DataConfig:
         return self
 
 
-@functools.lru_cache(maxsize=8)
 def split_for(data: DataConfig) -> Split:
-    """The split ``data`` describes (label corruption included); cached per process, since every
-    shard of a case needs the same split and loading MNIST costs about a second."""
+    """The split ``data`` describes (label corruption included), loaded now (a prepared
+    :class:`Case` carries it, so that a run loads each case's data once)."""
     if data.dataset == "arrays":
         split = load_arrays(data.path, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
                             binarize=data.binarize)
@@ -85,6 +90,10 @@ def split_for(data: DataConfig) -> Split:
     if data.corrupt_fraction > 0:
         split = corrupt_labels(split, data.corrupt_fraction, seed=data.seed)
     return split
+
+
+#: Types a fit may hold besides tensors and plain values (``torch.load`` with ``weights_only``).
+FIT_TYPES = (nngp.KernelEstimate, nngp.TrainPosterior, nngp.EPResult)
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,10 @@ class Case:
     arch : Architecture
     estimators : tuple of EstimatorSpec
         This point's estimators (a sweep may change their options), in config order.
+    folder : str
+        The case's run folder (``<run>/cases/<name>``; "" until :meth:`prepared`).
+    loaded_split : Split or None
+        The split, once :meth:`prepared` loaded it (not compared).
     """
 
     name: str
@@ -108,10 +121,16 @@ class Case:
     data: DataConfig
     arch: Architecture
     estimators: tuple
+    folder: str = ""
+    loaded_split: Split | None = field(default=None, compare=False, repr=False)
+
+    def prepared(self, folder: str | Path) -> "Case":
+        """This case with its run folder set and its split loaded: what shards are handed."""
+        return replace(self, folder=str(folder), loaded_split=self.split())
 
     def split(self) -> Split:
-        """The case's split (cached per process)."""
-        return split_for(self.data)
+        """The case's split (the loaded one of a prepared case)."""
+        return self.loaded_split if self.loaded_split is not None else split_for(self.data)
 
     def estimator(self, label: str):
         """The :class:`~sgdbayes.config.EstimatorSpec` labelled ``label``."""
@@ -121,53 +140,49 @@ class Case:
         raise KeyError(f"case {self.name!r} has no estimator labelled {label!r}; it has "
                        f"{[s.label for s in self.estimators]}")
 
+    # fits --------------------------------------------------------------------------------------
+    def fit_path(self, name: str) -> Path:
+        """Where the fit ``name`` lives: ``<folder>/fits/<name>.pt``."""
+        if not self.folder:
+            raise ValueError(f"case {self.name!r} has no run folder: fits live in one (Case.prepared(folder))")
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"fit name must be a plain file name, got {name!r}")
+        return Path(self.folder) / "fits" / f"{name}.pt"
 
-@functools.lru_cache(maxsize=2)
-def case_kernel(arch: Architecture, data: DataConfig):
-    """The NNGP kernel of a case on S then E, once per process: :func:`nngp.kernel_for` (analytic
-    where a closed form exists, else Monte Carlo over ``nngp.DEFAULT_MC_SAMPLES`` random networks of
-    the same spec, seed 0, with standard errors), an ``nngp.KernelEstimate`` of shape (m + k, m + k)."""
-    split = split_for(data)
-    return nngp.kernel_for(arch, split.x_all(), input_shape=split.input_shape)
+    def _fingerprint(self, name: str) -> str:
+        return fingerprint({"fit": name, "data": vars(self.data), "arch": self.arch.to_dict()})
 
+    def save_fit(self, name: str, value: Any) -> Path:
+        """Write the fit ``name`` once, atomically (a fit that exists is left as it is)."""
+        path = self.fit_path(name)
+        if not path.is_file():
+            buf = io.BytesIO()
+            torch.save({"fingerprint": self._fingerprint(name), "value": value}, buf)
+            atomic_write_bytes(path, buf.getvalue())
+        return path
 
-# bytes of the P_B side per kernel entry: the kernel, its standard error and EP's working copies
-_KERNEL_COPIES = 8
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (``/proc/meminfo``'s MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    def fit(self, name: str, *, types: tuple = FIT_TYPES) -> Any:
+        """The fit ``name``, as its maker returned it (``torch.load`` with ``weights_only``,
+        allowing ``types``); a missing fit or one made for another case is an error naming it."""
+        path = self.fit_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"fit {path} is not made yet: the pipeline makes a case's fits before its "
+                                    f"shards (an estimator lists those it reads in Estimator.fits)")
+        with torch.serialization.safe_globals(list(types)):
+            saved = torch.load(path, weights_only=True)
+        if saved.get("fingerprint") != self._fingerprint(name):
+            raise ShardError(f"fit {path} was made for another data or architecture; use a new --out")
+        return saved["value"]
 
 
 def check_case(case: Case) -> None:
-    """Everything a case needs before its first SGD shard runs, each problem one ``ValueError`` line.
-
-    The data load and validate (the split), the architecture builds on the split's input shape
-    (a ``module`` spec's factory imports, returns a supported module with the right output shape),
-    and if an estimator needs the NNGP kernel (``needs_kernel``): which kernel it will be, and that
-    ``(m + k)^2`` float64 entries times the P_B side's working copies fit in the available memory.
-    """
+    """What a case needs before its first shard runs, as one ``ValueError``/``TypeError`` line:
+    the data load and validate (the split), and the architecture builds on the split's input
+    shape (a ``module`` spec's factory imports, returns a supported module with the right output
+    shape). Memory is checked with every estimator's resources (:func:`sgdbayes.pipeline.check_resources`)."""
     where = f"case {case.name}: " if case.settings else ""
     split = case.split()
     try:
         case.arch.build(split.input_shape, generator=make_generator(0, "check"))
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{where}[arch] {case.arch.kind} on data of input shape {split.input_shape}: {exc}") from None
-    users = [s.label for s in case.estimators if getattr(s.estimator, "needs_kernel", False)]
-    if not users:
-        return
-    n = split.n_train + split.n_test
-    need = n * n * 8 * _KERNEL_COPIES
-    free = available_memory()
-    if free is not None and need > free:
-        raise ValueError(f"{where}estimators {users} need the NNGP kernel on m + k = {n} points, about "
-                         f"{need / 2**30:.1f} GiB with the EP's working copies, but {free / 2**30:.1f} GiB is "
-                         f"available: lower data.n_train / data.n_test or use a larger machine")

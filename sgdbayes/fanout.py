@@ -1,8 +1,8 @@
 """Fan-out of an experiment's shards: run here (``local``) or on a Ray cluster (``ray``).
 
-A shard task is a small, picklable, frozen description of one unit of work whose result is a
-shard file in the run folder (sampler/store.py). Tasks are idempotent: a task whose shard exists
-returns at once, and writing a shard that exists is a no-op, so a rerun after a crash, a killed
+A shard task is a small, picklable, frozen description of one unit of work whose result is one
+file of the run folder (a shard, sampler/store.py, or a case's fit). Tasks are idempotent: a task whose file exists
+returns at once, and writing a file that exists is a no-op, so a rerun after a crash, a killed
 worker or a lost node redoes only unfinished shards and no run is counted twice. Workers never
 write the manifest; the driver records which node did which shard from the shard's metadata.
 """
@@ -12,36 +12,34 @@ from __future__ import annotations
 import atexit
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
 from sampler._checks import check_choice
-from sampler.store import RunFolder
 
 EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One unit of work that writes shard ``index`` of ``kind`` into the run folder ``folder``.
+    """One unit of work that writes one file, ``output``, of the run folder.
 
     Attributes
     ----------
     kind : str
-        Shard kind, e.g. ``"sgd"`` or ``"bayes"``.
+        What it makes, e.g. an estimator's label (its shards) or ``fit``.
     index : int
-        Shard index within its kind.
-    folder : str
-        Run folder path (shared by all nodes).
-    config : dict
-        The experiment config as a nested dict (``ExperimentConfig.to_dict()``).
-    params : dict
-        Worker-specific parameters (for the pipeline: the case, the estimator's label, its shard).
+        Its index within ``kind``.
+    output : str
+        The file it writes (on a folder all nodes share): the task is done when it exists.
+    payload : object
+        What the worker needs, picklable (for the pipeline: a prepared case and shard parameters).
     worker : callable
-        A module-level function ``worker(task, folder, progress) -> n_items`` that computes the
-        shard and writes it with ``folder.write_shard(kind, index, ...)`` (pickled by reference).
+        A module-level function ``worker(task, progress) -> n_items`` that computes and writes
+        ``output`` (pickled by reference).
     num_gpus : float
         GPUs the task asks of Ray (0 for CPU work).
     gpu_optional : bool
@@ -53,9 +51,8 @@ class ShardTask:
 
     kind: str
     index: int
-    folder: str
-    config: dict
-    params: dict = field(default_factory=dict)
+    output: str
+    payload: Any = None
     worker: Callable | None = None
     num_gpus: float = 0.0
     items: int = 1
@@ -79,13 +76,12 @@ def run_task(task: ShardTask, progress: Callable[[int, int], None] | None = None
 
     ``progress(n_done, n_fit)``, if given, hears how many of the task's items are done so far.
     """
-    folder = RunFolder(task.folder)
-    if folder.has_shard(task.kind, task.index):
+    if Path(task.output).is_file():
         return ShardReport(task.kind, task.index, socket.gethostname(), 0.0, 0, True)
     t0 = time.perf_counter()
     if task.worker is None:
         raise ValueError(f"shard task {task.kind}/{task.index} has no worker")
-    n_items = task.worker(task, folder, progress)
+    n_items = task.worker(task, progress)
     return ShardReport(task.kind, task.index, socket.gethostname(), time.perf_counter() - t0, n_items, False)
 
 

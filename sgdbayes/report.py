@@ -22,7 +22,6 @@ Only :mod:`analysis` computes and draws; this module chooses what to compute and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,6 +34,7 @@ from analysis import plots
 from analysis.compare_plots import Panel, Series, plot_compare
 from sampler.store import atomic_write_json, atomic_write_table, atomic_write_text
 
+from .estimators.base import EstimatorResult
 from .sweep import sweep_section
 from .tables import csv_table, fmt, markdown_table
 
@@ -66,76 +66,35 @@ def _finite(x):
     return x if math.isfinite(x) else None
 
 
-# --- estimates and pairs -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Estimate:
-    """One estimator's rows of the long table on one case, as maps by function.
-
-    ``counts`` is None for a scorer; ``n_samples``/``n_fit`` are the sampler's totals.
-    """
-
-    label: str
-    method: str
-    log_p: dict
-    log_p_se: dict
-    counts: dict | None
-    n_samples: int | None
-    n_fit: int | None
-
-    def seen(self, min_count: int) -> set:
-        """Functions this estimator sees: count >= ``min_count`` (sampler), finite log P (scorer)."""
-        if self.counts is None:
-            return {f for f, v in self.log_p.items() if math.isfinite(v)}
-        return {f for f, c in self.counts.items() if c >= min_count}
-
-
-def estimates_by_case(table: pa.Table) -> dict[str, dict[str, Estimate]]:
-    """``{case: {label: Estimate}}`` from the long results table, in table order."""
-    cols = table.to_pydict()
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, key in enumerate(zip(cols["case"], cols["estimator"])):
-        groups.setdefault(key, []).append(i)
-    out: dict[str, dict[str, Estimate]] = {}
-    for (case, label), idx in groups.items():
-        fs = [cols["function"][i] for i in idx]
-        is_sampler = cols["count"][idx[0]] is not None
-        counts = {f: cols["count"][i] for f, i in zip(fs, idx)} if is_sampler else None
-        n = cols["n_samples"][idx[0]] if is_sampler else None
-        nan = math.nan
-        out.setdefault(case, {})[label] = Estimate(
-            label, cols["method"][idx[0]], {f: (nan if cols["log_p"][i] is None else cols["log_p"][i])
-                                            for f, i in zip(fs, idx)},
-            {f: (nan if cols["log_p_se"][i] is None else cols["log_p_se"][i]) for f, i in zip(fs, idx)},
-            counts, n, sum(counts.values()) if counts else (0 if is_sampler else None))
-    return out
-
-
-def pair_stats(a: Estimate, b: Estimate, *, min_count: int, n_boot: int, seed: int) -> dict[str, Any]:
+# --- pairs ---------------------------------------------------------------------------------------------
+def pair_stats(a: EstimatorResult, b: EstimatorResult, *, min_count: int, n_boot: int, seed: int) -> dict[str, Any]:
     """Statistics of estimator ``a`` (y axis) against reference ``b`` (x axis); see the module
     docstring. Keys: ``a``, ``b``, ``n_a``, ``n_b``, ``n_common``, ``mass_a``, ``mass_b``,
     ``pearson_log`` (+``_ci``), ``spearman`` (+``_ci``), ``slope_log`` (+``_ci``), ``intercept_log``,
     ``mean_abs_dlog``, ``dlog_noise``, ``dist_*`` (from :func:`analysis.compare_distributions`),
     ``note``. Fewer than 3 common functions: no correlation, and a note says so."""
     sa, sb = a.seen(min_count), b.seen(min_count)
-    common = sorted(sa & sb, key=lambda f: (-b.log_p[f], f))
+    lpa, lpb = a.log_p_of(), b.log_p_of()
+    common = sorted(sa & sb, key=lambda f: (-lpb[f], f))
     row: dict[str, Any] = {"a": a.label, "b": b.label, "n_a": len(sa), "n_b": len(sb), "n_common": len(common),
                            "pearson_log": None, "pearson_log_ci": None, "spearman": None, "spearman_ci": None,
                            "slope_log": None, "slope_log_ci": None, "intercept_log": None, "mean_abs_dlog": None,
                            "dlog_noise": None}
     notes = []
     for e, s in ((a, sa), (b, sb)):
-        if e.counts is not None and e.n_fit == 0:
+        if e.is_sampler and e.n_fit == 0:
             notes.append(f"{e.label}: 0 of {e.n_samples} samples fit S")
         elif not s:
-            notes.append(f"{e.label}: no function seen >= {min_count} times" if e.counts is not None
+            notes.append(f"{e.label}: no function seen >= {min_count} times" if e.is_sampler
                          else f"{e.label}: no function scored")
     if common:
-        la, lb = np.array([a.log_p[f] for f in common]), np.array([b.log_p[f] for f in common])
+        la, lb = np.array([lpa[f] for f in common]), np.array([lpb[f] for f in common])
         row["mean_abs_dlog"] = float(np.mean(np.abs(la - lb)))
         var = np.zeros(len(common))
         for e in (a, b):
-            if e.counts is not None:
-                c = np.array([e.counts[f] for f in common], dtype=float)
+            if e.is_sampler:
+                counts = e.counts_of()
+                c = np.array([counts[f] for f in common], dtype=float)
                 var += (1.0 - c / e.n_fit) / c
         row["dlog_noise"] = float(np.mean(np.sqrt(var)))
     if len(common) >= 3:
@@ -148,31 +107,32 @@ def pair_stats(a: Estimate, b: Estimate, *, min_count: int, n_boot: int, seed: i
         notes.append(f"{len(common)} common function(s): too few for a correlation (need 3)")
     both = sorted(a.seen(1) & b.seen(1))
     if both:
-        d = analysis.compare_distributions(np.array([a.log_p[f] for f in both]),
-                                           np.array([b.log_p[f] for f in both]), log=True)
+        d = analysis.compare_distributions(np.array([lpa[f] for f in both]), np.array([lpb[f] for f in both]),
+                                           log=True)
         row.update({f"dist_{k}": v for k, v in d.as_dict().items()})
     row.update(fit_pvalue_test(a, b))
     row["note"] = "; ".join(notes)
     return _finite(row)
 
 
-def fit_pvalue_test(a: Estimate, b: Estimate) -> dict[str, Any]:
+def fit_pvalue_test(a: EstimatorResult, b: EstimatorResult) -> dict[str, Any]:
     """Chi-square p-value of "``a`` and ``b`` describe the same distribution of functions":
     homogeneity of two samples' counts, or goodness of fit of one sample's counts to the other
     estimator's probabilities (functions it did not score, and cells expected below 5, are
     pooled into one "other" cell). None for two scorers. Keys ``fit_test``, ``fit_pvalue``,
     ``fit_dof``."""
-    if a.counts is not None and b.counts is not None:
-        fs = sorted(set(a.counts) | set(b.counts))
-        t = analysis.homogeneity([a.counts.get(f, 0) for f in fs], [b.counts.get(f, 0) for f in fs])
+    if a.is_sampler and b.is_sampler:
+        ca, cb = a.counts_of(), b.counts_of()
+        fs = sorted(set(ca) | set(cb))
+        t = analysis.homogeneity([ca.get(f, 0) for f in fs], [cb.get(f, 0) for f in fs])
         kind = "homogeneity"
-    elif a.counts is not None or b.counts is not None:
-        sample, model = (a, b) if a.counts is not None else (b, a)
-        fs = sorted(f for f, v in model.log_p.items() if math.isfinite(v))
+    elif a.is_sampler or b.is_sampler:
+        sample, model = (a, b) if a.is_sampler else (b, a)
+        counts, lp = sample.counts_of(), model.log_p_of()
+        fs = sorted(f for f, v in lp.items() if math.isfinite(v))
         if not fs or not sample.n_fit:
             return {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
-        t = analysis.goodness_of_fit([sample.counts.get(f, 0) for f in fs], [model.log_p[f] for f in fs],
-                                     n=sample.n_fit)
+        t = analysis.goodness_of_fit([counts.get(f, 0) for f in fs], [lp[f] for f in fs], n=sample.n_fit)
         kind = "goodness-of-fit"
     else:
         return {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
@@ -187,28 +147,25 @@ PAIR_COLUMNS = [("a", "estimator"), ("b", "reference"), ("n_a", "n seen"), ("n_b
                 ("note", "note")]
 
 
-def error_bar_checks(est: Mapping[str, Estimate]) -> list[dict[str, Any]]:
-    """For each scorer ``r`` with finite standard errors and each other scorer ``e`` without: the
-    functions both scored, ``z = (ln P_e - ln P_r) / se_r`` and its median |z|."""
-    scorers = [e for e in est.values() if e.counts is None]
-    refs = [e for e in scorers if any(math.isfinite(v) for v in e.log_p_se.values())]
+def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str, Any]]:
+    """For each scorer ``r`` of ``case`` with error bars (:attr:`Estimator.has_error_bars`) and each
+    scorer ``e`` without: the functions both scored, ``z = (ln P_e - ln P_r) / se_r`` and its median |z|."""
+    scorers = [(s.estimator.has_error_bars, est[s.label]) for s in case.estimators if s.estimator.kind == "scorer"]
     out = []
-    for r in refs:
-        for e in scorers:
-            if e is r or any(math.isfinite(v) for v in e.log_p_se.values()):
-                continue
-            fs = [f for f in r.log_p if f in e.log_p and math.isfinite(r.log_p[f]) and math.isfinite(e.log_p[f])]
-            z = np.array([(e.log_p[f] - r.log_p[f]) / r.log_p_se[f] for f in fs]) if fs else np.zeros(0)
-            out.append({"estimator": e.label, "reference": r.label, "functions": fs,
-                        "log_p": [e.log_p[f] for f in fs], "log_p_ref": [r.log_p[f] for f in fs],
-                        "se_ref": [r.log_p_se[f] for f in fs], "z": z.tolist(),
-                        "median_abs_z": float(np.median(np.abs(z))) if z.size else None,
-                        "median_se_ref": float(np.median([r.log_p_se[f] for f in fs])) if fs else None})
+    for r in (r for bars, r in scorers if bars):
+        lr, se = r.log_p_of(), r.log_p_se_of()
+        for e in (e for bars, e in scorers if not bars):
+            le = e.log_p_of()
+            fs = [f for f in r.functions if f in le and math.isfinite(lr[f]) and math.isfinite(le[f])]
+            row = {"log_p": [le[f] for f in fs], "log_p_ref": [lr[f] for f in fs], "se_ref": [se[f] for f in fs]}
+            z = analysis.z_scores(row["log_p"], row["log_p_ref"], row["se_ref"])
+            out.append({"estimator": e.label, "reference": r.label, "functions": fs, **row, "z": z.z.tolist(),
+                        "median_abs_z": z.median_abs_z, "median_se_ref": z.median_se})
     return out
 
 
 # --- per case ------------------------------------------------------------------------------------------
-def case_summary(case, config, est: Mapping[str, Estimate], extras: Mapping[str, dict]) -> dict[str, Any]:
+def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mapping[str, dict]) -> dict[str, Any]:
     """The summary of one case: its primary pair's statistics with today's key names, every
     pair's statistics (``pairs``), error-bar checks (``checks``) and the estimators' extras."""
     a_cfg = config.analysis
@@ -220,15 +177,16 @@ def case_summary(case, config, est: Mapping[str, Estimate], extras: Mapping[str,
         a, b = (est[x] for x in config.pairs[0])
         primary = pairs[0]
         summary["primary_pair"] = list(config.pairs[0])
-        if a.counts is not None:
-            counts = np.array(list(a.counts.values()), dtype=float)
-            errors = np.array([analysis.test_error(f, split.y_test) for f in a.counts])
+        if a.is_sampler:
+            by_f = a.counts_of()
+            counts = a.counts.astype(float)
+            errors = np.array([analysis.test_error(f, split.y_test) for f in a.functions])
             p = counts / max(a.n_fit, 1)
             used = a.seen(a_cfg.min_count) & b.seen(a_cfg.min_count)
             summary.update({
                 "n_runs": a.n_samples, "n_fit": a.n_fit, "fit_fraction": a.n_fit / a.n_samples if a.n_samples else None,
-                "n_functions": len(a.counts), "n_functions_used": len(used),
-                "runs_in_used_functions": int(sum(a.counts[f] for f in used)),
+                "n_functions": len(a.functions), "n_functions_used": len(used),
+                "runs_in_used_functions": int(sum(by_f[f] for f in used)),
                 "sgd_mean_test_error": float(np.average(errors, weights=counts)) if counts.sum() else None,
                 "sgd_top_share": float(counts.max() / a.n_fit) if a.n_fit else None,
                 "sgd_entropy": float(-np.sum(p * np.log(p))) if a.n_fit else None})
@@ -239,7 +197,7 @@ def case_summary(case, config, est: Mapping[str, Estimate], extras: Mapping[str,
                             if k not in summary and k not in ("n_samples", "n_fit")})
         if summary.get("log_p_s") is not None:
             summary["pac_bayes_bound"] = nngp.pac_bayes_bound(summary["log_p_s"], case.data.n_train)
-    checks = error_bar_checks(est)
+    checks = error_bar_checks(case, est)
     if checks:
         summary["ep_tilting_median_abs_z"] = checks[0]["median_abs_z"]
     summary["pairs"] = pairs
@@ -250,7 +208,7 @@ def case_summary(case, config, est: Mapping[str, Estimate], extras: Mapping[str,
     return _finite(summary)
 
 
-def functions_table(case, config, est: Mapping[str, Estimate]) -> pa.Table:
+def functions_table(case, config, est: Mapping[str, EstimatorResult]) -> pa.Table:
     """The wide view of one case: one row per function any estimator has, most frequent first by
     the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
     pair), complexity and test error, then ``<label>:count``/``<label>:log_p``/``<label>:log_p_se``
@@ -258,21 +216,23 @@ def functions_table(case, config, est: Mapping[str, Estimate]) -> pa.Table:
     pair's columns: a label ``sgd`` once overwrote ``log_p_sgd``), then ``case``."""
     split = case.split()
     a, b = config.pairs[0] if config.pairs else (None, None)
-    fs = list(dict.fromkeys([*(est[a].log_p if a else ()), *(f for e in est.values() for f in e.log_p)]))
+    fs = list(dict.fromkeys([*(est[a].functions if a else ()), *(f for e in est.values() for f in e.functions)]))
     nan = math.nan
+    maps = {label: (e.counts_of(), e.log_p_of(), e.log_p_se_of()) for label, e in est.items()}
     cols: dict[str, Any] = {"function": pa.array(fs, pa.string())}
     if a:
-        cols["count"] = pa.array([(est[a].counts or {}).get(f, 0) for f in fs], pa.int64())
-        cols["log_p_sgd"] = pa.array([est[a].log_p.get(f, nan) for f in fs], pa.float64())
-        cols["log_pb"] = pa.array([est[b].log_p.get(f, nan) for f in fs], pa.float64())
+        cols["count"] = pa.array([maps[a][0].get(f, 0) for f in fs], pa.int64())
+        cols["log_p_sgd"] = pa.array([maps[a][1].get(f, nan) for f in fs], pa.float64())
+        cols["log_pb"] = pa.array([maps[b][1].get(f, nan) for f in fs], pa.float64())
     cols["lz_complexity"] = pa.array([analysis.lz_complexity(f) for f in fs], pa.float64())
     cols["entropy"] = pa.array([analysis.entropy(f) for f in fs], pa.float64())
     cols["test_error"] = pa.array([analysis.test_error(f, split.y_test) for f in fs], pa.float64())
     for label, e in est.items():
-        if e.counts is not None:
-            cols[f"{label}:count"] = pa.array([e.counts.get(f, 0) for f in fs], pa.int64())
-        cols[f"{label}:log_p"] = pa.array([e.log_p.get(f, nan) for f in fs], pa.float64())
-        cols[f"{label}:log_p_se"] = pa.array([e.log_p_se.get(f, nan) for f in fs], pa.float64())
+        counts, lp, se = maps[label]
+        if e.is_sampler:
+            cols[f"{label}:count"] = pa.array([counts.get(f, 0) for f in fs], pa.int64())
+        cols[f"{label}:log_p"] = pa.array([lp.get(f, nan) for f in fs], pa.float64())
+        cols[f"{label}:log_p_se"] = pa.array([se.get(f, nan) for f in fs], pa.float64())
     cols["case"] = pa.array([case.name] * len(fs), pa.string())
     return pa.table(cols)
 
@@ -312,7 +272,7 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
     return {k: str(p.relative_to(folder)) for k, p in out.items()}
 
 
-def pairs_figure(folder: Path, config, cases, by_case: Mapping[str, Mapping[str, Estimate]]) -> str | None:
+def pairs_figure(folder: Path, config, cases, by_case: Mapping[str, Mapping[str, EstimatorResult]]) -> str | None:
     """One panel per case and reference: every estimator paired with it, over the functions both see."""
     mc = config.analysis.min_count
     refs = list(dict.fromkeys(b for _, b in config.pairs))
@@ -325,11 +285,11 @@ def pairs_figure(folder: Path, config, cases, by_case: Mapping[str, Mapping[str,
                 if b != ref or a not in est or b not in est:
                     continue
                 common = sorted(est[a].seen(mc) & est[b].seen(mc))
-                series.append(Series(a, np.array([est[b].log_p[f] for f in common]),
-                                     np.array([est[a].log_p[f] for f in common])))
+                la, lb = est[a].log_p_of(), est[b].log_p_of()
+                series.append(Series(a, np.array([lb[f] for f in common]), np.array([la[f] for f in common])))
             r = est.get(ref)
             note = "" if any(len(s.log_x) for s in series) else f"no function common at >= {mc}"
-            if r is not None and r.counts is not None and r.n_fit == 0:
+            if r is not None and r.is_sampler and r.n_fit == 0:
                 note = f"{ref}: 0 of {r.n_samples:.3g} samples fit S"
             panels.append(Panel(f"{case.name}: vs {ref}", ref, tuple(series), note))
     if not panels:
@@ -351,17 +311,24 @@ SUMMARY_ROWS = [
     ("dist_kl", "KL(P_SGD || P_B) on shared support (nats)"), ("dist_tv", "total variation on shared support"),
     ("sgd_mean_test_error", "mean test error of SGD's functions"),
     ("sgd_top_share", "share of runs in the commonest function"), ("sgd_entropy", "entropy of P_SGD (nats)"),
-    ("sgd_mean_epochs", "mean epochs to fit"), ("gp_test_error", "test error of the GP posterior mean's sign"),
-    ("log_p_s", "log P(S) (EP, natural log)"), ("log_p_s_tilting", "log P(S) (tilting)"),
-    ("log_p_s_tilting_se", "  its standard error"), ("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound"),
-    ("ep_tilting_median_abs_z", "median |EP - tilting| / tilting's s.e."),
 ]
+TAIL_ROWS = [("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound"),
+             ("ep_tilting_median_abs_z", "median |z| of the first error-bar check")]
 
 
-def summary_lines(summary: Mapping[str, Any]) -> list[str]:
-    """The key numbers as aligned lines for a terminal."""
-    width = max(len(label) for _, label in SUMMARY_ROWS)
-    lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in SUMMARY_ROWS if key in summary]
+def summary_rows(config) -> list[tuple[str, str]]:
+    """The summary table's rows ``(key, title)``: the primary pair's, then each estimator's own
+    (:attr:`Estimator.summary_rows`, in config order), then the PAC-Bayes bound and error-bar check."""
+    own = [row for s in config.estimators for row in s.estimator.summary_rows]
+    return SUMMARY_ROWS + list(dict.fromkeys(own)) + TAIL_ROWS
+
+
+def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
+    """The key numbers (``rows``: :func:`summary_rows`; default: the generic ones) as aligned lines
+    for a terminal."""
+    rows = list(rows) or SUMMARY_ROWS + TAIL_ROWS
+    width = max(len(label) for _, label in rows)
+    lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in rows if key in summary]
     if summary.get("correlation_note"):
         lines.append(f"note: {summary['correlation_note']}")
     if len(summary.get("cases", [])) > 1:
@@ -373,27 +340,19 @@ def _extras_rows(extras: Mapping[str, dict]) -> list[list[Any]]:
     return [[label, key, value] for label, d in extras.items() for key, value in d.items()]
 
 
-def _empty(spec, extras: Mapping[str, dict]) -> Estimate:
-    """An estimator with no rows in the long table: a scorer with nothing to score, or a sampler
-    none of whose samples fit S (its totals are in the case's extras)."""
-    if spec.estimator.kind == "scorer":
-        return Estimate(spec.label, spec.method, {}, {}, None, None, None)
-    e = extras.get(spec.label, {})
-    if "n_samples" not in e:
-        raise ValueError(f"results.parquet has no rows of {spec.label!r} and its extras no n_samples")
-    return Estimate(spec.label, spec.method, {}, {}, {}, e["n_samples"], 0)
-
-
-def make_report(folder: str | Path, config, table: pa.Table, extras: Mapping[str, Mapping[str, dict]], *,
-                manifest: Mapping | None = None) -> tuple[dict[str, Any], Path]:
+def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping[str, EstimatorResult]],
+                extras: Mapping[str, Mapping[str, dict]], *, manifest: Mapping | None = None
+                ) -> tuple[dict[str, Any], Path]:
     """Write ``functions.parquet``, figures, ``summary.json``, ``pairs.csv`` and ``report.md``.
 
     Parameters
     ----------
     folder : path
     config : ExperimentConfig
-    table : pyarrow.Table
-        ``results.parquet``.
+    cases : sequence of Case
+        The config's cases.
+    results : mapping case -> label -> EstimatorResult
+        Every estimator of every case (``results.parquet``, :func:`sgdbayes.pipeline.read_results`).
     extras : mapping case -> label -> dict
         Each estimator's per-case extras.
 
@@ -403,30 +362,26 @@ def make_report(folder: str | Path, config, table: pa.Table, extras: Mapping[str
     report_path : Path
     """
     folder = Path(folder)
-    cases = config.cases()
-    by_case = estimates_by_case(table)
-    summaries, wides, lines, estimates = [], [], [], {}
+    summaries, wides, lines = [], [], []
     pair_rows = []
     for case in cases:
-        est = {s.label: by_case.get(case.name, {}).get(s.label) or _empty(s, extras.get(case.name, {}))
-               for s in case.estimators}
-        estimates[case.name] = est
+        est = results[case.name]
         s = case_summary(case, config, est, extras.get(case.name, {}))
         wide = functions_table(case, config, est)
-        checks = error_bar_checks(est)
+        checks = error_bar_checks(case, est)
         s["figures"] = case_figures(folder, case, config, est, wide, checks)
         summaries.append(s)
         wides.append(wide)
         pair_rows += [[case.name] + [p.get(k) for k, _ in PAIR_COLUMNS] for p in s["pairs"]]
         lines += _case_section(case, config, s, wide, checks)
     atomic_write_table(pa.concat_tables(wides, promote_options="default"), folder / "functions.parquet")
-    pairs_fig = pairs_figure(folder, config, cases, estimates)
+    pairs_fig = pairs_figure(folder, config, cases, results)
     header = ["case"] + [t for _, t in PAIR_COLUMNS]
     atomic_write_text(folder / "pairs.csv", csv_table(["case"] + [k for k, _ in PAIR_COLUMNS], pair_rows))
-    summary = {k: v for k, v in summaries[0].items() if k not in ("pairs", "checks", "extras", "case")}
+    summary = {k: v for k, v in summaries[0].items() if k not in ("pairs", "checks", "case")}
     summary.update(cases=summaries, pairs_figure=pairs_fig, figures=summaries[0]["figures"])
     if config.sweep is not None:
-        lines = sweep_section(folder, config, summaries) + lines
+        lines = sweep_section(folder, config, cases, summaries) + lines
     timings = (manifest or {}).get("timings", {})
     head = ["# sgd-bayes report", "",
             f"{config.arch.describe()} on {config.data.dataset} (m = {config.data.n_train}, k = {config.data.n_test}, "
@@ -449,7 +404,7 @@ def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
     if config.pairs:
         lines += [f"Primary pair: {config.pairs[0][0]} against {config.pairs[0][1]}.", "",
-                  markdown_table(["quantity", "value"], [[label.strip(), s.get(key)] for key, label in SUMMARY_ROWS
+                  markdown_table(["quantity", "value"], [[label.strip(), s.get(key)] for key, label in summary_rows(config)
                                                          if key in s]), ""]
     if s.get("correlation_note"):
         lines += [f"**Note:** {s['correlation_note']}.", ""]

@@ -19,8 +19,8 @@ def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
 
 
-def _axis(settings: Sequence[tuple[tuple[str, Any], ...]], key: str) -> np.ndarray:
-    return np.array([dict(s).get(key, math.nan) for s in settings], dtype=float)
+def _axis(cases, key: str) -> np.ndarray:
+    return np.array([dict(c.settings).get(key, math.nan) for c in cases], dtype=float)
 
 
 def _getter(summaries):
@@ -30,7 +30,7 @@ def _getter(summaries):
 @dataclass(frozen=True)
 class SweepKind:
     """How a kind of sweep is shown: the table's columns (summary key, title) and its figure,
-    ``draw(fig_module, names, settings, summaries) -> matplotlib Figure``."""
+    ``draw(pyplot, cases, summaries) -> matplotlib Figure`` (the sweep's cases and their summaries)."""
 
     columns: tuple[tuple[str, str], ...]
     draw: Callable
@@ -45,9 +45,9 @@ def register_sweep_kind(name: str, columns, draw: Callable) -> None:
     SWEEP_KINDS[name] = SweepKind(tuple(columns), draw)
 
 
-def _draw_random_labels(plt, names, settings, summaries):
+def _draw_random_labels(plt, cases, summaries):
     get = _getter(summaries)
-    x = _axis(settings, "data.corrupt_fraction")
+    x = _axis(cases, "data.corrupt_fraction")
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     axes[0].plot(x, get("sgd_mean_epochs"), "o-")
     axes[0].set(xlabel="fraction of S's labels random", ylabel="SGD epochs to 100% train accuracy")
@@ -62,10 +62,10 @@ def _draw_random_labels(plt, names, settings, summaries):
     return fig
 
 
-def _draw_width(plt, names, settings, summaries):
+def _draw_width(plt, cases, summaries):
     get = _getter(summaries)
-    widths = _axis(settings, "arch.width")
-    depths = _axis(settings, "arch.depth")
+    widths = _axis(cases, "arch.width")
+    depths = _axis(cases, "arch.depth")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for d in sorted(set(depths[np.isfinite(depths)]) or {math.nan}):
         sel = (depths == d) if math.isfinite(d) else np.ones(len(widths), bool)
@@ -84,8 +84,9 @@ def _draw_width(plt, names, settings, summaries):
     return fig
 
 
-def _draw_generic(plt, names, settings, summaries):
+def _draw_generic(plt, cases, summaries):
     get = _getter(summaries)
+    names = [c.name for c in cases]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4))
     x = np.arange(len(names))
     for off, key, label in [(-0.15, "pearson_log", "Pearson (log)"), (0.15, "spearman", "Spearman")]:
@@ -115,26 +116,30 @@ def pair_value(summary: dict, a: str, b: str, key: str) -> float:
 P_FLOOR = 1e-12  # p-values below this are drawn at it, so that the ones near 0.05 stay readable
 
 
-def _draw_finite_width(plt, names, settings, summaries):
-    """log P(S) per width (prior sampling of the finite net, with its 95% interval; EP and tilting
-    in the NNGP limit), then per pair of the first case: total variation and the chi-square p-value."""
-    widths = _axis(settings, "arch.width")
-    ms = _axis(settings, "data.n_train")
+def _draw_finite_width(plt, cases, summaries):
+    """log P(S) per width (the finite network's reference estimator, :attr:`Estimator.reference`,
+    with its 95% interval; EP and tilting in the NNGP limit), then per pair of the first case: total
+    variation and the chi-square p-value."""
+    widths = _axis(cases, "arch.width")
+    ms = _axis(cases, "data.n_train")
     pairs = [(p["a"], p["b"]) for p in summaries[0].get("pairs", [])] if summaries else []
+    refs = [s.label for s in cases[0].estimators if s.estimator.reference] if cases else []
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for m in sorted(set(ms[np.isfinite(ms)]) or {math.nan}):
         sel = np.flatnonzero((ms == m) if math.isfinite(m) else np.ones(len(widths), bool))
         sel = sel[np.argsort(widths[sel])]
         tag = f"m={m:g}" if math.isfinite(m) else ""
         w = widths[sel]
-        prior = np.array([_num(summaries[i]["extras"].get("prior", {}).get("log_p_s_prior")) for i in sel])
-        ci = np.array([summaries[i]["extras"].get("prior", {}).get("p_s_prior_ci") or [math.nan, math.nan]
-                       for i in sel], dtype=float)
-        with np.errstate(divide="ignore"):
-            lo, hi = np.log(ci[:, 0]), np.log(ci[:, 1])
-        line = axes[0].errorbar(w, prior, yerr=np.nan_to_num(np.abs(np.vstack([prior - lo, hi - prior]))),
-                                fmt="o-", capsize=3, label=f"prior sampling, finite width {tag}")
-        color = line[0].get_color()
+        color = None
+        for ref in refs:
+            prior = np.array([_num(summaries[i]["extras"].get(ref, {}).get("log_p_s_prior")) for i in sel])
+            ci = np.array([summaries[i]["extras"].get(ref, {}).get("p_s_prior_ci") or [math.nan, math.nan]
+                           for i in sel], dtype=float)
+            with np.errstate(divide="ignore"):
+                lo, hi = np.log(ci[:, 0]), np.log(ci[:, 1])
+            line = axes[0].errorbar(w, prior, yerr=np.nan_to_num(np.abs(np.vstack([prior - lo, hi - prior]))),
+                                    fmt="o-", capsize=3, label=f"{ref}, finite width {tag}")
+            color = line[0].get_color()
         for key, style, label in [("log_p_s", "--", "EP"), ("log_p_s_tilting", ":", "tilting")]:
             vals = [_num(summaries[i].get(key)) for i in sel]
             if np.isfinite(vals).any():
@@ -169,14 +174,14 @@ register_sweep_kind("finite_width", [("log_p_s_prior", "log P(S) finite (prior)"
                                      ("log_p_s_tilting_se", "tilting s.e.")], _draw_finite_width)
 
 
-def plot_sweep(kind: str, names, settings, summaries, path: Path) -> Path:
+def plot_sweep(kind: str, cases, summaries, path: Path) -> Path:
     """Draw the sweep figure of ``kind`` to ``path`` (PNG)."""
     import matplotlib  # slow to import: only when a sweep is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = SWEEP_KINDS[kind].draw(plt, names, settings, summaries)
+    fig = SWEEP_KINDS[kind].draw(plt, cases, summaries)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -191,12 +196,11 @@ def sweep_table(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> s
                                                             for n, s in zip(names, summaries)])
 
 
-def sweep_section(folder: Path, config, summaries: Sequence[dict]) -> list[str]:
+def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> list[str]:
     """Draw ``figures/sweep.png``, write ``sweep.json``; returns the report's sweep section."""
     kind = config.sweep.kind
-    cases = config.cases()
     names, settings = [c.name for c in cases], [c.settings for c in cases]
-    fig = plot_sweep(kind, names, settings, summaries, Path(folder) / "figures" / "sweep.png")
+    fig = plot_sweep(kind, cases, summaries, Path(folder) / "figures" / "sweep.png")
     atomic_write_json(Path(folder) / "sweep.json", {"kind": kind, "points": [
         {"name": n, "settings": dict(s), "summary": {k: v for k, v in sm.items() if k not in ("pairs", "extras")}}
         for n, s, sm in zip(names, settings, summaries)]})

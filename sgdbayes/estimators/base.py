@@ -19,6 +19,12 @@ that method's options. The pipeline knows nothing of any particular estimator (p
 4. ``extras(case, options, result)`` on the driver: per-case numbers for the summary and report
    (log P(S) with its error, EP convergence, R-hat, ...).
 
+Before any shard, the pipeline makes each case's *fits* once, the expensive state shared by shards
+and extras (the kernel, the EP fit on S): ``fits(case, options)`` names them, ``make_fit(case,
+options, name)`` computes one, and shards and extras read it with ``case.fit(name)``. An estimator
+declares what a shard needs in ``resources(case, options)`` (:class:`Resources`: device, GPUs,
+memory); the default derives the GPU from ``options.device`` for every estimator.
+
 Shard table (:func:`shard_table`): columns ``function`` (str), ``count`` (int64; null for a
 scorer), ``log_p`` and ``log_p_se`` (float64; null for a sampler, whose log P comes from the merged
 counts), and schema metadata ``n_samples`` (samples drawn or runs started in the shard; a sample
@@ -39,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+import nngp
 from sampler._checks import check_choice, did_you_mean
 
 from ..validation import STRICT, attribute_docs, config_error
@@ -217,8 +224,79 @@ class EstimatorResult:
             "log_p": pa.array(self.log_p, pa.float64()), "log_p_se": pa.array(self.log_p_se, pa.float64()),
         }, schema=RESULT_SCHEMA)
 
+    @classmethod
+    def from_rows(cls, rows: pa.Table) -> "EstimatorResult":
+        """The inverse of :meth:`rows`: one estimator's rows of the long table on one case (in
+        table order; ``infos`` are not in the table and come back empty)."""
+        cols = rows.to_pydict()
+        if not cols["function"]:
+            raise ValueError("from_rows needs at least one row (an estimator with none: see empty)")
+        counts = None if cols["count"][0] is None else np.asarray(cols["count"], dtype=np.int64)
+        nan = math.nan
+        return cls(cols["estimator"][0], cols["method"][0], tuple(cols["function"]), counts,
+                   np.array([nan if v is None else v for v in cols["log_p"]], dtype=float),
+                   np.array([nan if v is None else v for v in cols["log_p_se"]], dtype=float),
+                   None if counts is None else int(cols["n_samples"][0]),
+                   None if counts is None else int(counts.sum()))
+
+    @classmethod
+    def empty(cls, label: str, method: str, *, n_samples: int | None = None) -> "EstimatorResult":
+        """An estimator with no rows: a scorer with nothing to score (``n_samples`` None) or a
+        sampler none of whose ``n_samples`` samples fit S."""
+        counts = None if n_samples is None else np.zeros(0, dtype=np.int64)
+        return cls(label, method, (), counts, np.zeros(0), np.zeros(0), n_samples,
+                   None if n_samples is None else 0)
+
+    def log_p_of(self) -> dict[str, float]:
+        """``{function: log P}``."""
+        return dict(zip(self.functions, self.log_p.tolist()))
+
+    def log_p_se_of(self) -> dict[str, float]:
+        """``{function: standard error of log P}``."""
+        return dict(zip(self.functions, self.log_p_se.tolist()))
+
+    def counts_of(self) -> dict[str, int]:
+        """``{function: count}`` (empty for a scorer)."""
+        return {} if self.counts is None else dict(zip(self.functions, self.counts.tolist()))
+
+    def seen(self, min_count: int) -> set[str]:
+        """Functions this estimator sees: count >= ``min_count`` (sampler), finite log P (scorer)."""
+        if self.counts is None:
+            return {f for f, v in zip(self.functions, self.log_p.tolist()) if math.isfinite(v)}
+        return {f for f, c in zip(self.functions, self.counts.tolist()) if c >= min_count}
+
 
 # --- estimators and their registry ------------------------------------------------------------------
+#: Float64 (m + k) x (m + k) matrices the P_B side holds at once (the kernel, its factor, EP's
+#: working copies): the memory an estimator that uses the kernel declares by default.
+KERNEL_COPIES = 6
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one shard (or fit) of an estimator needs, declared by :meth:`Estimator.resources`.
+
+    Attributes
+    ----------
+    device : {"cpu", "cuda", "auto"}
+        Where it runs, as configured (``auto``: a GPU where there is one).
+    num_gpus : float
+        GPUs asked of Ray.
+    gpu_optional : bool
+        It runs as well on a CPU: Ray is asked for no GPU where the cluster has none.
+    memory_bytes : int
+        Estimated peak memory on its device, bytes (checked before anything is written).
+    memory_what : str
+        What sets that size, naming the config keys.
+    """
+
+    device: str = "cpu"
+    num_gpus: float = 0.0
+    gpu_optional: bool = False
+    memory_bytes: int = 0
+    memory_what: str = ""
+
+
 class Estimator:
     """Base of the estimator plug-ins (see the module docstring). Subclasses set:
 
@@ -233,9 +311,16 @@ class Estimator:
     Options : type
         Its frozen :class:`Options` dataclass.
     needs_kernel : bool
-        Whether it uses the case's NNGP kernel on S and E (:func:`sgdbayes.case.case_kernel`):
-        the pipeline then checks, before any training, that the kernel can be had and fits in
-        memory (:func:`sgdbayes.case.check_case`).
+        Whether it uses the case's NNGP kernel on S then E: then its default :meth:`fits` has
+        ``"kernel"`` and its default :meth:`memory` is that of the kernel.
+    has_error_bars : bool
+        A scorer whose standard errors certify it: the report checks every scorer without error
+        bars against it (``z`` scores, a figure with error bars).
+    reference : bool
+        The finite network's own P_B, exact up to Monte Carlo error: sweep figures draw its
+        log P(S) (extras ``log_p_s_prior``, ``p_s_prior_ci``) beside the NNGP limit.
+    summary_rows : tuple of (str, str)
+        ``(extras key, title)`` of its extras the summary table shows (where the summary has them).
     """
 
     name: ClassVar[str] = ""
@@ -243,6 +328,9 @@ class Estimator:
     kind: ClassVar[str] = "sampler"
     Options: ClassVar[type[Options]] = Options
     needs_kernel: ClassVar[bool] = False
+    has_error_bars: ClassVar[bool] = False
+    reference: ClassVar[bool] = False
+    summary_rows: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def options(self, label: str, table: Mapping[str, Any]) -> Options:
         """Validated options from a config table (``method`` removed)."""
@@ -269,19 +357,40 @@ class Estimator:
         """Items (runs, samples, functions) a shard holds, for progress bars."""
         return int(shard.get("items", 1))
 
-    def num_gpus(self, options) -> float:
-        """GPUs a shard asks of Ray."""
-        return 0.0
+    def fits(self, case, options) -> tuple[str, ...]:
+        """Names of the per-case fits its shards and extras read with ``case.fit(name)``, in the
+        order they are made (a later one may read an earlier one). The pipeline makes each name
+        once per case, before any shard, with this estimator's :meth:`resources`; estimators
+        that declare the same name share the fit, made by the first (default: the kernel, if
+        :attr:`needs_kernel`)."""
+        return ("kernel",) if self.needs_kernel else ()
 
-    def gpu_optional(self, options) -> bool:
-        """Whether the shard runs as well without the GPUs of :meth:`num_gpus` (``device = "auto"``):
-        then Ray is asked for none where the cluster has none."""
-        return getattr(options, "device", None) == "auto"
+    def make_fit(self, case, options, name: str) -> Any:
+        """Compute the fit ``name`` of :meth:`fits` (saved by ``torch.save``; default: ``"kernel"``,
+        :func:`nngp.kernel_for` on S then E, analytic where a closed form exists, else Monte Carlo
+        over ``nngp.DEFAULT_MC_SAMPLES`` networks of seed 0)."""
+        if name != "kernel":
+            raise ValueError(f"{type(self).__name__} makes no fit named {name!r}")
+        split = case.split()
+        return nngp.kernel_for(case.arch, split.x_all(), input_shape=split.input_shape)
 
-    def memory_bytes(self, case, options) -> tuple[int, str]:
-        """Estimated peak memory of one shard on its device, in bytes, and which config keys set it
-        (checked against the machine's before anything is written; default: nothing to check)."""
-        return 0, ""
+    def memory(self, case, options) -> tuple[int, str]:
+        """Estimated peak memory of one shard on its device (bytes) and what sets it, naming the
+        config keys (default: the kernel's :data:`KERNEL_COPIES` matrices if :attr:`needs_kernel`)."""
+        if not self.needs_kernel:
+            return 0, ""
+        n = case.data.n_train + case.data.n_test
+        return (n * n * 8 * KERNEL_COPIES,
+                f"{KERNEL_COPIES} float64 kernel-sized matrices of (data.n_train + data.n_test)^2 = {n}^2 entries")
+
+    def resources(self, case, options) -> Resources:
+        """What one shard needs: the device from ``options.device`` (``cpu`` without one), one
+        GPU for ``cuda`` and for ``auto`` (optional: none where the cluster has none), and
+        :meth:`memory`. Every estimator gets its GPU from this one rule."""
+        device = str(getattr(options, "device", "cpu"))
+        need, what = self.memory(case, options)
+        return Resources(device=device, num_gpus=0.0 if device == "cpu" else 1.0, gpu_optional=device == "auto",
+                         memory_bytes=int(need), memory_what=what)
 
 
 # The registry is the one piece of module state: like pyro's distributions or an entry-point table it

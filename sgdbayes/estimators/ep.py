@@ -12,7 +12,6 @@ Run it: ``sgdbayes run configs/default.toml`` (``[estimators.ep] method = "ep-co
 
 from __future__ import annotations
 
-import functools
 from typing import Literal
 
 import numpy as np
@@ -21,54 +20,45 @@ from pydantic import Field
 import nngp
 from sampler.sgd import resolve_device
 
-from ..case import case_kernel, split_for
 from .base import register_estimator, shard_table
 from .scoring import Scorer, ScorerOptions
 
 
 class EPOptions(ScorerOptions):
-    """``top``, ``min_count``, ``group`` (see :class:`ScorerOptions`); one EP fit on S per process
-    serves every shard, so large groups amortise nothing more: 2000 keeps shards small for Ray."""
+    """``top``, ``min_count``, ``group`` (see :class:`ScorerOptions`); one EP fit on S per case
+    (made once into the run folder) serves every shard, so large groups amortise nothing more: 2000 keeps shards small for Ray."""
 
     group: int = Field(2000, ge=1)
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu", description="where the kernel and the EP on S run (float64); 'auto' takes a GPU where there is one")
 
 
-#: Float64 (m + k) x (m + k) matrices the kernel and EP hold at once (the kernel, its factor, EP's
-#: working copies): the memory estimate checked before a run starts.
-KERNEL_COPIES = 6
-
-
-@functools.lru_cache(maxsize=1)
-def train_posterior_for(arch, data, device: str = "cpu"):
-    """The EP fit on S of a case, computed once per process: every shard of a case and the
-    driver's extras need the same fit, and at m = 10^4 it costs minutes and holds the (m + k)^2
-    kernel, hence one entry only. The cache never changes a result. ``device`` is where the
-    kernel and the EP run; the fit comes back on the CPU."""
-    # an analytic kernel is computed where the EP runs; a Monte Carlo one is the case's, shared
-    K = None if nngp.has_analytic_kernel(arch) else case_kernel(arch, data).K
-    return nngp.train_posterior(arch, split_for(data), K=K, device=str(resolve_device(device)))
-
-
 class _EP(Scorer):
     Options = EPOptions
     needs_kernel = True
+    summary_rows = (("gp_test_error", "test error of the GP posterior mean's sign"),
+                    ("log_p_s", "log P(S) (EP, natural log)"))
 
-    def memory_bytes(self, case, options):
-        n = case.data.n_train + case.data.n_test
-        return (n * n * 8 * KERNEL_COPIES,
-                f"{KERNEL_COPIES} float64 kernel-sized matrices of (data.n_train + data.n_test)^2 = {n}^2 entries")
+    def fits(self, case, options):
+        # an analytic kernel is computed where the EP runs; a Monte Carlo one is the case's, shared
+        return (() if nngp.has_analytic_kernel(case.arch) else ("kernel",)) + ("posterior",)
+
+    def make_fit(self, case, options, name):
+        """``"posterior"``: the EP fit on S (:func:`nngp.train_posterior`), on ``options.device``;
+        the fit is saved on the CPU. Estimators of the same case share it (the first one's device)."""
+        if name != "posterior":
+            return super().make_fit(case, options, name)
+        K = None if nngp.has_analytic_kernel(case.arch) else case.fit("kernel").K
+        return nngp.train_posterior(case.arch, case.split(), K=K, device=str(resolve_device(options.device)))
 
     def run_shard(self, case, options, shard, progress=None):
         fs = list(shard["functions"])
-        res = nngp.log_pb_details(case.arch, case.split(), fs, method=self.name,
-                                  posterior=train_posterior_for(case.arch, case.data, options.device))
+        res = nngp.log_pb_details(case.arch, case.split(), fs, method=self.name, posterior=case.fit("posterior"))
         return shard_table(fs, log_p=res.log_pb, info={"unconverged": int((~res.converged).sum())})
 
     def extras(self, case, options, result):
-        post = train_posterior_for(case.arch, case.data, options.device)
-        kernel = {} if nngp.has_analytic_kernel(case.arch) else case_kernel(case.arch, case.data).info()
+        post = case.fit("posterior")
+        kernel = {} if nngp.has_analytic_kernel(case.arch) else case.fit("kernel").info()
         return {**kernel, "log_p_s": float(post.log_ps),
                 "gp_test_error": float(nngp.gp_test_error(case.arch, case.split(), posterior=post)),
                 "ep_converged": bool(post.converged), "ep_iterations": int(post.n_iter),

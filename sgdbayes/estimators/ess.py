@@ -21,7 +21,6 @@ from pydantic import Field
 import nngp
 from sampler.sgd import DEVICES, resolve_device
 
-from ..case import case_kernel
 from .base import Estimator, Options, register_estimator, shard_table
 
 
@@ -52,7 +51,7 @@ class ESSEstimator(Estimator):
 
     def run_shard(self, case, options, shard, progress=None):
         split = case.split()
-        r = nngp.ess_sample(case_kernel(case.arch, case.data).K, split.y_train, split.n_train,
+        r = nngp.ess_sample(case.fit("kernel").K, split.y_train, split.n_train,
                             n_samples=options.n_samples, n_chains=options.n_chains, burn_in=options.burn_in,
                             thin=options.thin, seed=options.seed, device=resolve_device(options.device))
         items = r.counts.most_common()
@@ -67,4 +66,4 @@ class ESSEstimator(Estimator):
                            n_samples=r.counts.n_runs, info=info)
 
     def extras(self, case, options, result):
-        return {**case_kernel(case.arch, case.data).info(), **(dict(result.infos[0]) if result.infos else {})}
+        return {**case.fit("kernel").info(), **(dict(result.infos[0]) if result.infos else {})}

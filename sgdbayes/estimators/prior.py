@@ -66,6 +66,7 @@ class PriorEstimator(Estimator):
     quantity = "p_b"
     kind = "sampler"
     Options = PriorOptions
+    reference = True
 
     @staticmethod
     def _shard(options, index: int) -> dict:
@@ -100,6 +101,3 @@ class PriorEstimator(Estimator):
         return {"prior_samples": result.n_samples, "prior_fit": result.n_fit, "p_s_prior": s["acceptance_rate"],
                 "p_s_prior_ci": list(s["p_s_interval"]), "log_p_s_prior": s["log_p_s"],
                 "log_p_s_prior_se": s["log_p_s_se"]}
-
-    def num_gpus(self, options):
-        return 1.0 if options.device in ("cuda", "auto") else 0.0

@@ -90,6 +90,7 @@ class SGDEstimator(Estimator):
     quantity = "p_sgd"
     kind = "sampler"
     Options = SGDOptions
+    summary_rows = (("sgd_mean_epochs", "mean epochs to fit"),)
 
     def plan(self, case, options, functions=None):
         options.train_spec().check_train_size(case.data.n_train)
@@ -120,10 +121,7 @@ class SGDEstimator(Estimator):
         return {"sgd_mean_epochs": float(epochs.mean()), "sgd_median_epochs": float(np.median(epochs)),
                 "sgd_mean_final_loss": float(loss.mean())}
 
-    def num_gpus(self, options):
-        return 1.0 if options.device in ("cuda", "auto") else 0.0  # "auto": only where the cluster has GPUs
-
-    def memory_bytes(self, case, options):
+    def memory(self, case, options):
         ensemble = min(options.ensemble, options.shard_size, options.n_runs)
         n = n_parameters(case.arch, case.split().input_shape)
         sizes = ", ".join(f"arch.{k}={v}" for k, v in case.arch.to_dict().items()

@@ -24,7 +24,6 @@ Run it: ``sgdbayes run configs/default.toml`` (``[estimators.tilting] method = "
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -35,7 +34,6 @@ import nngp
 from sampler.functions import string_to_bits
 from sampler.seeding import derive_seed
 
-from ..case import case_kernel, split_for
 from .base import register_estimator, shard_table
 from .scoring import Scorer, ScorerOptions
 
@@ -56,14 +54,9 @@ class TiltingOptions(ScorerOptions):
     seed: int = Field(0, ge=0)
 
 
-@functools.lru_cache(maxsize=2)
-def log_ps_tilting(arch, data, n_samples: int, seed: int) -> tuple[float, float]:
-    """``(log P(S), stderr)`` by tilting, once per process and case."""
-    split = split_for(data)
-    m = split.n_train
-    r = nngp.orthant(case_kernel(arch, data).K[:m, :m], split.y_train, method="tilting",
-                     seed=derive_seed(seed, "tilting", "S"), n_samples=n_samples)
-    return float(r.log_prob), float(r.stderr)
+def _log_ps_fit(options) -> str:
+    """Name of the fit ``(log P(S), stderr)`` by tilting with these options' samples and seed."""
+    return f"log_ps_tilting_{options.n_samples}_{options.seed}"
 
 
 @register_estimator("tilting")
@@ -72,11 +65,26 @@ class TiltingEstimator(Scorer):
 
     Options = TiltingOptions
     needs_kernel = True
+    has_error_bars = True
+    summary_rows = (("log_p_s_tilting", "log P(S) (tilting)"), ("log_p_s_tilting_se", "  its standard error"))
+
+    def fits(self, case, options):
+        return ("kernel", _log_ps_fit(options))
+
+    def make_fit(self, case, options, name):
+        """``log_ps_tilting_<n_samples>_<seed>``: ``(log P(S), stderr)`` by tilting."""
+        if not name.startswith("log_ps_tilting_"):
+            return super().make_fit(case, options, name)
+        split = case.split()
+        m = split.n_train
+        r = nngp.orthant(case.fit("kernel").K[:m, :m], split.y_train, method="tilting",
+                         seed=derive_seed(options.seed, "tilting", "S"), n_samples=options.n_samples)
+        return float(r.log_prob), float(r.stderr)
 
     def run_shard(self, case, options, shard, progress=None):
         split = case.split()
-        K = case_kernel(case.arch, case.data).K
-        lps, lps_se = log_ps_tilting(case.arch, case.data, options.n_samples, options.seed)
+        K = case.fit("kernel").K
+        lps, lps_se = case.fit(_log_ps_fit(options))
         fs = list(shard["functions"])
         log_p, se, unsolved = [], [], 0
         for i, f in enumerate(fs):
@@ -91,7 +99,7 @@ class TiltingEstimator(Scorer):
         return shard_table(fs, log_p=log_p, log_p_se=se, info={"saddle_unsolved": unsolved})
 
     def extras(self, case, options, result):
-        lps, se = log_ps_tilting(case.arch, case.data, options.n_samples, options.seed)
-        return {**case_kernel(case.arch, case.data).info(),
+        lps, se = case.fit(_log_ps_fit(options))
+        return {**case.fit("kernel").info(),
                 "log_p_s_tilting": lps, "log_p_s_tilting_se": se, "tilting_functions": len(result.functions),
                 "tilting_saddle_unsolved": int(np.sum([i.get("saddle_unsolved", 0) for i in result.infos]))}

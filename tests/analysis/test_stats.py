@@ -248,3 +248,18 @@ def test_homogeneity_has_its_level_under_the_null_and_power():
     assert _rejection_rate(alt, 200, rng) > 0.9
     with pytest.raises(ValueError, match="same length"):
         analysis.homogeneity([1, 2], [1, 2, 3])
+
+
+def test_z_scores_against_numpy_and_empty():
+    from analysis import z_scores
+
+    rng = np.random.default_rng(3)
+    lp, ref, se = rng.normal(size=7), rng.normal(size=7), rng.uniform(0.1, 1.0, size=7)
+    z = z_scores(lp, ref, se)
+    np.testing.assert_allclose(z.z, (lp - ref) / se)
+    assert z.median_abs_z == pytest.approx(np.median(np.abs((lp - ref) / se)))
+    assert z.median_se == pytest.approx(np.median(se))
+    empty = z_scores([], [], [])
+    assert empty.z.size == 0 and empty.median_abs_z is None and empty.median_se is None
+    with pytest.raises(ValueError, match="one length"):
+        z_scores([1.0], [1.0, 2.0], [1.0])

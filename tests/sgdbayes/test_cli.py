@@ -178,7 +178,7 @@ def test_sigterm_stops_the_run_cleanly(tmp_path):
     script = ("import os, signal, sgdbayes.fanout as f\n"
               "real = f.run_task\n"
               "def run_task(task, progress=None):\n"
-              "    if task.index == 1:\n"
+              "    if task.kind == 'sgd' and task.index == 1:\n"
               "        os.kill(os.getpid(), signal.SIGTERM)\n"
               "    return real(task, progress)\n"
               "f.run_task = run_task\n"

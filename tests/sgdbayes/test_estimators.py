@@ -16,6 +16,7 @@ from pydantic import Field
 from sgdbayes.estimators import (Estimator, EstimatorResult, Options, estimator_names, get_estimator,
                                  register_estimator, shard_table)
 from sgdbayes.estimators.base import SHARD_SCHEMA, shard_meta
+from sgdbayes.pipeline import make_fits
 
 BOOLEAN = ["data.dataset=boolean", "data.target=majority", "data.n_train=16", "data.n_test=8", "arch.width=8"]
 TINY_OPTIONS = {
@@ -49,16 +50,17 @@ class ToyUniform(Estimator):
         return {"toy_functions": len(result.functions)}
 
 
-def _case(method):
+def _case(method, folder):
     cfg = load_config(None, BOOLEAN + ["estimators.x.method=" + method]
                       + [f"estimators.x.{k}={v}" for k, v in TINY_OPTIONS.get(method, {}).items()])
-    case = cfg.cases()[0]
+    case = cfg.cases()[0].prepared(folder)
+    make_fits([case], progress=False)
     return case, case.estimator("x")
 
 
 @pytest.mark.parametrize("method", [m for m in estimator_names() if m in TINY_OPTIONS])
-def test_every_estimator_round_trips_a_tiny_case(method):
-    case, spec = _case(method)
+def test_every_estimator_round_trips_a_tiny_case(method, tmp_path):
+    case, spec = _case(method, tmp_path)
     est = spec.estimator
     assert est.quantity in ("p_sgd", "p_b") and est.kind in ("sampler", "scorer")
     # options: defaults validate, round-trip through their table, bad keys and values are named
@@ -158,18 +160,20 @@ def test_prior_estimator_equals_prior_sampling_and_resumes_exactly_once(tmp_path
     assert sorted((tmp_path / "cases" / "main" / "shards" / "prior").glob("*.parquet")) == shards
 
 
-def test_device_auto_asks_ray_for_a_gpu_only_where_there_is_one():
-    """Guards: device = "auto" asked Ray for one GPU per shard, so on a CPU-only cluster the shards
-    stayed pending for ever."""
-    from sgdbayes.config import load_config
+@pytest.mark.parametrize("label", ["sgd", "ep", "ess"])
+def test_every_estimator_asks_ray_for_its_gpu(label, tmp_path):
+    """Guards: only sgd and prior asked Ray for a GPU; ep and ess with device = "cuda" asked for
+    none (a GPU shard on a CPU slot). device = "auto" asks for one only where the cluster has one."""
     from sgdbayes.fanout import ray_num_gpus
     from sgdbayes.pipeline import _task
 
     for device, optional in (("auto", True), ("cuda", False), ("cpu", False)):
-        config = load_config(None, [f"estimators.sgd.device={device}"])
-        case = config.cases()[0]
-        spec = case.estimator("sgd")
-        task = _task(config.to_dict(), "unused", case, spec, 0, spec.estimator.plan(case, spec.options)[0])
+        config = load_config(None, BOOLEAN + ["estimators.sgd.batch_size=4", "estimators.ess.method=ess",
+                                           f"estimators.{label}.device={device}"])
+        case = config.cases()[0].prepared(tmp_path)
+        spec = case.estimator(label)
+        shards = spec.estimator.plan(case, spec.options, {"0" * 8: 2})
+        task = _task(case, spec, 0, shards[0])
         assert task.gpu_optional is optional
         assert ray_num_gpus(task, cluster_gpus=0) == (1.0 if device == "cuda" else 0.0)
         assert ray_num_gpus(task, cluster_gpus=2) == (0.0 if device == "cpu" else 1.0)
@@ -178,11 +182,25 @@ def test_device_auto_asks_ray_for_a_gpu_only_where_there_is_one():
 def test_memory_estimates_name_the_keys_that_set_them():
     """The estimates the pipeline compares with the machine's memory before a run (issue 15):
     SGD from the parameters counted on the meta device, EP from the (m + k)^2 kernel."""
-    from sgdbayes.config import load_config
-
     case = load_config(None, ["arch.width=1000", "data.n_train=100", "data.n_test=20"]).cases()[0]
-    need, what = case.estimator("sgd").estimator.memory_bytes(case, case.estimator("sgd").options)
+    r = case.estimator("sgd").estimator.resources(case, case.estimator("sgd").options)
     n_params = 784 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 + 1
-    assert need == 512 * n_params * 16 and "arch.width=1000" in what and "ensemble=512" in what
-    need, what = case.estimator("ep").estimator.memory_bytes(case, case.estimator("ep").options)
-    assert need == 120 ** 2 * 8 * 6 and "data.n_train + data.n_test" in what
+    assert r.memory_bytes == 512 * n_params * 16 and "arch.width=1000" in r.memory_what and "ensemble=512" in r.memory_what
+    r = case.estimator("ep").estimator.resources(case, case.estimator("ep").options)
+    assert r.memory_bytes == 120 ** 2 * 8 * 6 and "data.n_train + data.n_test" in r.memory_what
+
+
+def test_one_memory_check_names_the_estimator_its_keys_and_both_numbers(tmp_path, monkeypatch, capsys):
+    """Guards: two memory checks with different constants (8 and 6 kernel copies) and two
+    /proc/meminfo readers. One check now compares each estimator's declared need with its device."""
+    import sgdbayes.pipeline
+
+    monkeypatch.setattr(sgdbayes.pipeline, "available_bytes", lambda device: (20_000, "a test's meminfo"))
+    out = tmp_path / "never"
+    args = ["run", "--out", str(out)] + [x for o in BOOLEAN + ["estimators.sgd.ensemble=1", "data.n_train=60",
+                                                               "data.n_test=64"] for x in ("--set", o)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "estimators.ep: needs about 0.000738 GB (6 float64 kernel-sized matrices of (data.n_train + " \
+           "data.n_test)^2 = 124^2 entries), more than the 2e-05 GB this machine has (a test's meminfo)" in err
+    assert not out.exists()

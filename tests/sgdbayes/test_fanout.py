@@ -11,7 +11,7 @@ import pytest
 from sampler import RunFolder
 from sgdbayes.config import load_config
 from sgdbayes.fanout import execute, run_task
-from sgdbayes.pipeline import _task, read_result
+from sgdbayes.pipeline import _task, case_folder, read_result
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -25,21 +25,21 @@ SMALL = ["data.dataset=boolean", "data.n_train=32", "data.n_test=32", "data.targ
 def sgd_tasks(config, out):
     """The sgd estimator's shard tasks of the (only) case, as the pipeline makes them."""
     case = config.cases()[0]
+    case = case.prepared(case_folder(out, case).path)
     spec = case.estimator("sgd")
-    return [_task(config.to_dict(), out, case, spec, i, shard)
-            for i, shard in enumerate(spec.estimator.plan(case, spec.options))]
+    return [_task(case, spec, i, shard) for i, shard in enumerate(spec.estimator.plan(case, spec.options))]
 
 
 def merge_counts(config, out):
     """(functions -> count, n_samples, n_fit) of the sgd shards on disk."""
     case = config.cases()[0]
     tasks = sgd_tasks(config, out)
-    r = read_result(RunFolder(tasks[0].folder), case.estimator("sgd"), len(tasks))
+    r = read_result(case_folder(out, case), case.estimator("sgd"), len(tasks))
     return dict(zip(r.functions, r.counts.tolist())), r.n_samples, r.n_fit
 
 
 def shard_indices(config, out):
-    return RunFolder(sgd_tasks(config, out)[0].folder).shard_indices("sgd")
+    return case_folder(out, config.cases()[0]).shard_indices("sgd")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ real = fanout.run_task
 written = []
 def run_task(task, progress=None):
     report = real(task, progress)
-    written.append(task.index)
+    written.append(task.index) if task.kind == "sgd" else None  # the case's fits come first
     if len(written) == 2:  # two shards are on disk: the driver dies here, with no chance to clean up
         os.kill(os.getpid(), signal.SIGKILL)
     return report
@@ -129,3 +129,23 @@ def test_driver_killed_then_restarted_completes_the_folder(tmp_path):
     redone = [int(i.split("/")[1]) for nodes in RunFolder(out).read_manifest()["nodes"]["samplers"].values()
               for i in nodes if i.startswith("sgd/")]
     assert sorted(redone) == [2, 3, 4, 5]
+
+
+def test_under_ray_the_driver_makes_no_fit(tmp_path, local_ray, monkeypatch):
+    """Guards: under Ray the driver refitted EP on S for the report's extras (a process cache held
+    the workers' fit). The fits are made by Ray tasks into the folder; the driver only reads them."""
+    import json
+
+    import nngp
+    from sgdbayes.pipeline import run_experiment
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver fitted EP")
+
+    monkeypatch.setattr(nngp, "train_posterior", refuse)
+    config = load_config(None, SMALL + ["estimators.sgd.n_runs=16", "estimators.sgd.shard_size=16"])
+    run_experiment(config, tmp_path, executor="ray", progress=False)
+    assert (tmp_path / "cases" / "main" / "fits" / "posterior.pt").is_file()
+    extras = json.loads((tmp_path / "cases" / "main" / "extras.json").read_text())
+    assert extras["ep"]["ep_converged"] is True
+    assert sum(len(v) for v in RunFolder(tmp_path).read_manifest()["nodes"]["fits"].values()) == 3

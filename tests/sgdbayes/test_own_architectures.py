@@ -73,14 +73,15 @@ def test_unsupported_module_fails_before_training_naming_the_layer(tmp_path, cap
 
 
 def test_kernel_memory_is_checked_before_training(tmp_path, capsys, monkeypatch):
-    import sgdbayes.case
+    import sgdbayes.pipeline
 
-    monkeypatch.setattr(sgdbayes.case, "available_memory", lambda: 1000)
+    monkeypatch.setattr(sgdbayes.pipeline, "available_bytes", lambda device: (10_000, "a test's meminfo"))
     config = tmp_path / "c.toml"
-    config.write_text(BASE.format(arch=LSTM))
+    config.write_text(BASE.format(arch=LSTM).replace("ensemble = 16", "ensemble = 1"))  # SGD's need below the kernel's
     assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "need the NNGP kernel on m + k = 18 points" in err and len(err.strip().splitlines()) == 1
+    assert "estimators.ep: needs about" in err and "(data.n_train + data.n_test)^2 = 18^2 entries" in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "cases").exists()
 
 
