@@ -27,6 +27,7 @@ merge exactly with :func:`merge_shards`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -159,46 +160,33 @@ def merge_shards(tables: Sequence[pa.Table]) -> FunctionCounts:
 
 
 class ShardProgress:
-    """Progress over the samples of a plan of shards, reported to ``progress``.
-
-    Parameters
-    ----------
-    progress : None, bool, callable or tqdm-like bar
-        None or False: silent; a callable gets ``(n_done, n_fit)`` (samples done and fitted so far
-        in this call); a bar gets ``update(n)``; True: a tqdm bar of ``total`` items, closed on
-        :meth:`close` (or at the end of a ``with`` block).
-    total : int
-        Samples of the whole plan (for the bar of ``progress=True``).
-    desc, unit : str
-        The bar's label and unit.
-    """
+    """Samples done and fitted so far in a call, told to ``progress``: None or False (nobody), a
+    callable ``(n_done, n_fit)``, a tqdm-like bar (``update(n)``), or True: a tqdm bar of ``total``
+    samples labelled ``desc`` in ``unit``, closed at the end of a ``with`` block."""
 
     def __init__(self, progress=None, *, total: int | None = None, desc: str = "", unit: str = "sample"):
-        if progress is not None and not isinstance(progress, bool) and not callable(progress) \
-                and not hasattr(progress, "update"):
+        if not (progress is None or isinstance(progress, bool) or callable(progress) or hasattr(progress, "update")):
             raise TypeError(f"progress must be a bool, None, a callable (n_done, n_fit) or a tqdm bar, "
                             f"got {type(progress).__name__}")
         self._own = progress is True
-        if self._own:
-            progress = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, smoothing=0.1)
-        self.progress = progress or None
+        self.progress = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, smoothing=0.1) if self._own \
+            else progress or None
         self.done = self.fit = 0
 
     def to(self, done: int, fit: int) -> None:
-        """Report ``done`` samples (``fit`` of them fitted) in all so far."""
+        """``done`` samples in all so far, ``fit`` of them fitted."""
         step, self.done, self.fit = done - self.done, done, fit
-        p = self.progress
-        if p is None or step == 0:
+        if self.progress is None or step == 0:
             return
-        if hasattr(p, "update"):
-            p.update(step)
-            if hasattr(p, "set_postfix_str"):
-                p.set_postfix_str(f"fit {fit / max(done, 1):.3f}", refresh=False)
+        if hasattr(self.progress, "update"):
+            self.progress.update(step)
+            if hasattr(self.progress, "set_postfix_str"):
+                self.progress.set_postfix_str(f"fit {fit / max(done, 1):.3f}", refresh=False)
         else:
-            p(done, fit)
+            self.progress(done, fit)
 
     def add(self, n_done: int, n_fit: int) -> None:
-        """Report ``n_done`` more samples, ``n_fit`` of them fitted."""
+        """``n_done`` more samples, ``n_fit`` of them fitted."""
         self.to(self.done + n_done, self.fit + n_fit)
 
     def within(self) -> Callable[[int, int], None]:
@@ -206,24 +194,18 @@ class ShardProgress:
         done, fit = self.done, self.fit
         return lambda n_done, n_fit: self.to(done + n_done, fit + n_fit)
 
-    def close(self) -> None:
-        if self._own:
-            self.progress.close()
-
     def __enter__(self) -> "ShardProgress":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        if self._own:
+            self.progress.close()
 
 
-def _compute(compute, params, progress: ShardProgress) -> pa.Table:
-    """``compute(params, callback)``, then ``progress`` moved to the shard's end (its ``n_samples``)."""
-    done, fit = progress.done, progress.fit
-    table = compute(params, progress.within())
+def _size(table: pa.Table) -> tuple[int, int]:
+    """``(n_samples, n_fit)`` of a shard table (0 samples for a scorer's)."""
     n, _ = shard_meta(table)
-    progress.to(done + int(n or 0), fit + int(pa.compute.sum(table.column("count")).as_py() or 0))
-    return table
+    return int(n or 0), int(pa.compute.sum(table.column("count")).as_py() or 0)
 
 
 def run_shards(run_folder, kind: str, plan: Sequence[Mapping[str, Any]],
@@ -240,6 +222,15 @@ def run_shards(run_folder, kind: str, plan: Sequence[Mapping[str, Any]],
         return [_compute(compute, params, progress) for params in plan]
     folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
     return folder.collect_shards(kind, plan, compute, fingerprint=fingerprint, progress=progress)
+
+
+def _compute(compute, params, progress: ShardProgress) -> pa.Table:
+    """``compute(params, callback)``, then ``progress`` moved to the shard's end."""
+    done, fit = progress.done, progress.fit
+    table = compute(params, progress.within())
+    n, n_fit = _size(table)
+    progress.to(done + n, fit + n_fit)
+    return table
 
 
 def _pid_alive(pid: int) -> bool:
@@ -574,14 +565,13 @@ class RunFolder:
                        progress: ShardProgress | None = None) -> list[pa.Table]:
         """The tables of shards ``0 .. len(plan) - 1`` of ``kind``, in plan order, each counted once.
 
-        First :meth:`check_shards` against ``fingerprint`` and ``plan`` (foreign, copied, misnamed or
-        overlapping shard files are refused naming them; unreadable ones are moved aside). Then,
-        with ``compute``, under the folder's :meth:`lock`: each missing shard ``i`` is computed as
-        ``compute(plan[i], callback)`` (a :func:`shard_table`; ``callback(n_done, n_fit)`` reports
-        progress within the shard) and written atomically with its ``fingerprint``, its parameters
-        (metadata ``shard``), its wall time and host, before the next one starts; an interrupted
-        call resumes at the first missing shard. Without ``compute`` (the pipeline, whose workers
-        write the shards), a missing shard is a :class:`ShardError` naming its file.
+        First :meth:`check_shards` against ``fingerprint`` and ``plan``: foreign, copied, misnamed
+        or overlapping shard files are refused naming them; unreadable ones are moved aside. Then,
+        with ``compute`` and under the folder's :meth:`lock`, each missing shard ``i`` is computed
+        as ``compute(plan[i], callback)`` and written atomically with its ``fingerprint``, its
+        parameters (metadata ``shard``), wall time and host before the next one starts, so an
+        interrupted call resumes at the first missing shard. Without ``compute`` (the pipeline,
+        whose workers write the shards) a missing shard is a :class:`ShardError` naming its file.
 
         Parameters
         ----------
@@ -591,7 +581,8 @@ class RunFolder:
             JSON-able parameters of each shard; ``start`` and ``stop`` (sample indices) are checked
             for overlaps.
         compute : callable, optional
-            ``compute(params, progress) -> pyarrow.Table``.
+            ``compute(params, callback) -> pyarrow.Table`` (a :func:`shard_table`);
+            ``callback(n_done, n_fit)`` reports progress within the shard.
         fingerprint : str
             :func:`fingerprint` of what determines the shards' numbers.
         progress : ShardProgress, optional
@@ -599,32 +590,25 @@ class RunFolder:
         """
         plan = json.loads(json.dumps(list(plan), default=_json_default))  # as the metadata holds it
         progress = progress if progress is not None else ShardProgress()
-        if compute is None:
-            return self._collect(kind, plan, None, fingerprint, progress)
-        with self.lock():
-            return self._collect(kind, plan, compute, fingerprint, progress)
-
-    def _collect(self, kind, plan, compute, fingerprint, progress) -> list[pa.Table]:
-        self.check_shards(kind, fingerprint, expected=dict(enumerate(plan)))
-        tables: dict[int, pa.Table] = {}
-        for index in range(len(plan)):
-            path = self.shard_path(kind, index)
-            if not path.is_file():
-                continue
-            try:
-                tables[index] = pq.read_table(path)
-            except (pa.ArrowException, OSError) as exc:
-                self._set_aside(path, exc)
-                continue
-            n, _ = shard_meta(tables[index])
-            progress.add(int(n or 0), int(pa.compute.sum(tables[index].column("count")).as_py() or 0))
-        missing = [i for i in range(len(plan)) if i not in tables]
-        if missing and compute is None:
-            raise ShardError(f"run folder {self.shard_dir(kind)} lacks the shard files "
-                             f"{[self.shard_path(kind, i).name for i in missing]}; rerun to redo them")
-        for index in missing:
-            t0 = time.perf_counter()
-            tables[index] = _compute(compute, plan[index], progress)
-            self.write_shard(kind, index, tables[index], fingerprint=fingerprint, shard=plan[index],
-                             seconds=time.perf_counter() - t0, node=socket.gethostname())
-        return [tables[i] for i in range(len(plan))]
+        with self.lock() if compute is not None else contextlib.nullcontext():
+            self.check_shards(kind, fingerprint, expected=dict(enumerate(plan)))
+            tables: dict[int, pa.Table] = {}
+            for index in range(len(plan)):
+                path = self.shard_path(kind, index)
+                try:
+                    tables[index] = pq.read_table(path) if path.is_file() else None
+                except (pa.ArrowException, OSError) as exc:
+                    self._set_aside(path, exc)
+                    tables[index] = None
+                if tables[index] is not None:
+                    progress.add(*_size(tables[index]))
+            missing = [i for i, t in tables.items() if t is None]
+            if missing and compute is None:
+                raise ShardError(f"run folder {self.shard_dir(kind)} lacks the shard files "
+                                 f"{[self.shard_path(kind, i).name for i in missing]}; rerun to redo them")
+            for index in missing:
+                t0 = time.perf_counter()
+                tables[index] = _compute(compute, plan[index], progress)
+                self.write_shard(kind, index, tables[index], fingerprint=fingerprint, shard=plan[index],
+                                 seconds=time.perf_counter() - t0, node=socket.gethostname())
+            return [tables[i] for i in range(len(plan))]
