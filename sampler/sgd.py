@@ -517,8 +517,32 @@ def _check_range(start, stop) -> range:
 
 def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
                ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-               tf32: bool = True):
-    """Train runs ``start, ..., stop - 1``; one row per run.
+               tf32: bool = True) -> pa.Table:
+    """Train runs ``start, ..., stop - 1``; one row per run. Parameters as in :func:`sgd_shard`.
+
+    Returns
+    -------
+    pyarrow.Table
+        Sorted by ``run``, columns ``run`` int64, ``function`` str (bitstring on ``split.x_test``,
+        '1' where output > 0), ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``),
+        ``final_loss`` float64 (mean loss on the whole training set at the end).
+    """
+    prog = ShardProgress(progress)
+    chunks = []
+    for chunk in iter_runs(arch, split, spec, _check_range(start, stop), seed=seed, ensemble=ensemble, device=device,
+                           dtype=dtype, tf32=tf32):
+        chunks.append(chunk)
+        prog.add(len(chunk.runs), int(chunk.fit.sum()))
+    return _table(chunks)
+
+
+def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
+              ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
+              tf32: bool = True) -> pa.Table:
+    """One shard of P_SGD: train runs ``[start, stop)`` and count the functions of those that fit S.
+
+    The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator; only counts are
+    kept in memory, never one string per run.
 
     Parameters
     ----------
@@ -544,30 +568,6 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
     Returns
     -------
     pyarrow.Table
-        Sorted by ``run``, columns ``run`` int64, ``function`` str (bitstring on ``split.x_test``,
-        '1' where output > 0), ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``),
-        ``final_loss`` float64 (mean loss on the whole training set at the end).
-    """
-    runs = _check_range(start, stop)
-    prog = ShardProgress(progress)
-    chunks = []
-    for chunk in iter_runs(arch, split, spec, runs, seed=seed, ensemble=ensemble, device=device, dtype=dtype, tf32=tf32):
-        chunks.append(chunk)
-        prog.add(len(chunk.runs), int(chunk.fit.sum()))
-    return _table(chunks)
-
-
-def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
-              ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-              tf32: bool = True) -> pa.Table:
-    """One shard of P_SGD: train runs ``[start, stop)`` and count the functions of those that fit S.
-
-    The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator. Parameters as
-    in :func:`train_runs`; ``progress(n_done, n_fit)`` hears as runs finish.
-
-    Returns
-    -------
-    pyarrow.Table
         A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the fitted
         runs, most frequent first; ``n_samples = stop - start`` (runs started, fitted or not);
         ``info`` with ``epochs`` (to fit) and ``final_loss`` (whole training set, at the end) of
@@ -576,16 +576,14 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     runs = _check_range(start, stop)
     prog = ShardProgress(progress)
     counts: Counter = Counter()
-    order, epochs, losses = [], [], []
+    fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
     for chunk in iter_runs(arch, split, spec, runs, seed=seed, ensemble=ensemble, device=device, dtype=dtype, tf32=tf32):
         counts.update(f for f, ok in zip(chunk.functions, chunk.fit) if ok)
-        order.append(chunk.runs[chunk.fit])
-        epochs.append(chunk.epochs[chunk.fit])
-        losses.append(chunk.final_loss[chunk.fit])
+        fitted.append((chunk.runs[chunk.fit], chunk.epochs[chunk.fit], chunk.final_loss[chunk.fit]))
         prog.add(len(chunk.runs), int(chunk.fit.sum()))
-    by_run = np.argsort(np.concatenate(order), kind="stable")
-    info = {"epochs": np.concatenate(epochs)[by_run].tolist(), "final_loss": np.concatenate(losses)[by_run].tolist(),
-            "device": str(resolve_device(device))}
+    order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
+    by_run = np.argsort(order, kind="stable")
+    info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device))}
     return count_table(counts, n_samples=len(runs), info=info)
 
 

@@ -19,12 +19,9 @@ that method's options. The pipeline knows nothing of any particular estimator (p
 4. ``extras(case, options, result)`` on the driver: per-case numbers for the summary and report
    (log P(S) with its error, EP convergence, R-hat, ...).
 
-Shard table (:func:`shard_table`): columns ``function`` (str), ``count`` (int64; null for a
-scorer), ``log_p`` and ``log_p_se`` (float64; null for a sampler, whose log P comes from the merged
-counts), and schema metadata ``n_samples`` (samples drawn or runs started in the shard; a sample
-that does not fit S has no row) and ``info`` (JSON, estimator-specific). The pipeline merges the
-shards of one estimator into an :class:`EstimatorResult` and into rows of ``results.parquet``
-(:data:`RESULT_COLUMNS`).
+Shard table: :func:`sampler.store.shard_table`, the one shard format of the library and the
+pipeline. The pipeline merges the shards of one estimator into an :class:`EstimatorResult` and
+into rows of ``results.parquet`` (:data:`RESULT_COLUMNS`).
 """
 
 from __future__ import annotations

@@ -97,3 +97,20 @@ def test_foreign_shards_are_refused(boolean, tmp_path, kind, sample, n):
             sample(split, n, folder, **kw)
     with pytest.raises(ShardError, match="this run plans"):  # another shard layout
         sample(boolean, n, folder, shard_size=256 if kind == "prior" else 4)
+
+
+def test_sgd_shard_counts_the_runs_train_runs_trains(boolean):
+    """The estimator's and the library's unit of work is the count of the per-run table."""
+    from collections import Counter
+
+    from sampler.sgd import TrainSpec, sgd_shard, train_runs
+    from sampler.store import merge_shards, shard_meta
+
+    spec = TrainSpec(lr=0.5, batch_size=8, max_epochs=60)
+    runs = train_runs(ARCH, boolean, spec, seed=3, start=2, stop=11, ensemble=3).to_pylist()
+    shard = sgd_shard(ARCH, boolean, spec, seed=3, start=2, stop=11, ensemble=4)
+    fit = [r for r in runs if r["fit"]]
+    assert dict(merge_shards([shard])) == Counter(r["function"] for r in fit) and merge_shards([shard]).n_runs == 9
+    n, info = shard_meta(shard)
+    assert n == 9 and info["epochs"] == [r["epochs"] for r in fit] and info["device"] == "cpu"
+    assert info["final_loss"] == [r["final_loss"] for r in fit]
