@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
@@ -205,7 +205,7 @@ class ShardProgress:
 def _size(table: pa.Table) -> tuple[int, int]:
     """``(n_samples, n_fit)`` of a shard table (0 samples for a scorer's)."""
     n, _ = shard_meta(table)
-    return int(n or 0), int(pa.compute.sum(table.column("count")).as_py() or 0)
+    return int(n or 0), int(pc.sum(table.column("count")).as_py() or 0)
 
 
 def run_shards(run_folder, kind: str, plan: Sequence[Mapping[str, Any]],
