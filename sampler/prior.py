@@ -159,7 +159,8 @@ def prior_shard(arch: Architecture, split: Split, *, seed: int, start: int, stop
         samples that fit S, most frequent first; ``n_samples = stop - start``; ``info`` names the
         ``method`` used (``"weights"`` or ``"preactivations"``).
     """
-    if start % block_size or stop <= start:
+    block_size = check_int("block_size", block_size, minimum=1)
+    if check_int("start", start, minimum=0) % block_size or check_int("stop", stop, minimum=1) <= start:
         raise ValueError(f"start must be a multiple of block_size={block_size} and stop > start, got "
                          f"start={start}, stop={stop}")
     method = resolve_method(arch, method)

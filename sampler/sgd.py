@@ -661,13 +661,15 @@ def sample_sgd(
     if not isinstance(split, Split):
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
     n_runs = check_int("n_runs", n_runs, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_int("shard_size", shard_size, minimum=1)
     spec = TrainSpec(optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss, momentum=momentum,
                      max_epochs=max_epochs, epochs_after_fit=epochs_after_fit, check_every=check_every)
     check_int("ensemble", ensemble, minimum=1)
-    shard_size = check_int("shard_size", shard_size, minimum=1) if run_folder is not None else n_runs
+    step = shard_size if run_folder is not None else n_runs  # in memory: one shard
     spec.check_train_size(split.n_train)
     resolve_device(device)
-    plan = [{"start": a, "stop": min(a + shard_size, n_runs)} for a in range(0, n_runs, shard_size)]
+    plan = [{"start": a, "stop": min(a + step, n_runs)} for a in range(0, n_runs, step)]
     print_ = fingerprint({"seed": seed, "spec": dataclasses.asdict(spec), "arch": arch.to_dict(),
                           "split": split_digest(split), "dtype": str(dtype)})
 

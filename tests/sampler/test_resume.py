@@ -114,3 +114,14 @@ def test_sgd_shard_counts_the_runs_train_runs_trains(boolean):
     n, info = shard_meta(shard)
     assert n == 9 and info["epochs"] == [r["epochs"] for r in fit] and info["device"] == "cpu"
     assert info["final_loss"] == [r["final_loss"] for r in fit]
+
+
+def test_shard_functions_name_bad_arguments(boolean):
+    from sampler.prior import prior_shard
+
+    with pytest.raises(ValueError, match="start must be a multiple of block_size=256"):
+        prior_shard(ARCH, boolean, seed=0, start=100, stop=300, block_size=256)
+    with pytest.raises(ValueError, match="shard_size must be >= 1"):
+        _sgd(boolean, 4, shard_size=0)
+    with pytest.raises(TypeError, match="progress must be a bool, None, a callable"):
+        _prior(boolean, 4, progress="yes")
