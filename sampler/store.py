@@ -54,7 +54,7 @@ from .atomic import _json_default, atomic_write_bytes, atomic_write_json, atomic
 from .functions import FunctionCounts
 
 __all__ = ["RunFolder", "FolderLock", "FolderBusyError", "ShardError", "fingerprint", "split_digest",
-           "SHARD_SCHEMA", "shard_table", "shard_meta", "merge_shards", "run_shards", "ShardProgress",
+           "SHARD_SCHEMA", "shard_table", "count_table", "shard_meta", "merge_shards", "run_shards", "ShardProgress",
            "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "atomic_write_text",
            "git_revision", "package_versions", "host_info"]
 
