@@ -3,7 +3,7 @@
 Measures in one run, side by side (the two samplers alternate, ``--repeats`` times each):
 
 - MNIST, m = 8, k = 6, FCN 2x64 relu (sigma_w = 1, sigma_b = 0.0357): samples/s of
-  ``sampler.prior_sampling`` with ``method="weights"`` (every weight drawn) and
+  ``sampler.sample_prior`` with ``method="weights"`` (every weight drawn) and
   ``method="preactivations"`` (each layer's pre-activations drawn on the 14 points);
 - the Boolean system (n = 7 bits, |S| = 32, |E| = 64, FCN 7-40-40-1 relu, sigma_b = 0): the same
   two, and a naive loop (``arch.build`` + forward, one network at a time) on ``--loop`` draws;
@@ -26,7 +26,6 @@ import time
 import torch
 
 import sampler
-from sampler.prior import prior_sampling
 
 
 def naive_loop(arch, split, n: int, seed: int) -> tuple[float, int]:
@@ -46,20 +45,23 @@ def naive_loop(arch, split, n: int, seed: int) -> tuple[float, int]:
 
 def side_by_side(arch, split, samples: dict[str, int], *, repeats: int, seed: int, device: str,
                  batch_size: int) -> dict[str, list]:
-    """Per method, the results of ``repeats`` runs, the methods alternating (same machine load)."""
+    """Per method, ``(counts, samples/s)`` of ``repeats`` runs, the methods alternating (same machine load)."""
     runs: dict[str, list] = {m: [] for m in samples}
     for r in range(repeats):
         for method, n in samples.items():
-            runs[method].append(prior_sampling(arch, split, n, seed=seed + r, device=device, batch_size=batch_size,
-                                               progress=False, method=method))
+            t0 = time.perf_counter()
+            counts = sampler.sample_prior(arch, split, n, seed=seed + r, device=device, batch_size=batch_size,
+                                          progress=False, method=method)
+            runs[method].append((counts, n / (time.perf_counter() - t0)))
     return runs
 
 
 def report(name: str, runs: dict[str, list]) -> tuple[float, float, float]:
     """Print each method's median samples/s and P(S); return (median ratio, min, max) pre/weights."""
-    rates = {m: [r.samples_per_second for r in rs] for m, rs in runs.items()}
+    rates = {m: [rate for _, rate in rs] for m, rs in runs.items()}
     for method, rs in runs.items():
-        n = sum(r.n_samples for r in rs)
+        rs = [c for c, _ in rs]
+        n = sum(r.n_runs for r in rs)
         fit = sum(r.n_fit for r in rs)
         p = fit / n
         p_s = f"{p:.4e} +- {math.sqrt(p * (1 - p) / n):.1e}" if fit else f"< {3 / n:.1e} (95%)"
@@ -78,7 +80,7 @@ def main(argv=None) -> None:
     ap.add_argument("--boolean-samples", type=int, default=1 << 18, help="draws per Boolean run, each sampler")
     ap.add_argument("--loop", type=int, default=2000, help="samples for the naive loop (0: skip it)")
     ap.add_argument("--batch-size", type=int, default=0,
-                    help="networks per batched pass (0: each sampler's default, prior_sampling's batch_size=None)")
+                    help="networks per batched pass (0: each sampler's default, sample_prior's batch_size=None)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -104,7 +106,7 @@ def main(argv=None) -> None:
     boolean_ratio = report("Boolean", runs)
     if args.loop:
         loop_rate, _ = naive_loop(arch, boolean, args.loop, args.seed)
-        weights = statistics.median(r.samples_per_second for r in runs["weights"])
+        weights = statistics.median(rate for _, rate in runs["weights"])
         print(f"Boolean  naive loop     : {loop_rate:>10,.0f} samples/s ({args.loop} samples); "
               f"weights / naive loop {weights / loop_rate:.1f}x")
     for name, (ratio, lo, hi) in (("MNIST", mnist_ratio), ("Boolean", boolean_ratio)):

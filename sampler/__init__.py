@@ -4,7 +4,7 @@ from .architectures import ARCHITECTURES, CNN, FCN, LSTM, Architecture, Module, 
 from .ensemble import Network, member_grads, member_hvp
 from .data import Pool, Split, load_pool, load_split
 from .functions import FunctionCounts
-from .prior import PriorResult, prior_sampling, sample_prior
+from .prior import sample_prior
 from .seeding import derive_seed, make_generator
 from .sgd import TrainSpec, sample_sgd, train_runs
 from .store import RunFolder
@@ -15,5 +15,5 @@ __all__ = [
     "Pool", "Split", "load_pool", "load_split",
     "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
     "TrainSpec", "sample_sgd", "train_runs",
-    "PriorResult", "prior_sampling", "sample_prior",
+    "sample_prior",
 ]

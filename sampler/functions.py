@@ -19,11 +19,6 @@ import torch
 from ._checks import check_int
 
 
-def outputs_to_bits(outputs: torch.Tensor) -> torch.Tensor:
-    """Predicted labels ``(outputs > 0)`` as uint8, same shape as ``outputs``."""
-    return (outputs > 0).to(torch.uint8)
-
-
 def bits_to_strings(bits: torch.Tensor | np.ndarray) -> list[str]:
     """Rows of a ``(n, k)`` 0/1 array -> ``n`` bitstrings of length ``k``."""
     arr = np.asarray(bits.detach().cpu() if isinstance(bits, torch.Tensor) else bits, dtype=np.uint8)
@@ -36,7 +31,7 @@ def bits_to_strings(bits: torch.Tensor | np.ndarray) -> list[str]:
 
 def outputs_to_strings(outputs: torch.Tensor) -> list[str]:
     """``(n, k)`` network outputs -> ``n`` bitstrings (``'1'`` where output > 0)."""
-    return bits_to_strings(outputs_to_bits(outputs))
+    return bits_to_strings((outputs > 0).to(torch.uint8))
 
 
 def string_to_bits(bitstring: str) -> np.ndarray:
@@ -149,29 +144,6 @@ class FunctionCounts(Mapping):
         counts = Counter(functions)
         n_fit = sum(counts.values())
         return cls(dict(counts), n_runs=n_fit if n_runs is None else n_runs, n_fit=n_fit)
-
-    def merge(self, other: "FunctionCounts") -> "FunctionCounts":
-        """Exact sum of two disjoint sets of runs (shards)."""
-        if not isinstance(other, FunctionCounts):
-            raise TypeError(f"other must be FunctionCounts, got {type(other).__name__}")
-        if self.counts and other.counts and self.k != other.k:
-            raise ValueError(f"cannot merge functions of length {self.k} with length {other.k}")
-        merged = Counter(self.counts)
-        merged.update(other.counts)
-        return FunctionCounts(dict(merged), self.n_runs + other.n_runs, self.n_fit + other.n_fit)
-
-    __add__ = merge
-
-    @staticmethod
-    def merge_all(parts: Iterable["FunctionCounts"]) -> "FunctionCounts":
-        """Exact sum of any number of shards."""
-        merged: Counter = Counter()
-        n_runs = n_fit = 0
-        for p in parts:
-            merged.update(p.counts)
-            n_runs += p.n_runs
-            n_fit += p.n_fit
-        return FunctionCounts(dict(merged), n_runs, n_fit)
 
     # views --------------------------------------------------------------------------------
     @property

@@ -17,7 +17,6 @@ Randomness: chain ``c`` runs with pyro seeded by ``derive_seed(seed, "mcmc", c) 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import warnings

@@ -36,12 +36,11 @@ They do depend on ``block_size``. Memory: a block's noise, ``block_size`` times 
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from . import preactivations as pre
@@ -50,6 +49,7 @@ from .architectures import Architecture
 from .data import Split
 from .functions import FunctionCounts
 from .seeding import make_generator
+from .store import ShardProgress, count_table, fingerprint, merge_shards, run_shards, split_digest
 
 #: Samples per block of randomness (see the module docstring).
 BLOCK_SIZE = 4096
@@ -58,67 +58,21 @@ BATCH_SIZE = 256
 #: Shard size (samples) used with a run folder, a multiple of the block size.
 SHARD_SIZE = 1 << 20
 PRIOR_KIND = "prior"
-#: ``method`` values of :func:`prior_sampling`.
+#: ``method`` values of :func:`sample_prior`.
 METHODS = ("auto", "weights", "preactivations")
 _STREAMS = {"weights": PRIOR_KIND, "preactivations": "prior-preactivations"}
 
 
-@dataclass(frozen=True)
-class PriorResult:
-    """Prior-sampling estimate of P_B(f|S) and P(S).
-
-    Attributes
-    ----------
-    counts : FunctionCounts
-        Functions on E of the accepted samples; ``n_runs`` samples drawn, ``n_fit`` accepted.
-    acceptance_rate : float
-        ``n_fit / n_runs``: the estimate of P(S), the prior probability that the network
-        reproduces every label of S.
-    p_s_se : float
-        Binomial standard error of ``acceptance_rate``, ``sqrt(p (1 - p) / n)``.
-    p_s_interval : tuple of float
-        Clopper-Pearson 95% interval for P(S) (well defined also when nothing was accepted).
-    log_p_s : float
-        Natural log of ``acceptance_rate``; ``-inf`` when nothing was accepted (then use
-        ``p_s_interval`` for an upper bound).
-    log_p_s_se : float
-        Delta-method standard error of ``log_p_s``, ``p_s_se / p``; ``inf`` when nothing was accepted.
-    seconds : float
-        Wall time of the sampling done in this call (resumed shards excluded).
-    samples_per_second : float
-        Samples drawn in this call per second of wall time (``nan`` when all came from disk).
-    seed, block_size : int
-        What the random stream is a function of.
-    vectorised : bool
-        True: every architecture is drawn and evaluated in batches (kept for old callers).
-    method : str
-        The sampler used, ``"weights"`` or ``"preactivations"``.
-    """
-
-    counts: FunctionCounts
-    acceptance_rate: float
-    p_s_se: float
-    p_s_interval: tuple[float, float]
-    log_p_s: float
-    log_p_s_se: float
-    seconds: float
-    samples_per_second: float
-    seed: int
-    block_size: int
-    vectorised: bool
-    method: str = "weights"
-
-    @property
-    def n_samples(self) -> int:
-        return self.counts.n_runs
-
-    @property
-    def n_fit(self) -> int:
-        return self.counts.n_fit
-
-
 def binomial_summary(n_fit: int, n_runs: int) -> dict:
-    """P(S) estimate, its binomial standard error, Clopper-Pearson 95% interval, log and its s.e."""
+    """P(S) from ``n_fit`` accepted of ``n_runs`` prior samples (``counts.n_fit``, ``counts.n_runs``).
+
+    Returns
+    -------
+    dict
+        ``acceptance_rate`` (``n_fit / n_runs``), ``p_s_se`` (binomial standard error),
+        ``p_s_interval`` (Clopper-Pearson 95%, an upper bound also when nothing fit), ``log_p_s``
+        (natural log; ``-inf`` when nothing fit) and ``log_p_s_se`` (delta method; ``inf`` then).
+    """
     from scipy.stats import beta
 
     p = n_fit / n_runs
@@ -180,56 +134,50 @@ def _count_rows(bits: np.ndarray) -> Counter:
     return Counter(dict(zip(strings, cnt.tolist())))
 
 
-def sample_range(arch, x_all, y_train_bool, m, input_shape, lo: int, hi: int, *, seed, block_size,
-                 batch_size, device, method, plan, progress=None) -> tuple[Counter, int]:
-    """Counts on E of the samples ``[lo, hi)`` that fit S, and how many fit.
+def prior_shard(arch: Architecture, split: Split, *, seed: int, start: int, stop: int,
+                block_size: int = BLOCK_SIZE, batch_size: int | None = None, device="cpu", method: str = "auto",
+                progress=None) -> pa.Table:
+    """One shard of prior sampling: the functions on E of samples ``[start, stop)`` that fit S.
 
-    The unit of work of :func:`prior_sampling` and of the pipeline's ``prior`` estimator (one
-    shard). ``x_all`` ``(m + k, d)`` holds S then E on ``device``; ``y_train_bool`` ``(m,)`` is S's
-    labels as bool; ``lo`` is a multiple of ``block_size``; ``method`` is ``"weights"`` or
-    ``"preactivations"`` (:func:`resolve_method`) and ``plan`` its :func:`preactivations.plan_fcn`
-    (or None). ``progress(n_done, n_fit)``, if given, hears after each block.
+    The unit of work of :func:`sample_prior` and of the pipeline's ``prior`` estimator.
+    ``start`` is a multiple of ``block_size``; ``method`` as in :func:`sample_prior`;
+    ``progress(n_done, n_fit)``, if given, hears after each block.
+
+    Returns
+    -------
+    pyarrow.Table
+        A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the
+        samples that fit S, most frequent first; ``n_samples = stop - start``; ``info`` names the
+        ``method`` used (``"weights"`` or ``"preactivations"``).
     """
+    block_size = check_int("block_size", block_size, minimum=1)
+    if check_int("start", start, minimum=0) % block_size or check_int("stop", stop, minimum=1) <= start:
+        raise ValueError(f"start must be a multiple of block_size={block_size} and stop > start, got "
+                         f"start={start}, stop={stop}")
+    method = resolve_method(arch, method)
+    device = torch.device(device)
+    x_all = split.x_all().to(device=device, dtype=torch.float32)
+    plan = pre.plan_fcn(arch, x_all) if method == "preactivations" else None  # type: ignore[arg-type]
+    y_train, m = split.y_train.to(device) == 1, split.n_train
     counts: Counter = Counter()
     n_fit = 0
-    for start in range(lo, hi, block_size):
-        n = min(block_size, hi - start)
-        out = block_outputs(arch, x_all, input_shape, start // block_size, n, seed=seed, block_size=block_size,
+    for lo in range(start, stop, block_size):
+        n = min(block_size, stop - lo)
+        out = block_outputs(arch, x_all, split.input_shape, lo // block_size, n, seed=seed, block_size=block_size,
                             batch_size=batch_size, device=device, method=method, plan=plan)
         if not torch.isfinite(out).all():
-            raise FloatingPointError(f"non-finite network outputs in prior block {start // block_size}")
+            raise FloatingPointError(f"non-finite network outputs in prior block {lo // block_size}")
         pos = out > 0
-        fit = (pos[:, :m] == y_train_bool).all(dim=1)
+        fit = (pos[:, :m] == y_train).all(dim=1)
         n_fit += int(fit.sum())
         if fit.any():
             counts.update(_count_rows(pos[fit, m:].to(torch.uint8).cpu().numpy()))
         if progress is not None:
-            progress(min(start + block_size, hi) - lo, n_fit)
-    return counts, n_fit
+            progress(lo + n - start, n_fit)
+    return count_table(counts, n_samples=stop - start, info={"method": method})
 
 
-def _check_inputs(arch, split, n_samples, seed, batch_size, block_size, shard_size):
-    if not isinstance(arch, Architecture):
-        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
-    check_int("n_samples", n_samples, minimum=1)
-    check_int("seed", seed, minimum=0)
-    if batch_size is not None:
-        check_int("batch_size", batch_size, minimum=1)
-    check_int("block_size", block_size, minimum=1)
-    check_int("shard_size", shard_size, minimum=1)
-    if shard_size % block_size:
-        raise ValueError(f"shard_size must be a multiple of block_size={block_size}, got shard_size={shard_size}")
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc="prior samples", unit="sample", unit_scale=True)
-
-
-def prior_sampling(
+def sample_prior(
     arch: Architecture,
     split: Split,
     n_samples: int,
@@ -238,12 +186,14 @@ def prior_sampling(
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
     block_size: int = BLOCK_SIZE,
-    progress: bool = True,
+    progress=True,
     run_folder=None,
     shard_size: int = SHARD_SIZE,
     method: str = "auto",
-) -> PriorResult:
-    """Estimate P_B(f|S) and P(S) by drawing ``n_samples`` random initialisations of ``arch``.
+) -> FunctionCounts:
+    """P_B(f|S) by prior sampling: the functions on E of the random initialisations of ``arch`` that fit S.
+
+    P(S) is ``n_fit / n_runs``; :func:`binomial_summary` gives its interval and log with errors.
 
     Parameters
     ----------
@@ -265,13 +215,13 @@ def prior_sampling(
         14), since fewer, larger passes lose much less when the cores are shared.
     block_size : int
         Samples per block of randomness; changes the random stream, not the distribution.
-    progress : bool
-        Show a tqdm progress bar.
+    progress : bool, callable or tqdm bar
+        True: a tqdm progress bar; a callable gets ``(n_done, n_fit)``.
     run_folder : RunFolder or path, optional
-        Write one aggregated shard (``function``, ``count``; ``n_runs`` in the metadata) per
-        ``shard_size`` samples under ``shards/prior``; finished shards are read, not redrawn, so an
-        interrupted call resumes. Shards written with another seed, block size, architecture or
-        split size raise ``ValueError``.
+        Write samples ``[s * shard_size, (s + 1) * shard_size)`` as shard ``s`` of kind ``"prior"``
+        (:func:`prior_shard`, through :meth:`RunFolder.collect_shards`): finished shards are read,
+        not redrawn, so an interrupted call resumes; shards of another seed, block size, method,
+        architecture, split, device type or shard layout, and copied shard files, are refused.
     shard_size : int
         Samples per shard, a multiple of ``block_size``; does not change the results.
     method : {"auto", "weights", "preactivations"}
@@ -279,114 +229,48 @@ def prior_sampling(
         pre-activations on the split's points instead of its weights (FCNs only, much faster when
         ``m + k`` is small against the input dimension); ``"weights"`` draws the parameters;
         ``"auto"`` is ``"preactivations"`` for FCNs, ``"weights"`` otherwise. Both give the same
-        distribution of functions, but not the same individual draws for a seed; a run folder
-        remembers which was used.
+        distribution of functions, but not the same individual draws for a seed.
 
     Returns
     -------
-    PriorResult
+    FunctionCounts
+        ``n_runs`` samples drawn, ``n_fit`` of them reproduce every label of S, ``counts`` their
+        functions on E.
     """
-    from .store import RunFolder
-
-    _check_inputs(arch, split, n_samples, seed, batch_size, block_size, shard_size)
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
+    check_int("n_samples", n_samples, minimum=1)
+    check_int("seed", seed, minimum=0)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, minimum=1)
+    check_int("block_size", block_size, minimum=1)
+    check_int("shard_size", shard_size, minimum=1)
+    if shard_size % block_size:
+        raise ValueError(f"shard_size must be a multiple of block_size={block_size}, got shard_size={shard_size}")
     method = resolve_method(arch, method)
     device = torch.device(device)
-    x_all = split.x_all().to(device=device, dtype=torch.float32)
-    plan = pre.plan_fcn(arch, x_all) if method == "preactivations" else None  # type: ignore[arg-type]
-    y_train = split.y_train.to(device) == 1
-    m = split.n_train
-    folder = None
-    if run_folder is not None:
-        folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
-    n_shards = math.ceil(n_samples / shard_size)
-    stream = {"seed": int(seed), "block_size": int(block_size), "shard_size": int(shard_size),
-              "arch": arch.to_dict(), "n_train": m, "n_test": split.n_test}
-    if method != "weights":  # run folders written before there was a choice keep resuming
-        stream["method"] = method
-    counts: Counter = Counter()
-    n_fit_total = 0
-    drawn = 0
-    seconds = 0.0
-    bar = _progress(n_samples, progress)
-    try:
-        for shard in range(n_shards):
-            lo, hi = shard * shard_size, min((shard + 1) * shard_size, n_samples)
-            if folder is not None and folder.has_shard(PRIOR_KIND, shard):
-                part, part_fit = _read_prior_shard(folder, shard, hi - lo, stream)
-            else:
-                t0 = time.perf_counter()
-                part, part_fit = sample_range(arch, x_all, y_train, m, split.input_shape, lo, hi, seed=seed,
-                                               block_size=block_size, batch_size=batch_size, device=device,
-                                               method=method, plan=plan)
-                seconds += time.perf_counter() - t0
-                drawn += hi - lo
-                if folder is not None:
-                    _write_prior_shard(folder, shard, part, hi - lo, stream)
-            counts.update(part)
-            n_fit_total += part_fit
-            bar.update(hi - lo)
-    finally:
-        bar.close()
-    fc = FunctionCounts(dict(counts), n_runs=n_samples, n_fit=n_fit_total)
-    return PriorResult(counts=fc, **binomial_summary(n_fit_total, n_samples), seconds=seconds,
-                       samples_per_second=drawn / seconds if drawn and seconds > 0 else math.nan,
-                       seed=int(seed), block_size=int(block_size), vectorised=True, method=method)
+    plan = [{"start": lo, "stop": min(lo + shard_size, n_samples)} for lo in range(0, n_samples, shard_size)]
+    print_ = fingerprint({"seed": seed, "block_size": block_size, "method": method, "arch": arch.to_dict(),
+                          "split": split_digest(split), "device": device.type})
 
+    def compute(shard, callback):
+        return prior_shard(arch, split, seed=seed, start=shard["start"], stop=shard["stop"], block_size=block_size,
+                           batch_size=batch_size, device=device, method=method, progress=callback)
 
-def _write_prior_shard(folder, shard: int, counts: Counter, n_runs: int, stream: dict) -> None:
-    import pyarrow as pa
-
-    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    table = pa.table({"function": pa.array([f for f, _ in items], pa.string()),
-                      "count": pa.array([c for _, c in items], pa.int64())})
-    folder.write_shard(PRIOR_KIND, shard, table, n_runs=n_runs, stream=stream)
-
-
-def _read_prior_shard(folder, shard: int, n_expected: int, stream: dict) -> tuple[Counter, int]:
-    table, meta = folder.read_shard(PRIOR_KIND, shard)
-    if meta.get("stream") != stream:
-        raise ValueError(f"prior shard {shard} in {folder.path} was drawn with {meta.get('stream')}, "
-                         f"not with this call's {stream}; use another run folder")
-    if int(meta.get("n_runs", -1)) != n_expected:
-        raise ValueError(f"prior shard {shard} in {folder.path} holds {meta.get('n_runs')} samples but this "
-                         f"call needs {n_expected} there (n_samples changed within a shard); use another run "
-                         f"folder or an n_samples that keeps finished shards whole")
-    part = Counter(dict(zip(table.column("function").to_pylist(), table.column("count").to_pylist())))
-    return part, sum(part.values())
-
-
-def sample_prior(
-    arch: Architecture,
-    split: Split,
-    n_samples: int,
-    *,
-    seed: int,
-    device: str | torch.device = "cpu",
-    batch_size: int | None = None,
-    block_size: int = BLOCK_SIZE,
-    progress: bool = True,
-    run_folder=None,
-    shard_size: int = SHARD_SIZE,
-    method: str = "auto",
-) -> FunctionCounts:
-    """Functions on E of the random initialisations of ``arch`` that fit S.
-
-    Same parameters as :func:`prior_sampling`; returns only its ``counts``: ``n_runs`` samples
-    drawn, ``n_fit`` of them reproduce every label of S, ``counts`` their functions on E.
-    """
-    return prior_sampling(arch, split, n_samples, seed=seed, device=device, batch_size=batch_size,
-                          block_size=block_size, progress=progress, run_folder=run_folder,
-                          shard_size=shard_size, method=method).counts
+    with ShardProgress(progress, total=n_samples, desc="prior samples") as prog:
+        return merge_shards(run_shards(run_folder, PRIOR_KIND, plan, compute, fingerprint=print_, progress=prog))
 
 
 def iter_prior_outputs(arch: Architecture, x: torch.Tensor, n_samples: int, *, seed: int,
                        input_shape=None, block_size: int = BLOCK_SIZE, batch_size: int | None = None,
                        device: str | torch.device = "cpu", method: str = "auto") -> Iterator[torch.Tensor]:
-    """Raw outputs of the same random networks :func:`prior_sampling` draws, block by block.
+    """Raw outputs of the same random networks :func:`sample_prior` draws, block by block.
 
     Yields float32 tensors of shape ``(n_block, n)`` for inputs ``x`` of shape ``(n, d)`` (the
     points of a split: with ``method="preactivations"`` the networks are drawn on these points
-    only); useful for Monte Carlo kernels and tests. ``method`` as in :func:`prior_sampling`.
+    only); useful for Monte Carlo kernels and tests. ``method`` as in :func:`sample_prior`.
     """
     check_int("n_samples", n_samples, minimum=1)
     check_int("block_size", block_size, minimum=1)

@@ -1,8 +1,9 @@
 """P_SGD(f|S): train many networks at once, each to 100% training accuracy, and count their functions.
 
-One training engine (:func:`iter_runs`) serves :func:`train_runs` (one shard of runs -> a table),
-:func:`sample_sgd` (many runs -> :class:`~sampler.functions.FunctionCounts`, optionally in resumable
-shards of a run folder), the command line, the tests and the benchmarks.
+One training engine (:func:`iter_runs`) serves :func:`train_runs` (runs -> one row per run),
+:func:`sgd_shard` (runs -> a count shard, the unit of work of :func:`sample_sgd` and of the
+pipeline's ``sgd`` estimator), :func:`sample_sgd` (many runs -> :class:`~sampler.functions.FunctionCounts`,
+optionally in resumable shards of a run folder), the tests and the benchmarks.
 
 The engine trains an *ensemble* of ``E`` networks as stacked parameters through the
 architecture's protocol (``arch.network``, :mod:`sampler.ensemble`): one batched forward pass, one
@@ -40,19 +41,16 @@ become non-finite ends unfit with ``final_loss = nan`` and a ``RuntimeWarning`` 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-import socket
-import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_float, check_int
 from .architectures import Architecture
@@ -61,7 +59,7 @@ from .ensemble import LOSSES, pointwise_loss  # noqa: F401 (pointwise_loss: publ
 from .functions import FunctionCounts, outputs_to_strings
 from .optimizers import OPTIMIZERS, EnsembleOptimizer, torch_optimizer
 from .seeding import make_generator
-from .store import RunFolder, fingerprint
+from .store import ShardProgress, count_table, fingerprint, merge_shards, run_shards, split_digest
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -480,33 +478,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
 
 
 # public API --------------------------------------------------------------------------------------
-class _Progress:
-    """Adapter for ``progress``: None, a callable ``(n_done, n_fit)`` or a tqdm-like bar."""
-
-    def __init__(self, progress, done: int = 0, fit: int = 0):
-        if progress is not None and not callable(progress) and not hasattr(progress, "update"):
-            raise TypeError(f"progress must be None, a callable (n_done, n_fit) or a tqdm bar, "
-                            f"got {type(progress).__name__}")
-        self.progress, self.done, self.fit = progress, done, fit
-
-    def __call__(self, chunk: RunsChunk) -> None:
-        n, f = len(chunk.runs), int(chunk.fit.sum())
-        self.done += n
-        self.fit += f
-        p = self.progress
-        if p is None:
-            return
-        if hasattr(p, "update"):
-            p.update(n)
-            if hasattr(p, "set_postfix_str"):
-                p.set_postfix_str(f"fit {self.fit / max(self.done, 1):.3f}", refresh=False)
-        else:
-            p(self.done, self.fit)
-
-
 def _table(chunks: list[RunsChunk]):
-    import pyarrow as pa
-
     runs = np.concatenate([c.runs for c in chunks])
     order = np.argsort(runs, kind="stable")
     functions = [f for c in chunks for f in c.functions]
@@ -519,10 +491,42 @@ def _table(chunks: list[RunsChunk]):
     })
 
 
+def _check_range(start, stop) -> range:
+    start = check_int("start", start, minimum=0)
+    stop = check_int("stop", stop, minimum=0)
+    if stop <= start:
+        raise ValueError(f"stop must be > start, got start={start}, stop={stop}")
+    return range(start, stop)
+
+
 def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
                ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-               tf32: bool = True):
-    """Train runs ``start, ..., stop - 1``; one row per run.
+               tf32: bool = True) -> pa.Table:
+    """Train runs ``start, ..., stop - 1``; one row per run. Parameters as in :func:`sgd_shard`.
+
+    Returns
+    -------
+    pyarrow.Table
+        Sorted by ``run``, columns ``run`` int64, ``function`` str (bitstring on ``split.x_test``,
+        '1' where output > 0), ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``),
+        ``final_loss`` float64 (mean loss on the whole training set at the end).
+    """
+    prog = ShardProgress(progress)
+    chunks = []
+    for chunk in iter_runs(arch, split, spec, _check_range(start, stop), seed=seed, ensemble=ensemble, device=device,
+                           dtype=dtype, tf32=tf32):
+        chunks.append(chunk)
+        prog.add(len(chunk.runs), int(chunk.fit.sum()))
+    return _table(chunks)
+
+
+def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
+              ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
+              tf32: bool = True) -> pa.Table:
+    """One shard of P_SGD: train runs ``[start, stop)`` and count the functions of those that fit S.
+
+    The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator; only counts are
+    kept in memory, never one string per run.
 
     Parameters
     ----------
@@ -548,21 +552,23 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
     Returns
     -------
     pyarrow.Table
-        Sorted by ``run``, columns ``run`` int64, ``function`` str (bitstring on ``split.x_test``,
-        '1' where output > 0), ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``),
-        ``final_loss`` float64 (mean loss on the whole training set at the end).
+        A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the fitted
+        runs, most frequent first; ``n_samples = stop - start`` (runs started, fitted or not);
+        ``info`` with ``epochs`` (to fit) and ``final_loss`` (whole training set, at the end) of
+        each fitted run, in run order, and the ``device``.
     """
-    start = check_int("start", start, minimum=0)
-    stop = check_int("stop", stop, minimum=0)
-    if stop <= start:
-        raise ValueError(f"stop must be > start, got start={start}, stop={stop}")
-    prog = _Progress(progress)
-    chunks = []
-    for chunk in iter_runs(arch, split, spec, range(start, stop), seed=seed, ensemble=ensemble, device=device,
-                           dtype=dtype, tf32=tf32):
-        chunks.append(chunk)
-        prog(chunk)
-    return _table(chunks)
+    runs = _check_range(start, stop)
+    prog = ShardProgress(progress)
+    counts: Counter = Counter()
+    fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
+    for chunk in iter_runs(arch, split, spec, runs, seed=seed, ensemble=ensemble, device=device, dtype=dtype, tf32=tf32):
+        counts.update(f for f, ok in zip(chunk.functions, chunk.fit) if ok)
+        fitted.append((chunk.runs[chunk.fit], chunk.epochs[chunk.fit], chunk.final_loss[chunk.fit]))
+        prog.add(len(chunk.runs), int(chunk.fit.sum()))
+    order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
+    by_run = np.argsort(order, kind="stable")
+    info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device))}
+    return count_table(counts, n_samples=len(runs), info=info)
 
 
 def train_members(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, runs: Sequence[int],
@@ -577,17 +583,6 @@ def train_members(arch: Architecture, split: Split, spec: TrainSpec, *, seed: in
                        keep_members=runs, members=members):
         pass
     return members
-
-
-def _split_digest(split: Split) -> str:
-    h = hashlib.sha256()
-    for t in (split.x_train, split.y_train, split.x_test, split.y_test):
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _spec_meta(arch, spec, seed):
-    return {"seed": seed, "spec": dataclasses.asdict(spec), "arch": arch.to_dict()}
 
 
 def sample_sgd(
@@ -628,10 +623,11 @@ def sample_sgd(
     ensemble : int
         Networks trained at once.
     run_folder : path or RunFolder, optional
-        If given, runs ``[s * shard_size, (s + 1) * shard_size)`` are written as shard ``s`` of
-        kind ``"sgd"`` (one row per run, atomically); finished shards are skipped, so an
-        interrupted call resumes, and the counts are the exact merge of the shards.
-        Without it, only counts are kept in memory.
+        If given, runs ``[s * shard_size, (s + 1) * shard_size)`` are shard ``s`` of kind ``"sgd"``
+        (:func:`sgd_shard`, written atomically through :meth:`RunFolder.collect_shards`):
+        finished shards are read, not retrained, so an interrupted call resumes; shards of
+        another seed, training, architecture, split or shard layout are refused. Without it,
+        the runs are one shard in memory.
     shard_size : int
         Runs per shard (with ``run_folder``).
     progress : bool, callable or tqdm bar
@@ -649,80 +645,24 @@ def sample_sgd(
     if not isinstance(split, Split):
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
     n_runs = check_int("n_runs", n_runs, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_int("shard_size", shard_size, minimum=1)
     spec = TrainSpec(optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss, momentum=momentum,
                      max_epochs=max_epochs, epochs_after_fit=epochs_after_fit, check_every=check_every)
     check_int("ensemble", ensemble, minimum=1)
-    shard_size = check_int("shard_size", shard_size, minimum=1)
+    step = shard_size if run_folder is not None else n_runs  # in memory: one shard
     spec.check_train_size(split.n_train)
     resolve_device(device)
-    bar = None
-    if progress is True:
-        bar = tqdm(total=n_runs, unit="run", desc=f"P_SGD {arch.describe()}", smoothing=0.1)
-        progress = bar
-    elif progress is False:
-        progress = None
-    try:
-        if run_folder is None:
-            prog = _Progress(progress)
-            counts: Counter = Counter()
-            for chunk in iter_runs(arch, split, spec, range(n_runs), seed=seed, ensemble=ensemble, device=device,
-                                   dtype=dtype):
-                counts.update(f for f, ok in zip(chunk.functions, chunk.fit) if ok)
-                prog(chunk)
-            return FunctionCounts(dict(counts), n_runs=n_runs, n_fit=prog.fit)
-        return _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_folder, shard_size,
-                                 progress, dtype)
-    finally:
-        if bar is not None:
-            bar.close()
+    plan = [{"start": a, "stop": min(a + step, n_runs)} for a in range(0, n_runs, step)]
+    print_ = fingerprint({"seed": seed, "spec": dataclasses.asdict(spec), "arch": arch.to_dict(),
+                          "split": split_digest(split), "dtype": str(dtype)})
 
+    def compute(shard, callback):
+        return sgd_shard(arch, split, spec, seed=seed, start=shard["start"], stop=shard["stop"], ensemble=ensemble,
+                         device=device, progress=callback, dtype=dtype)
 
-def _sample_to_folder(arch, split, spec, n_runs, seed, device, ensemble, run_folder, shard_size, progress, dtype):
-    folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
-    with folder.lock():  # one writer at a time (see RunFolder.lock)
-        return _fill_folder(folder, arch, split, spec, n_runs, seed, device, ensemble, shard_size, progress, dtype)
-
-
-def _fill_folder(folder, arch, split, spec, n_runs, seed, device, ensemble, shard_size, progress, dtype):
-    n_shards = math.ceil(n_runs / shard_size)
-    meta = _spec_meta(arch, spec, seed)
-    print_ = fingerprint({**meta, "split": _split_digest(split)})
-    folder.check_shards("sgd")  # copied or overlapping shards refused; corrupt ones moved aside and redone
-    todo, done_runs, done_fit = [], 0, 0
-    for s in range(n_shards):
-        start, stop = s * shard_size, min((s + 1) * shard_size, n_runs)
-        if not folder.has_shard("sgd", s):
-            todo.append((s, start, stop))
-            continue
-        table, old = folder.read_shard("sgd", s)
-        if (old.get("start"), old.get("stop")) != (start, stop):
-            raise ValueError(f"run folder {folder.path} holds sgd shard {s} for runs [{old.get('start')}, "
-                             f"{old.get('stop')}), this call wants [{start}, {stop}): use the shard_size and "
-                             f"n_runs it was written with, or another run folder")
-        for key in ("seed", "spec", "arch"):
-            if key in old and old[key] != meta[key]:
-                raise ValueError(f"run folder {folder.path} holds sgd shards written with {key}={old[key]!r}, "
-                                 f"this call has {key}={meta[key]!r}: use another run folder")
-        if old.get("fingerprint") != print_:
-            raise ValueError(f"shard file {folder.shard_path('sgd', s)} was written for another split, architecture, "
-                             f"training or seed (fingerprint {old.get('fingerprint')}, this call's is {print_}): use "
-                             f"another run folder")
-        done_runs += table.num_rows
-        done_fit += sum(table.column("fit").to_pylist())
-    if progress is not None and hasattr(progress, "update") and done_runs:
-        progress.update(done_runs)
-    prog = _Progress(progress, done_runs, done_fit)
-    dev = str(resolve_device(device))
-    for s, start, stop in todo:
-        t0 = time.perf_counter()
-        chunks = []
-        for chunk in iter_runs(arch, split, spec, range(start, stop), seed=seed, ensemble=ensemble, device=device,
-                               dtype=dtype):
-            chunks.append(chunk)
-            prog(chunk)
-        folder.write_shard("sgd", s, _table(chunks), fingerprint=print_, start=start, stop=stop, node=socket.gethostname(),
-                           device=dev, seconds=time.perf_counter() - t0, **meta)
-    return folder.merge_counts("sgd", indices=list(range(n_shards)))
+    with ShardProgress(progress, total=n_runs, desc=f"P_SGD {arch.describe()}", unit="run") as prog:
+        return merge_shards(run_shards(run_folder, "sgd", plan, compute, fingerprint=print_, progress=prog))
 
 
 # the reference's way ----------------------------------------------------------------------------

@@ -14,18 +14,20 @@ One writer at a time: :meth:`RunFolder.lock` takes ``RUN/.lock`` (created with `
 which is atomic on local and NFS file systems alike) holding the host, pid and start time of its
 holder, whose mtime a heartbeat thread refreshes. A lock is stale, and is broken, when its holder's
 pid is gone on this host or its heartbeat is older than ``stale_after`` seconds (another host's
-process cannot be probed). Each shard records its ``index`` and, when the writer gives one, the
-``fingerprint`` of what determines its numbers; :meth:`RunFolder.check_shards` refuses shards that
-are foreign, misnamed, duplicated or overlapping, naming the files, and moves unreadable ones aside
-(``NNNNNN.parquet.corrupt``) so that they are redone.
-A shard is a Parquet table in one of two forms, both merged exactly by :meth:`RunFolder.merge_counts`:
+process cannot be probed).
 
-- per-run rows with columns ``function`` (str) and ``fit`` (bool), one row per run started;
-- aggregated rows with columns ``function`` and ``count`` and ``n_runs`` in the table metadata.
+One shard format (:func:`shard_table`) and one resume path (:meth:`RunFolder.collect_shards`) serve
+the library (``sample_sgd``, ``sample_prior``) and the pipeline alike. Each shard file records its
+``index``, the ``fingerprint`` of what determines its numbers and its planned parameters ``shard``
+(e.g. ``{"start": 0, "stop": 1024}``); :meth:`RunFolder.check_shards` refuses shards that are
+foreign, misnamed, copied over another, or that overlap another's samples, naming the files, and
+moves unreadable ones aside (``NNNNNN.parquet.corrupt``) so that they are redone. Count shards
+merge exactly with :func:`merge_shards`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,17 +40,22 @@ import warnings
 from collections import Counter
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from tqdm.auto import tqdm
 
 from ._checks import check_int
 from .atomic import _json_default, atomic_write_bytes, atomic_write_json, atomic_write_table, atomic_write_text
 from .functions import FunctionCounts
 
-__all__ = ["RunFolder", "FolderLock", "FolderBusyError", "ShardError", "fingerprint", "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "atomic_write_text",
+__all__ = ["RunFolder", "FolderLock", "FolderBusyError", "ShardError", "fingerprint", "split_digest",
+           "SHARD_SCHEMA", "shard_table", "count_table", "shard_meta", "merge_shards", "run_shards", "ShardProgress",
+           "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "atomic_write_text",
            "git_revision", "package_versions", "host_info"]
 
 SHARD_DIGITS = 6
@@ -70,6 +77,160 @@ def fingerprint(obj: Any) -> str:
     """A short stable hash (hex, 16 chars) of a JSON-able object: what determines a shard's numbers."""
     text = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_digest(split) -> str:
+    """A short hash (hex, 16 chars) of a split's ``x_train``, ``y_train``, ``x_test`` and ``y_test``."""
+    h = hashlib.sha256()
+    for t in (split.x_train, split.y_train, split.x_test, split.y_test):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# --- the shard format ---------------------------------------------------------------------------
+#: Columns of every shard: a function on E, a sampler's count of it (null for a scorer), a scorer's
+#: natural-log P(f|S) and its standard error (null for a sampler, whose log P comes from the counts).
+SHARD_SCHEMA = pa.schema([("function", pa.string()), ("count", pa.int64()), ("log_p", pa.float64()),
+                          ("log_p_se", pa.float64())])
+
+
+def shard_table(functions: Sequence[str], *, counts: Sequence[int] | None = None,
+                log_p: Sequence[float] | None = None, log_p_se: Sequence[float] | None = None,
+                n_samples: int | None = None, info: Mapping[str, Any] | None = None) -> pa.Table:
+    """One shard's rows (:data:`SHARD_SCHEMA`), with ``n_samples`` and ``info`` in the schema metadata.
+
+    Parameters
+    ----------
+    functions : sequence of str, length n
+        Bitstrings on E.
+    counts : sequence of int, length n
+        A sampler's counts of each function in this shard (then ``n_samples`` is required).
+    log_p, log_p_se : sequence of float, length n
+        A scorer's natural-log P(f|S) and its standard error (nan where the method has none); a
+        sampler may give ``log_p_se`` when it has a better error than the binomial one.
+    n_samples : int
+        Samples drawn (runs started) in this shard, fitted or not; a sample that does not fit S has no row.
+    info : mapping
+        JSON-able facts about the shard (read back by :func:`shard_meta`).
+    """
+    n = len(functions)
+    if (counts is None) == (log_p is None):
+        raise ValueError("a shard has either counts (a sampler) or log_p (a scorer)")
+    if counts is not None and n_samples is None:
+        raise ValueError("a sampler's shard must say n_samples, the samples it drew")
+    nulls_i, nulls_f = pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
+    table = pa.table({
+        "function": pa.array(list(functions), pa.string()),
+        "count": pa.array(list(counts), pa.int64()) if counts is not None else nulls_i,
+        "log_p": pa.array(np.asarray(log_p, float)) if log_p is not None else nulls_f,
+        "log_p_se": (pa.array(np.asarray(log_p_se, float)) if log_p_se is not None
+                     else (pa.array(np.full(n, np.nan)) if log_p is not None else nulls_f)),
+    }, schema=SHARD_SCHEMA)
+    return table.replace_schema_metadata({"n_samples": json.dumps(n_samples), "info": json.dumps(dict(info or {}))})
+
+
+def count_table(counts: Mapping[str, int], *, n_samples: int, info: Mapping[str, Any] | None = None) -> pa.Table:
+    """A sampler's :func:`shard_table` from ``{function: count}``, most frequent first (ties by bitstring)."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return shard_table([f for f, _ in items], counts=[c for _, c in items], n_samples=n_samples, info=info)
+
+
+def shard_meta(table: pa.Table) -> tuple[int | None, dict]:
+    """``(n_samples, info)`` of a shard table (read back from its schema metadata)."""
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if "n_samples" not in meta:
+        raise ValueError(f"shard table has no n_samples in its metadata (keys {sorted(meta)}): not written by "
+                         f"shard_table of this version")
+    return json.loads(meta["n_samples"]), json.loads(meta.get("info", "{}"))
+
+
+def merge_shards(tables: Sequence[pa.Table]) -> FunctionCounts:
+    """Exact merge of count shards: counts summed per function, ``n_runs`` the sum of the shards'
+    ``n_samples``, ``n_fit`` the sum of the counts (each sample counted once per shard given)."""
+    counts: Counter = Counter()
+    n_samples = 0
+    for i, table in enumerate(tables):
+        n, _ = shard_meta(table)
+        if n is None or table.column("count").null_count:
+            raise ValueError(f"tables[{i}] is a scorer's shard (no counts, no n_samples): only count shards merge")
+        for f, c in zip(table.column("function").to_pylist(), table.column("count").to_pylist()):
+            counts[f] += c
+        n_samples += int(n)
+    return FunctionCounts(dict(counts), n_runs=n_samples, n_fit=sum(counts.values()))
+
+
+class ShardProgress:
+    """Samples done and fitted so far in a call, told to ``progress``: None or False (nobody), a
+    callable ``(n_done, n_fit)``, a tqdm-like bar (``update(n)``), or True: a tqdm bar of ``total``
+    samples labelled ``desc`` in ``unit``, closed at the end of a ``with`` block."""
+
+    def __init__(self, progress=None, *, total: int | None = None, desc: str = "", unit: str = "sample"):
+        if not (progress is None or isinstance(progress, bool) or callable(progress) or hasattr(progress, "update")):
+            raise TypeError(f"progress must be a bool, None, a callable (n_done, n_fit) or a tqdm bar, "
+                            f"got {type(progress).__name__}")
+        self._own = progress is True
+        self.progress = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, smoothing=0.1) if self._own \
+            else progress or None
+        self.done = self.fit = 0
+
+    def to(self, done: int, fit: int) -> None:
+        """``done`` samples in all so far, ``fit`` of them fitted."""
+        step, self.done, self.fit = done - self.done, done, fit
+        if self.progress is None or step == 0:
+            return
+        if hasattr(self.progress, "update"):
+            self.progress.update(step)
+            if hasattr(self.progress, "set_postfix_str"):
+                self.progress.set_postfix_str(f"fit {fit / max(done, 1):.3f}", refresh=False)
+        else:
+            self.progress(done, fit)
+
+    def add(self, n_done: int, n_fit: int) -> None:
+        """``n_done`` more samples, ``n_fit`` of them fitted."""
+        self.to(self.done + n_done, self.fit + n_fit)
+
+    def within(self) -> Callable[[int, int], None]:
+        """A ``progress(n_done, n_fit)`` callback for one shard, counting from the shard's start."""
+        done, fit = self.done, self.fit
+        return lambda n_done, n_fit: self.to(done + n_done, fit + n_fit)
+
+    def __enter__(self) -> "ShardProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._own:
+            self.progress.close()
+
+
+def _size(table: pa.Table) -> tuple[int, int]:
+    """``(n_samples, n_fit)`` of a shard table (0 samples for a scorer's)."""
+    n, _ = shard_meta(table)
+    return int(n or 0), int(pc.sum(table.column("count")).as_py() or 0)
+
+
+def run_shards(run_folder, kind: str, plan: Sequence[Mapping[str, Any]],
+               compute: Callable[[Mapping[str, Any], Callable[[int, int], None]], pa.Table], *,
+               fingerprint: str, progress: ShardProgress | None = None) -> list[pa.Table]:
+    """The shard tables of ``plan``, in plan order: computed in memory (``run_folder`` None), or
+    through :meth:`RunFolder.collect_shards` of ``run_folder`` (a path or :class:`RunFolder`).
+
+    ``compute(params, progress)`` returns the :func:`shard_table` of one shard's ``params``, calling
+    ``progress(n_done, n_fit)`` along the way if it likes.
+    """
+    progress = progress if progress is not None else ShardProgress()
+    if run_folder is None:
+        return [_compute(compute, params, progress) for params in plan]
+    folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(run_folder)
+    return folder.collect_shards(kind, plan, compute, fingerprint=fingerprint, progress=progress)
+
+
+def _compute(compute, params, progress: ShardProgress) -> pa.Table:
+    """``compute(params, callback)``, then ``progress`` moved to the shard's end."""
+    done, fit = progress.done, progress.fit
+    table = compute(params, progress.within())
+    n, n_fit = _size(table)
+    progress.to(done + n, fit + n_fit)
+    return table
 
 
 def _pid_alive(pid: int) -> bool:
@@ -355,8 +516,8 @@ class RunFolder:
         is redone. A :class:`ShardError` naming the files is raised for a shard whose recorded
         ``index`` is not its file's (copied under another name), whose ``fingerprint`` differs from
         ``fingerprint`` (written by another config), whose ``identity`` metadata differs from
-        ``expected[index]`` (copied over another shard) or that repeats or overlaps another shard's
-        runs (``start``/``stop`` metadata).
+        ``expected[index]`` (copied over another shard, or planned otherwise) or that repeats or
+        overlaps another shard's samples (``start``/``stop`` of its ``identity`` metadata).
         """
         good, spans = [], []
         for index in self.shard_indices(kind):
@@ -373,13 +534,13 @@ class RunFolder:
             if fingerprint is not None and meta.get("fingerprint") != fingerprint:
                 raise ShardError(f"shard file {path} was written by another config (fingerprint "
                                  f"{meta.get('fingerprint')}, this run's is {fingerprint}): it does not belong in "
-                                 f"this run folder; use a new --out, or delete {self.shard_dir(kind)}")
+                                 f"this run folder; use another run folder (--out), or delete {self.shard_dir(kind)}")
             if expected is not None and index in expected and meta.get(identity) != expected[index]:
                 raise ShardError(f"shard file {path} holds {meta.get(identity)!r}, this run plans "
-                                 f"{expected[index]!r} for shard {index} of {kind!r}: it was copied over; delete it")
-            if isinstance(meta.get("start"), int) and isinstance(meta.get("stop"), int):
-                spans.append((meta["start"], meta["stop"], path))
-            elif isinstance(meta.get(identity), dict) and isinstance(meta[identity].get("start"), int):
+                                 f"{expected[index]!r} for shard {index} of {kind!r}: it was copied over, or "
+                                 f"written with another plan (shard size, number of samples); delete it or use "
+                                 f"another run folder")
+            if isinstance(meta.get(identity), dict) and isinstance(meta[identity].get("start"), int):
                 spans.append((meta[identity]["start"], meta[identity]["stop"], path))
             good.append(index)
         spans.sort(key=lambda t: (t[0], t[1]))
@@ -400,41 +561,54 @@ class RunFolder:
             raise ShardError(f"shard file {path} is corrupt ({type(exc).__name__}: {exc}); rerun to redo it") from None
         return table, self._meta(table.schema.metadata)
 
-    def iter_shards(self, kind: str) -> Iterator[tuple[int, Any, dict]]:
-        """``(index, table, meta)`` for each finished shard of ``kind``, in index order."""
-        for index in self.shard_indices(kind):
-            table, meta = self.read_shard(kind, index)
-            yield index, table, meta
+    def collect_shards(self, kind: str, plan: Sequence[Mapping[str, Any]], compute=None, *, fingerprint: str,
+                       progress: ShardProgress | None = None) -> list[pa.Table]:
+        """The tables of shards ``0 .. len(plan) - 1`` of ``kind``, in plan order, each counted once.
 
-    def merge_counts(self, kind: str, indices: list[int] | None = None) -> FunctionCounts:
-        """Exact merge of the finished shards of ``kind`` (each run counted once).
+        First :meth:`check_shards` against ``fingerprint`` and ``plan``: foreign, copied, misnamed
+        or overlapping shard files are refused naming them; unreadable ones are moved aside. Then,
+        with ``compute`` and under the folder's :meth:`lock`, each missing shard ``i`` is computed
+        as ``compute(plan[i], callback)`` and written atomically with its ``fingerprint``, its
+        parameters (metadata ``shard``), wall time and host before the next one starts, so an
+        interrupted call resumes at the first missing shard. Without ``compute`` (the pipeline,
+        whose workers write the shards) a missing shard is a :class:`ShardError` naming its file.
 
-        Memory holds counts only, never per-run rows of more than one shard.
+        Parameters
+        ----------
+        kind : str
+            Shard kind (e.g. ``"sgd"``, ``"prior"``, an estimator's label).
+        plan : sequence of dict
+            JSON-able parameters of each shard; ``start`` and ``stop`` (sample indices) are checked
+            for overlaps.
+        compute : callable, optional
+            ``compute(params, callback) -> pyarrow.Table`` (a :func:`shard_table`);
+            ``callback(n_done, n_fit)`` reports progress within the shard.
+        fingerprint : str
+            :func:`fingerprint` of what determines the shards' numbers.
+        progress : ShardProgress, optional
+            Hears the samples of the shards read from disk, then of those computed.
         """
-        counts: Counter = Counter()
-        n_runs = n_fit = 0
-        wanted = None if indices is None else set(indices)
-        present = self.check_shards(kind)  # misnamed, duplicated or overlapping shards are refused, by file
-        if wanted is not None and not wanted <= set(present):
-            gone = [self.shard_path(kind, i).name for i in sorted(wanted - set(present))]
-            raise ShardError(f"run folder {self.shard_dir(kind)} lacks the shard files {gone}; rerun to redo them")
-        for index, table, meta in self.iter_shards(kind):
-            if wanted is not None and index not in wanted:
-                continue
-            names = table.column_names
-            if "fit" in names:
-                fit = table.column("fit").to_pylist()
-                funcs = table.column("function").to_pylist()
-                counts.update(f for f, ok in zip(funcs, fit) if ok)
-                n_runs += len(fit)
-                n_fit += sum(fit)
-            elif "count" in names:
-                part = dict(zip(table.column("function").to_pylist(), table.column("count").to_pylist()))
-                counts.update(part)
-                n_fit += sum(part.values())
-                if "n_runs" not in meta:
-                    raise ValueError(f"shard {index} of {kind!r} has counts but no n_runs in its metadata")
-                n_runs += int(meta["n_runs"])
-            else:
-                raise ValueError(f"shard {index} of {kind!r} has neither 'fit' nor 'count' column: {names}")
-        return FunctionCounts(dict(counts), n_runs, n_fit)
+        plan = json.loads(json.dumps(list(plan), default=_json_default))  # as the metadata holds it
+        progress = progress if progress is not None else ShardProgress()
+        with self.lock() if compute is not None else contextlib.nullcontext():
+            self.check_shards(kind, fingerprint, expected=dict(enumerate(plan)))
+            tables: dict[int, pa.Table] = {}
+            for index in range(len(plan)):
+                path = self.shard_path(kind, index)
+                try:
+                    tables[index] = pq.read_table(path) if path.is_file() else None
+                except (pa.ArrowException, OSError) as exc:
+                    self._set_aside(path, exc)
+                    tables[index] = None
+                if tables[index] is not None:
+                    progress.add(*_size(tables[index]))
+            missing = [i for i, t in tables.items() if t is None]
+            if missing and compute is None:
+                raise ShardError(f"run folder {self.shard_dir(kind)} lacks the shard files "
+                                 f"{[self.shard_path(kind, i).name for i in missing]}; rerun to redo them")
+            for index in missing:
+                t0 = time.perf_counter()
+                tables[index] = _compute(compute, plan[index], progress)
+                self.write_shard(kind, index, tables[index], fingerprint=fingerprint, shard=plan[index],
+                                 seconds=time.perf_counter() - t0, node=socket.gethostname())
+            return [tables[i] for i in range(len(plan))]

@@ -249,10 +249,10 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
         if len(f):
             lpb, lsgd, count = f["log_pb"].to_numpy(), f["log_p_sgd"].to_numpy(), f["count"].to_numpy()
             lab = dict(xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}")
-            out["psgd_vs_pb"] = plots.plot_psgd_vs_pb(lpb, lsgd, fig_dir / "psgd_vs_pb.png", counts=count,
+            out["psgd_vs_pb"] = plots.plot_psgd_vs_pb(lsgd, lpb, fig_dir / "psgd_vs_pb.png", counts=count,
                                                       color=f["test_error"].to_numpy(), color_label="test error",
                                                       title=f"{a} vs {b} ({len(f)} functions)", **lab)
-            out["psgd_vs_pb_lz"] = plots.plot_psgd_vs_pb(lpb, lsgd, fig_dir / "psgd_vs_pb_lz.png", counts=count,
+            out["psgd_vs_pb_lz"] = plots.plot_psgd_vs_pb(lsgd, lpb, fig_dir / "psgd_vs_pb_lz.png", counts=count,
                                                          color=f["lz_complexity"].to_numpy(),
                                                          color_label="LZ complexity",
                                                          title=f"{a} vs {b}, coloured by LZ complexity", **lab)
@@ -265,7 +265,7 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
             name = f"errorbars_{c['estimator']}_vs_{c['reference']}"
             se = np.array(c["se_ref"]) / math.log(10)
             out[name] = plots.plot_psgd_vs_pb(
-                c["log_p_ref"], c["log_p"], fig_dir / f"{name}.png", xerr=se,
+                c["log_p"], c["log_p_ref"], fig_dir / f"{name}.png", xerr=se,
                 title=f"{c['estimator']} against {c['reference']} (+- 1 s.e.), median |z| = "
                       f"{fmt(c['median_abs_z'], 3)}", xlabel=f"log10 P_B(f|S), {c['reference']}",
                 ylabel=f"log10 P_B(f|S), {c['estimator']}")

@@ -25,17 +25,13 @@ options, name)`` computes one, and shards and extras read it with ``case.fit(nam
 declares what a shard needs in ``resources(case, options)`` (:class:`Resources`: device, GPUs,
 memory); the default derives the GPU from ``options.device`` for every estimator.
 
-Shard table (:func:`shard_table`): columns ``function`` (str), ``count`` (int64; null for a
-scorer), ``log_p`` and ``log_p_se`` (float64; null for a sampler, whose log P comes from the merged
-counts), and schema metadata ``n_samples`` (samples drawn or runs started in the shard; a sample
-that does not fit S has no row) and ``info`` (JSON, estimator-specific). The pipeline merges the
-shards of one estimator into an :class:`EstimatorResult` and into rows of ``results.parquet``
-(:data:`RESULT_COLUMNS`).
+Shard table: :func:`sampler.store.shard_table`, the one shard format of the library and the
+pipeline. The pipeline merges the shards of one estimator into an :class:`EstimatorResult` and
+into rows of ``results.parquet`` (:data:`RESULT_COLUMNS`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -47,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 import nngp
 from sampler._checks import check_choice, did_you_mean
+from sampler.store import SHARD_SCHEMA, merge_shards, shard_meta, shard_table  # noqa: F401  (the shard format)
 
 from ..validation import STRICT, attribute_docs, config_error
 
@@ -66,7 +63,6 @@ RESULT_SCHEMA = pa.schema([
     ("log_p_se", pa.float64()),     # its standard error: binomial delta method for counts; nan where unknown
 ])
 RESULT_COLUMNS = tuple(RESULT_SCHEMA.names)
-SHARD_SCHEMA = pa.schema([RESULT_SCHEMA.field(n) for n in ("function", "count", "log_p", "log_p_se")])
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -105,49 +101,6 @@ class Options(BaseModel):
 
 
 # --- shards and results ---------------------------------------------------------------------------
-def shard_table(functions: Sequence[str], *, counts: Sequence[int] | None = None,
-                log_p: Sequence[float] | None = None, log_p_se: Sequence[float] | None = None,
-                n_samples: int | None = None, info: Mapping[str, Any] | None = None) -> pa.Table:
-    """One shard's rows (see the module docstring).
-
-    Parameters
-    ----------
-    functions : sequence of str, length n
-    counts : sequence of int, length n
-        A sampler's counts of each function in this shard (then ``n_samples`` is required).
-    log_p, log_p_se : sequence of float, length n
-        A scorer's natural-log P(f|S) and its standard error (nan where the method has none).
-    n_samples : int
-        Samples drawn (runs started) in this shard, fitted or not.
-    info : mapping
-        JSON-able facts the estimator's :meth:`Estimator.extras` reads back.
-    """
-    n = len(functions)
-    if (counts is None) == (log_p is None):
-        raise ValueError("a shard has either counts (a sampler) or log_p (a scorer)")
-    if counts is not None and n_samples is None:
-        raise ValueError("a sampler's shard must say n_samples, the samples it drew")
-    nulls_i, nulls_f = pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
-    table = pa.table({
-        "function": pa.array(list(functions), pa.string()),
-        "count": pa.array(list(counts), pa.int64()) if counts is not None else nulls_i,
-        "log_p": pa.array(np.asarray(log_p, float)) if log_p is not None else nulls_f,
-        "log_p_se": (pa.array(np.asarray(log_p_se, float)) if log_p_se is not None
-                     else (pa.array(np.full(n, math.nan)) if log_p is not None else nulls_f)),
-    }, schema=SHARD_SCHEMA)
-    meta = {"n_samples": json.dumps(n_samples), "info": json.dumps(dict(info or {}))}
-    return table.replace_schema_metadata(meta)
-
-
-def shard_meta(table: pa.Table) -> tuple[int | None, dict]:
-    """``(n_samples, info)`` of a shard table (read back from its schema metadata)."""
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if "n_samples" not in meta:
-        raise ValueError(f"shard table has no n_samples in its metadata (keys {sorted(meta)}): not written by "
-                         f"an estimator of this version")
-    return json.loads(meta["n_samples"]), json.loads(meta.get("info", "{}"))
-
-
 @dataclass(frozen=True)
 class EstimatorResult:
     """The merged shards of one estimator on one case.
@@ -186,21 +139,17 @@ class EstimatorResult:
         metas = [shard_meta(t) for t in tables]
         infos = tuple(info for _, info in metas)
         if sampler:
-            totals: dict[str, int] = {}
-            for t in tables:
-                for f, c in zip(t.column("function").to_pylist(), t.column("count").to_pylist()):
-                    totals[f] = totals.get(f, 0) + int(c)
-            items = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+            merged = merge_shards(tables)
+            items = merged.most_common()
             counts = np.array([c for _, c in items], dtype=np.int64)
-            n_fit = int(counts.sum())
+            n_fit = merged.n_fit
             p = counts / max(n_fit, 1)
             log_p = np.log(p, where=p > 0, out=np.full(len(p), -math.inf))
             se = np.sqrt((1.0 - p) / np.maximum(counts, 1))
             if len(tables) == 1 and len(tables[0]) and tables[0].column("log_p_se").null_count == 0:
                 own = dict(zip(tables[0].column("function").to_pylist(), tables[0].column("log_p_se").to_pylist()))
                 se = np.array([own[f] for f, _ in items], dtype=float)
-            return cls(label, method, tuple(f for f, _ in items), counts, log_p, se,
-                       int(sum(n for n, _ in metas)), n_fit, infos)
+            return cls(label, method, tuple(f for f, _ in items), counts, log_p, se, merged.n_runs, n_fit, infos)
         functions, lp, se = [], [], []
         for t in tables:
             functions += t.column("function").to_pylist()

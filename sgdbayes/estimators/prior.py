@@ -2,9 +2,9 @@
 initialisations, keep those that reproduce every label of S, count their functions on E. Exact up
 to Monte Carlo error: the ground truth where P(S) is not tiny (the Boolean n = 7 system).
 
-Each shard is :func:`sampler.prior.sample_range`, the unit of work of :func:`sampler.prior_sampling`:
+Each shard is :func:`sampler.prior.prior_shard`, the unit of work of :func:`sampler.sample_prior`:
 sample j is a pure function of ``(method, seed, block_size = sampler.prior.BLOCK_SIZE, j)``, so the
-counts are those of :func:`sampler.prior_sampling` with the same method, seed and number of samples. Shards are chunks of
+counts are those of :func:`sampler.sample_prior` with the same method, seed and number of samples. Shards are chunks of
 ``chunk`` samples, drawn until ``min_fit`` samples fit S or ``n_samples`` were drawn
 (negative-binomial stopping, bias on P(S) O(1 / n_fit)); :meth:`PriorEstimator.extend` makes that
 decision from the finished shards, so a resumed run makes the same one.
@@ -16,17 +16,14 @@ Run it: ``sgdbayes run configs/paper/boolean.toml`` (``[estimators.prior] method
 
 from __future__ import annotations
 
-import socket
 from typing import Literal
 
-import torch
 from pydantic import Field
 
-from sampler.preactivations import plan_fcn
-from sampler.prior import BLOCK_SIZE, METHODS, binomial_summary, resolve_method, sample_range
+from sampler.prior import BLOCK_SIZE, METHODS, binomial_summary, prior_shard
 from sampler.sgd import DEVICES, resolve_device
 
-from .base import Estimator, Options, register_estimator, shard_table
+from .base import Estimator, Options, register_estimator
 
 
 class PriorOptions(Options):
@@ -43,7 +40,7 @@ class PriorOptions(Options):
     batch_size : int
         Networks per batched forward pass; does not change the samples (0: the sampler's default).
     draw : {"auto", "weights", "preactivations"}
-        How networks are drawn (``method`` of :func:`sampler.prior_sampling`): the same distribution of
+        How networks are drawn (``method`` of :func:`sampler.sample_prior`): the same distribution of
         functions, not the same draws for a seed; ``auto`` draws FCNs' pre-activations on the
         split's points (faster) and builds other networks from weights.
     seed : int
@@ -83,18 +80,9 @@ class PriorEstimator(Estimator):
         return [self._shard(options, result.n_samples // options.chunk)]
 
     def run_shard(self, case, options, shard, progress=None):
-        split = case.split()
-        device = resolve_device(options.device)
-        x = split.x_all().to(device=device, dtype=torch.float32)
-        method = resolve_method(case.arch, options.draw)
-        plan = plan_fcn(case.arch, x) if method == "preactivations" else None
-        counts, _ = sample_range(case.arch, x, split.y_train.to(device) == 1, split.n_train, split.input_shape,
-                                 shard["start"], shard["stop"], seed=options.seed, block_size=BLOCK_SIZE,
-                                 batch_size=options.batch_size or None, device=device, method=method, plan=plan,
-                                 progress=progress)
-        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return shard_table([f for f, _ in items], counts=[c for _, c in items], n_samples=shard["stop"] - shard["start"],
-                           info={"node": socket.gethostname(), "method": method})
+        return prior_shard(case.arch, case.split(), seed=options.seed, start=shard["start"], stop=shard["stop"],
+                           batch_size=options.batch_size or None, device=resolve_device(options.device),
+                           method=options.draw, progress=progress)
 
     def extras(self, case, options, result):
         s = binomial_summary(result.n_fit, result.n_samples)

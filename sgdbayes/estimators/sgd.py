@@ -1,5 +1,6 @@
 """``sgd``: P_SGD(f|S) by training many networks from fresh random initialisations to 100% training
-accuracy (:func:`sampler.train_runs`, vectorised over an ensemble) and counting their functions.
+accuracy (vectorised over an ensemble) and counting their functions: each shard is
+:func:`sampler.sgd.sgd_shard`, the unit of work of :func:`sampler.sample_sgd`.
 
 Options are the sampling knobs (``n_runs``, ``ensemble``, ``seed``, ``device``, ``shard_size``) and
 the fields of :class:`sampler.TrainSpec` (``optimizer``, ``lr``, ``batch_size``, ``loss``,
@@ -16,18 +17,16 @@ Run it: ``sgdbayes run configs/default.toml`` (``[estimators.sgd] method = "sgd"
 from __future__ import annotations
 
 import dataclasses
-import socket
 import typing
-from collections import Counter
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field, create_model, model_validator
 
-from sampler.sgd import DEVICES, TrainSpec, resolve_device, train_runs
+from sampler.sgd import DEVICES, TrainSpec, sgd_shard
 
-from .base import Estimator, Options, attribute_docs, register_estimator, shard_table
+from .base import Estimator, Options, attribute_docs, register_estimator
 
 
 #: At most this many runs (10^9: days of a GPU cluster); more is a typo, refused at once.
@@ -102,16 +101,8 @@ class SGDEstimator(Estimator):
                 for a in range(0, options.n_runs, step)]
 
     def run_shard(self, case, options, shard, progress=None):
-        device = str(resolve_device(options.device))
-        runs = train_runs(case.arch, case.split(), options.train_spec(), seed=options.seed, start=shard["start"],
-                          stop=shard["stop"], ensemble=options.ensemble, device=device, progress=progress)
-        fit = np.asarray(runs.column("fit").to_pylist(), dtype=bool)
-        counts = Counter(f for f, ok in zip(runs.column("function").to_pylist(), fit) if ok)
-        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        info = {"epochs": np.asarray(runs.column("epochs").to_pylist())[fit].tolist(),
-                "final_loss": np.asarray(runs.column("final_loss").to_pylist(), dtype=float)[fit].tolist(),
-                "device": device, "node": socket.gethostname()}
-        return shard_table([f for f, _ in items], counts=[c for _, c in items], n_samples=len(fit), info=info)
+        return sgd_shard(case.arch, case.split(), options.train_spec(), seed=options.seed, start=shard["start"],
+                         stop=shard["stop"], ensemble=options.ensemble, device=options.device, progress=progress)
 
     def extras(self, case, options, result):
         epochs = np.concatenate([np.asarray(i["epochs"], float) for i in result.infos] or [np.zeros(0)])

@@ -1,7 +1,6 @@
 """Orthant probabilities: EP, Genz and minimax tilting against exact values and each other."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest

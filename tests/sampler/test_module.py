@@ -129,9 +129,9 @@ def test_prior_sampling_of_a_module_matches_the_builtin_fcn_in_distribution():
 
     split = sampler.load_split("boolean", n_train=6, n_test=6, seed=0, target="majority")
     n = 8192
-    mod = sampler.prior_sampling(sampler.Module(factory="sgdbayes.examples:mlp", kwargs={"depth": 1, "width": 8}),
-                                 split, n, seed=1, progress=False)
-    fcn = sampler.prior_sampling(sampler.FCN(depth=1, width=8), split, n, seed=2, progress=False)
-    assert mod.method == "weights" and mod.n_fit > 50 and all(len(f) == 6 for f in mod.counts)
+    mod = sampler.sample_prior(sampler.Module(factory="sgdbayes.examples:mlp", kwargs={"depth": 1, "width": 8}),
+                               split, n, seed=1, progress=False)
+    fcn = sampler.sample_prior(sampler.FCN(depth=1, width=8), split, n, seed=2, progress=False)
+    assert mod.n_fit > 50 and all(len(f) == 6 for f in mod)
     p = (mod.n_fit + fcn.n_fit) / (2 * n)
     assert abs(mod.n_fit - fcn.n_fit) / n / math.sqrt(2 * p * (1 - p) / n) < 5

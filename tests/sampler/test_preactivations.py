@@ -12,7 +12,7 @@ from scipy.stats import chi2_contingency
 
 import sampler
 from sampler import preactivations as pre
-from sampler.prior import iter_prior_outputs, prior_sampling, sample_prior
+from sampler.prior import iter_prior_outputs, resolve_method, sample_prior
 from sampler.seeding import make_generator
 
 D64 = torch.float64
@@ -224,12 +224,12 @@ def test_preactivation_stream_is_block_seeded_and_batch_independent(tmp_path):
     auto = torch.cat(list(iter_prior_outputs(arch, x, 300, seed=3, block_size=256)))
     torch.testing.assert_close(auto, short, rtol=0, atol=0)  # "auto" is "preactivations" for an FCN
     kw = dict(seed=5, block_size=512, progress=False)
-    a = prior_sampling(arch, split, 3000, batch_size=100, **kw)
-    b = prior_sampling(arch, split, 3000, batch_size=512, run_folder=tmp_path, shard_size=1024, **kw)
-    assert a.method == b.method == "preactivations" and a.counts == b.counts and a.n_fit > 0
+    a = sample_prior(arch, split, 3000, batch_size=100, **kw)
+    b = sample_prior(arch, split, 3000, batch_size=512, run_folder=tmp_path, shard_size=1024, **kw)
+    assert a == b and a.n_fit > 0
     sampler.RunFolder(tmp_path).shard_path("prior", 1).unlink()  # an interrupted run resumes
-    assert prior_sampling(arch, split, 3000, run_folder=tmp_path, shard_size=1024, **kw).counts == a.counts
-    with pytest.raises(ValueError, match="drawn with"):  # shards remember the sampler
+    assert sample_prior(arch, split, 3000, run_folder=tmp_path, shard_size=1024, **kw) == a
+    with pytest.raises(ValueError, match="written by another config"):  # shards remember the sampler
         sample_prior(arch, split, 3000, run_folder=tmp_path, shard_size=1024, method="weights", **kw)
 
 
@@ -244,10 +244,10 @@ def test_duplicate_points_get_the_same_sign():
 def test_method_errors_name_the_parameter():
     split = sampler.load_split("boolean", n_train=2, n_test=4, seed=0, target="majority")
     with pytest.raises(ValueError, match="method must be one of"):
-        prior_sampling(sampler.FCN(depth=1, width=4), split, 10, seed=0, method="weight", progress=False)
+        sample_prior(sampler.FCN(depth=1, width=4), split, 10, seed=0, method="weight", progress=False)
     with pytest.raises(ValueError, match="method='preactivations' samples FCNs only, got arch kind 'lstm'"):
-        prior_sampling(sampler.LSTM(hidden=3), split, 10, seed=0, method="preactivations", progress=False)
-    assert prior_sampling(sampler.LSTM(hidden=3), split, 10, seed=0, progress=False).method == "weights"
+        sample_prior(sampler.LSTM(hidden=3), split, 10, seed=0, method="preactivations", progress=False)
+    assert resolve_method(sampler.LSTM(hidden=3), "auto") == "weights"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

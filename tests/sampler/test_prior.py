@@ -9,7 +9,8 @@ from scipy.stats import multivariate_normal
 import sampler
 from sampler.data import Split
 from sampler.functions import strings_to_bits
-from sampler.prior import iter_prior_outputs, prior_sampling, sample_prior
+from sampler.prior import binomial_summary, iter_prior_outputs, sample_prior
+from sampler.store import ShardError
 
 
 def make_split(x_train, y_train, x_test, input_shape=None):
@@ -36,13 +37,13 @@ def test_linear_model_matches_exact_orthant_probabilities(method):
     split = make_split(x[:1], [1], x[1:])
     cov = 1.3 ** 2 / 3 * x @ x.T + 0.4 ** 2
     n = 200_000
-    res = prior_sampling(arch, split, n, seed=3, progress=False, method=method)
+    res = sample_prior(arch, split, n, seed=3, progress=False, method=method)
     p_s = orthant(cov[:1, :1], np.array([1]))
-    assert abs(res.acceptance_rate - p_s) < 5 * math.sqrt(p_s * (1 - p_s) / n)
+    assert abs(res.fit_fraction - p_s) < 5 * math.sqrt(p_s * (1 - p_s) / n)
     for f in ["000", "111", "101"]:
         signs = np.concatenate([[1], 2 * strings_to_bits([f])[0].astype(int) - 1])
         p = orthant(cov, signs)  # P(S and f)
-        assert abs(res.counts[f] / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-6, f
+        assert abs(res[f] / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-6, f
 
 
 @pytest.mark.parametrize("method", ["weights", "preactivations"])
@@ -52,7 +53,7 @@ def test_constant_functions_match_plain_loop_over_arch_build(method):
     arch = sampler.FCN(depth=1, width=5, activation="relu", sigma_w=1.5, sigma_b=0.3)
     split = make_split(x[:1], [0], x[1:])
     n_vec, n_loop = 100_000, 4000
-    res = prior_sampling(arch, split, n_vec, seed=11, progress=False, method=method)
+    res = sample_prior(arch, split, n_vec, seed=11, progress=False, method=method)
     gen = torch.Generator().manual_seed(12345)
     xs = torch.from_numpy(x)
     loop = {"0000": 0, "1111": 0}
@@ -67,12 +68,12 @@ def test_constant_functions_match_plain_loop_over_arch_build(method):
             if f in loop:
                 loop[f] += 1
     p_loop = fits / n_loop
-    assert abs(res.acceptance_rate - p_loop) < 5 * math.sqrt(p_loop * (1 - p_loop) * (1 / n_loop + 1 / n_vec))
+    assert abs(res.fit_fraction - p_loop) < 5 * math.sqrt(p_loop * (1 - p_loop) * (1 / n_loop + 1 / n_vec))
     for f, c in loop.items():
-        p1, p2 = c / n_loop, res.counts[f] / n_vec  # joint P(S and f)
-        pbar = (c + res.counts[f]) / (n_loop + n_vec)
+        p1, p2 = c / n_loop, res[f] / n_vec  # joint P(S and f)
+        pbar = (c + res[f]) / (n_loop + n_vec)
         assert abs(p1 - p2) < 5 * math.sqrt(pbar * (1 - pbar) * (1 / n_loop + 1 / n_vec)), f
-    assert res.counts["0000"] > 0.1 * n_vec  # the constant function is the most likely one
+    assert res["0000"] > 0.1 * n_vec  # the constant function is the most likely one
 
 
 @pytest.mark.parametrize("method", ["weights", "preactivations"])
@@ -120,15 +121,16 @@ def test_run_folder_resumes_and_refuses_other_streams(tmp_path):
     split = boolean_split()
     kw = dict(block_size=256, shard_size=512, progress=False)
     full = sample_prior(arch, split, 2000, seed=0, run_folder=tmp_path, **kw)
+    assert full == sample_prior(arch, split, 2000, seed=0, **kw)
     folder = sampler.RunFolder(tmp_path)
     assert folder.shard_indices("prior") == [0, 1, 2, 3]
-    assert folder.merge_counts("prior") == full
     folder.shard_path("prior", 2).unlink()  # an interrupted run
-    res = prior_sampling(arch, split, 2000, seed=0, run_folder=tmp_path, **kw)
-    assert res.counts == full
-    with pytest.raises(ValueError, match="drawn with"):
+    assert sample_prior(arch, split, 2000, seed=0, run_folder=tmp_path, **kw) == full
+    assert sample_prior(arch, split, 1024, seed=0, run_folder=tmp_path, **kw) == sample_prior(arch, split, 1024,
+                                                                                              seed=0, **kw)
+    with pytest.raises(ShardError, match="written by another config"):
         sample_prior(arch, split, 2000, seed=1, run_folder=tmp_path, **kw)
-    with pytest.raises(ValueError, match="n_samples changed"):
+    with pytest.raises(ShardError, match=r"000003\.parquet holds .*this run plans"):  # n_samples changed within a shard
         sample_prior(arch, split, 1900, seed=0, run_folder=tmp_path, **kw)
 
 
@@ -137,9 +139,9 @@ def test_weights_of_any_architecture_are_reproducible_and_blockwise(arch):
     split = boolean_split(m=2, k=4)
     if isinstance(arch, sampler.CNN):  # the 7 Boolean bits as a 1 x 1 x 7 image
         split = dataclasses.replace(split, input_shape=(1, 1, 7))
-    a = prior_sampling(arch, split, 60, seed=0, block_size=32, batch_size=7, progress=False)
-    b = prior_sampling(arch, split, 60, seed=0, block_size=32, batch_size=64, progress=False)
-    assert a.method == "weights" and a.counts == b.counts and a.counts.n_runs == 60
+    a = sample_prior(arch, split, 60, seed=0, block_size=32, batch_size=7, progress=False)
+    b = sample_prior(arch, split, 60, seed=0, block_size=32, batch_size=64, progress=False)
+    assert a == b and a.n_runs == 60
     x = split.x_all()
     short = torch.cat(list(iter_prior_outputs(arch, x, 40, seed=1, block_size=32, input_shape=split.input_shape)))
     long = torch.cat(list(iter_prior_outputs(arch, x, 70, seed=1, block_size=32, input_shape=split.input_shape)))
@@ -164,15 +166,17 @@ def test_block_outputs_are_the_networks_own_outputs():
 def test_result_statistics_and_no_acceptance():
     arch = sampler.FCN(depth=1, width=4)
     split = sampler.load_split("boolean", n_train=64, n_test=8, seed=0, target="parity")
-    res = prior_sampling(arch, split, 1000, seed=0, progress=False)
-    assert res.n_fit == 0 and res.log_p_s == -math.inf and res.log_p_s_se == math.inf
-    lo, hi = res.p_s_interval
+    res = sample_prior(arch, split, 1000, seed=0, progress=False)
+    s = binomial_summary(res.n_fit, res.n_runs)
+    assert res.n_fit == 0 and s["log_p_s"] == -math.inf and s["log_p_s_se"] == math.inf
+    lo, hi = s["p_s_interval"]
     assert lo == 0.0 and 0 < hi < 0.004  # Clopper-Pearson: 1 - 0.025^(1/1000) = 0.0037
-    ok = prior_sampling(arch, boolean_split(m=2, k=4), 4000, seed=0, progress=False)
-    p = ok.acceptance_rate
-    assert 0 < p < 1 and ok.p_s_se == pytest.approx(math.sqrt(p * (1 - p) / 4000))
-    assert ok.p_s_interval[0] < p < ok.p_s_interval[1]
-    assert ok.log_p_s == pytest.approx(math.log(p)) and ok.log_p_s_se == pytest.approx(ok.p_s_se / p)
+    ok = sample_prior(arch, boolean_split(m=2, k=4), 4000, seed=0, progress=False)
+    s = binomial_summary(ok.n_fit, ok.n_runs)
+    p = s["acceptance_rate"]
+    assert 0 < p < 1 and p == ok.fit_fraction and s["p_s_se"] == pytest.approx(math.sqrt(p * (1 - p) / 4000))
+    assert s["p_s_interval"][0] < p < s["p_s_interval"][1]
+    assert s["log_p_s"] == pytest.approx(math.log(p)) and s["log_p_s_se"] == pytest.approx(s["p_s_se"] / p)
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
@@ -188,7 +192,7 @@ def test_bad_input_gives_named_errors(kwargs, exc, match):
     args = dict(arch=sampler.FCN(depth=1, width=4), split=boolean_split(), n_samples=10, seed=0, progress=False)
     args.update(kwargs)
     with pytest.raises(exc, match=match):
-        prior_sampling(**args)
+        sample_prior(**args)
 
 
 def test_weight_sampler_of_an_lstm_matches_networks_built_one_by_one_in_distribution():

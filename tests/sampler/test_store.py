@@ -1,16 +1,28 @@
 import os
 
-import pyarrow as pa
 import pytest
 
 from sampler import FunctionCounts, RunFolder
-from sampler.store import atomic_write_bytes
+from sampler.store import ShardError, atomic_write_bytes, count_table, merge_shards, shard_meta
 
 
-def _runs_table(start, stop):
-    funcs = [format(i % 5, "03b") for i in range(start, stop)]
-    return pa.table({"run": list(range(start, stop)), "function": funcs,
-                     "fit": [i % 7 != 0 for i in range(start, stop)]})
+def _runs(start, stop):
+    """Toy runs: run i fits unless i % 7 == 0 and ends at function i % 5 (3 bits)."""
+    return [(format(i % 5, "03b"), i % 7 != 0) for i in range(start, stop)]
+
+
+def _shard(params, progress=None):
+    """The count shard of toy runs [start, stop) (a ``compute`` for collect_shards)."""
+    runs = _runs(params["start"], params["stop"])
+    counts = {}
+    for f, ok in runs:
+        if ok:
+            counts[f] = counts.get(f, 0) + 1
+    return count_table(counts, n_samples=len(runs))
+
+
+def _expected(n):
+    return FunctionCounts.from_strings([f for f, ok in _runs(0, n) if ok], n_runs=n)
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
@@ -27,35 +39,27 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]  # no temp file left behind
 
 
-def test_resume_after_a_shard_interrupted_midway_counts_every_run_once(tmp_path, monkeypatch):
+def test_resume_after_a_shard_interrupted_midway_counts_every_run_once(tmp_path):
     folder = RunFolder(tmp_path / "run")
-    sizes = [(0, 10), (10, 20), (20, 25)]
-    folder.write_shard("sgd", 0, _runs_table(*sizes[0]))
+    plan = [{"start": 0, "stop": 10}, {"start": 10, "stop": 20}, {"start": 20, "stop": 25}]
+    folder.write_shard("sgd", 0, _shard(plan[0]), fingerprint="fp", shard=plan[0])
     # Shard 1 crashes midway: its temporary file exists but was never renamed into place.
     (folder.shard_dir("sgd") / ".000001.parquet.abc.tmp").write_bytes(b"partial garbage")
     assert folder.shard_indices("sgd") == [0]
     assert not folder.has_shard("sgd", 1)
-    # The rerun does the unfinished shards; rewriting a finished one is a no-op.
-    for i, (a, b) in enumerate(sizes):
-        if not folder.has_shard("sgd", i):
-            folder.write_shard("sgd", i, _runs_table(a, b))
-    folder.write_shard("sgd", 0, _runs_table(100, 200))  # duplicate task: ignored
-    merged = folder.merge_counts("sgd")
-    whole = _runs_table(0, 25)
-    expected = FunctionCounts.from_strings(
-        [f for f, ok in zip(whole.column("function").to_pylist(), whole.column("fit").to_pylist()) if ok],
-        n_runs=25)
-    assert merged == expected
+    done = []
+    tables = folder.collect_shards("sgd", plan, lambda p, _: done.append(p) or _shard(p), fingerprint="fp")
+    assert done == plan[1:]  # the rerun does only the unfinished shards
+    folder.write_shard("sgd", 0, _shard({"start": 100, "stop": 200}))  # duplicate task: ignored
+    assert merge_shards(folder.collect_shards("sgd", plan, fingerprint="fp")) == merge_shards(tables) == _expected(25)
 
 
-def test_aggregated_count_shards_merge(tmp_path):
-    folder = RunFolder(tmp_path)
-    folder.write_shard("prior", 0, pa.table({"function": ["01", "11"], "count": [3, 1]}), n_runs=100)
-    folder.write_shard("prior", 1, pa.table({"function": ["01"], "count": [2]}), n_runs=50)
-    merged = folder.merge_counts("prior")
-    assert merged == FunctionCounts({"01": 5, "11": 1}, n_runs=150, n_fit=6)
-    _, meta = folder.read_shard("prior", 1)
-    assert meta["n_runs"] == 50
+def test_count_shards_merge_exactly():
+    a = count_table({"01": 3, "11": 1}, n_samples=100, info={"x": 1})
+    b = count_table({"01": 2}, n_samples=50)
+    assert merge_shards([a, b]) == FunctionCounts({"01": 5, "11": 1}, n_runs=150, n_fit=6)
+    assert a.column("function").to_pylist() == ["01", "11"] and shard_meta(a) == (100, {"x": 1})
+    assert merge_shards([]) == FunctionCounts({}, 0, 0)
 
 
 def test_manifest_updates_merge(tmp_path):
@@ -113,24 +117,36 @@ def test_heartbeat_refreshes_the_lock(tmp_path):
 
 def test_merge_refuses_copied_shards_and_redoes_corrupt_ones(tmp_path):
     """Guards: a shard copied under another name was merged twice; a corrupt one stopped the merge
-    with pyarrow's wording. Copies are named; corrupt files are moved aside (``.corrupt``)."""
+    with pyarrow's wording. Copies are named; corrupt files are moved aside (``.corrupt``) and redone."""
     import shutil
 
-    from sampler.store import ShardError
-
     folder = RunFolder(tmp_path / "run")
-    folder.write_shard("sgd", 0, _runs_table(0, 10), start=0, stop=10)
-    folder.write_shard("sgd", 1, _runs_table(10, 20), start=10, stop=20)
+    plan = [{"start": 0, "stop": 10}, {"start": 10, "stop": 20}]
+    folder.collect_shards("sgd", plan, _shard, fingerprint="fp")
     shutil.copyfile(folder.shard_path("sgd", 0), folder.shard_path("sgd", 5))
     with pytest.raises(ShardError, match="000005.parquet holds shard 0"):
-        folder.merge_counts("sgd")
+        folder.collect_shards("sgd", plan, _shard, fingerprint="fp")
     folder.shard_path("sgd", 5).unlink()
     folder.shard_path("sgd", 1).write_bytes(b"garbage")
     with pytest.warns(RuntimeWarning, match=r"000001\.parquet is corrupt"):
         assert folder.check_shards("sgd") == [0]
     assert folder.shard_path("sgd", 1).with_suffix(".parquet.corrupt").is_file()
     with pytest.raises(ShardError, match=r"lacks the shard files \['000001.parquet'\]"):
-        folder.merge_counts("sgd", indices=[0, 1])
+        folder.collect_shards("sgd", plan, fingerprint="fp")  # without compute: nothing is redone
+    assert merge_shards(folder.collect_shards("sgd", plan, _shard, fingerprint="fp")) == _expected(20)
+
+
+def test_foreign_overlapping_and_replanned_shards_are_refused_by_name(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    plan = [{"start": 0, "stop": 10}, {"start": 10, "stop": 20}]
+    folder.collect_shards("sgd", plan, _shard, fingerprint="fp")
+    with pytest.raises(ShardError, match=r"000000\.parquet was written by another config \(fingerprint fp"):
+        folder.collect_shards("sgd", plan, _shard, fingerprint="other")
+    with pytest.raises(ShardError, match=r"000001\.parquet holds \{'start': 10, 'stop': 20\}, this run plans"):
+        folder.collect_shards("sgd", [{"start": 0, "stop": 10}, {"start": 10, "stop": 15}], _shard, fingerprint="fp")
+    folder.write_shard("sgd", 2, _shard({"start": 15, "stop": 25}), fingerprint="fp", shard={"start": 15, "stop": 25})
+    with pytest.raises(ShardError, match=r"runs \[10, 20\)\) and .*000002\.parquet \(runs \[15, 25\)\) overlap"):
+        folder.collect_shards("sgd", plan, _shard, fingerprint="fp")
 
 
 def test_manifest_history_keeps_each_invocation(tmp_path):

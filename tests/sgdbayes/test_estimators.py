@@ -130,7 +130,7 @@ def test_shard_table_validates():
     assert isinstance(t, pa.Table)
 
 
-def test_prior_estimator_equals_prior_sampling_and_resumes_exactly_once(tmp_path):
+def test_prior_estimator_equals_sample_prior_and_resumes_exactly_once(tmp_path):
     import sampler
     from sgdbayes.pipeline import run_experiment
 
@@ -148,13 +148,13 @@ def test_prior_estimator_equals_prior_sampling_and_resumes_exactly_once(tmp_path
     n = extras["n_samples"]
     # adaptive stopping: the first chunk boundary at which >= min_fit samples fit S
     assert n % 4096 == 0 and n > 4096 and extras["n_fit"] >= 1500 and len(shards) == n // 4096
-    reference = sampler.prior_sampling(config.arch, config.cases()[0].split(), n, seed=0, progress=False)
+    reference = sampler.sample_prior(config.arch, config.cases()[0].split(), n, seed=0, progress=False)
     assert reference.n_fit == extras["n_fit"]
     prior = df[df.estimator == "prior"]
-    assert dict(zip(prior["function"], prior["count"])) == dict(reference.counts.counts)
+    assert dict(zip(prior["function"], prior["count"])) == dict(reference.counts)
     if n > 4096:  # it did not stop at an earlier chunk boundary
-        assert sampler.prior_sampling(config.arch, config.cases()[0].split(), n - 4096, seed=0,
-                                      progress=False).n_fit < 1500
+        assert sampler.sample_prior(config.arch, config.cases()[0].split(), n - 4096, seed=0,
+                                    progress=False).n_fit < 1500
     run_experiment(config, tmp_path, progress=False)  # resumed: nothing redrawn, nothing added
     assert [p.stat().st_mtime_ns for p in shards] == stamps
     assert sorted((tmp_path / "cases" / "main" / "shards" / "prior").glob("*.parquet")) == shards
