@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_float, check_int, did_you_mean
+from .data import Split
 from .seeding import forked_torch_rng
 
 ACTIVATIONS = ("relu", "erf", "tanh")
@@ -724,6 +725,12 @@ class Module(Architecture):
         return f"module {name}({kw}) ({init})"
 
 
+def check_arch_split(arch, split) -> None:
+    """Raise ``TypeError`` unless ``arch`` is an :class:`Architecture` and ``split`` a ``sampler.Split``."""
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
 
 
 def make_architecture(kind: str, **fields) -> Architecture:

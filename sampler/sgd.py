@@ -1,9 +1,8 @@
 """P_SGD(f|S): train many networks at once, each to 100% training accuracy, and count their functions.
 
-One training engine (:func:`iter_runs`) serves :func:`train_runs` (runs -> one row per run),
-:func:`sgd_shard` (runs -> a count shard, the unit of work of :func:`sample_sgd` and of the
-pipeline's ``sgd`` estimator), :func:`sample_sgd` (many runs -> :class:`~sampler.functions.FunctionCounts`,
-optionally in resumable shards of a run folder), the tests and the benchmarks.
+One engine (:func:`iter_runs`) serves :func:`train_runs` (one row per run), :func:`sgd_shard` (a
+count shard, the unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator) and
+:func:`sample_sgd`; :func:`reference_run` is the same run trained alone with ``torch.optim``.
 
 The engine trains an *ensemble* of ``E`` networks as stacked parameters through the
 architecture's protocol (``arch.network``, :mod:`sampler.ensemble`): one batched forward pass, one
@@ -15,7 +14,7 @@ Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and t
 
 - its initialisation is ``arch.build(split.input_shape, generator=make_generator(seed, "init", i))``;
 - its minibatch order: at each epoch's start, ``torch.randperm(m, generator=g)`` with
-  ``g = make_generator(seed, "batches", i)`` created once for the run (see :func:`batch_generator`),
+  ``g = make_generator(seed, "batches", i)`` created once for the run,
   cut into consecutive batches of ``batch_size`` (the last one smaller when ``batch_size`` does
   not divide ``m``, like a ``DataLoader`` without ``drop_last``).
 
@@ -53,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_float, check_int
-from .architectures import Architecture
+from .architectures import Architecture, check_arch_split
 from .data import Split
 from .ensemble import LOSSES, pointwise_loss  # noqa: F401 (pointwise_loss: public here too)
 from .functions import FunctionCounts, outputs_to_strings
@@ -182,11 +181,6 @@ def reference_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str) -> to
     return F.mse_loss(outputs, 2 * y - 1)
 
 
-def batch_generator(seed: int, run: int) -> torch.Generator:
-    """The CPU generator of run ``run``'s minibatch order (one ``randperm`` per epoch)."""
-    return make_generator(seed, "batches", int(run))
-
-
 def resolve_device(device) -> torch.device:
     """``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, a ``torch.device``) or ``"auto"`` -> a torch.device."""
     if isinstance(device, torch.device):
@@ -277,17 +271,14 @@ def iter_runs(
 
     Parameters
     ----------
-    arch, split, spec
-        What to train, on what, how.
     runs : sequence of int
         Run indices (>= 0); each is trained exactly once.
     seed : int
-        Seeds initialisation and minibatch order together with the run index.
+        Seeds initialisation and minibatch order together with the run index (module docstring).
     ensemble : int
         Networks trained at once (memory ~ ``ensemble * batch_size * width`` activations).
     device : "cpu", "cuda", "auto" or torch.device
-    dtype : torch.dtype
-        float32 by default (TF32 matmuls on CUDA); float64 for exact comparisons.
+    dtype : torch.float32 (default) or torch.float64 (for exact comparisons)
     tf32 : bool
         On CUDA, float32 matmuls and convolutions in TF32 (10-bit mantissa inputs, float32
         accumulation): several times faster. False: full float32. Ignored on the CPU.
@@ -299,27 +290,13 @@ def iter_runs(
         ``on_step(runs, params)`` after every optimiser step: ``runs`` (E,) int64 array of the
         run in each member slot (-1 for an idle slot), ``params`` the stacked parameters (do not
         modify them). For step-by-step tests.
-
-    Yields
-    ------
-    RunsChunk
     """
-    if not isinstance(spec, TrainSpec):
-        raise TypeError(f"spec must be a TrainSpec, got {type(spec).__name__}")
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
-    check_int("seed", seed, minimum=0)
-    check_int("ensemble", ensemble, minimum=1)
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    dev = _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     if isinstance(runs, range):  # kept lazy: 10^6 runs need no list
         if runs.step != 1 or (len(runs) and runs.start < 0):
             raise ValueError(f"runs must be a range of indices >= 0 with step 1, got {runs!r}")
     else:
         runs = [check_int("run index", r, minimum=0) for r in runs]
-    dev = resolve_device(device)
-    m = split.n_train
-    spec.check_train_size(m)
     keep = set(int(r) for r in keep_members)
     if keep and members is None:
         raise ValueError("keep_members needs a dict members to put the trained networks in")
@@ -327,6 +304,19 @@ def iter_runs(
         return
     with _tf32(dev, tf32):
         yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step)
+
+
+def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.device:
+    """The checks every entry point makes before training; returns the resolved device."""
+    check_arch_split(arch, split)
+    if not isinstance(spec, TrainSpec):
+        raise TypeError(f"spec must be a TrainSpec, got {type(spec).__name__}")
+    check_int("seed", seed, minimum=0)
+    check_int("ensemble", ensemble, minimum=1)
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    spec.check_train_size(split.n_train)
+    return resolve_device(device)
 
 
 def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step):
@@ -379,7 +369,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
             fit_step[new] = -1
             end_step[new] = max_steps
             for j, r in zip(new.tolist(), batch):
-                gens[j] = batch_generator(seed, r)
+                gens[j] = make_generator(seed, "batches", int(r))
 
     def subset(ps, sl):
         if len(sl) == len(slot_run):
@@ -478,25 +468,15 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
 
 
 # public API --------------------------------------------------------------------------------------
-def _table(chunks: list[RunsChunk]):
-    runs = np.concatenate([c.runs for c in chunks])
-    order = np.argsort(runs, kind="stable")
-    functions = [f for c in chunks for f in c.functions]
-    return pa.table({
-        "run": pa.array(runs[order], pa.int64()),
-        "function": pa.array([functions[i] for i in order], pa.string()),
-        "fit": pa.array(np.concatenate([c.fit for c in chunks])[order], pa.bool_()),
-        "epochs": pa.array(np.concatenate([c.epochs for c in chunks])[order], pa.int32()),
-        "final_loss": pa.array(np.concatenate([c.final_loss for c in chunks])[order], pa.float64()),
-    })
-
-
-def _check_range(start, stop) -> range:
-    start = check_int("start", start, minimum=0)
-    stop = check_int("stop", stop, minimum=0)
+def _shard_chunks(arch, split, spec, seed, start, stop, progress, **kw) -> Iterator[RunsChunk]:
+    """:func:`iter_runs` over runs ``[start, stop)``, telling ``progress`` as runs finish."""
+    start, stop = check_int("start", start, minimum=0), check_int("stop", stop, minimum=0)
     if stop <= start:
         raise ValueError(f"stop must be > start, got start={start}, stop={stop}")
-    return range(start, stop)
+    prog = ShardProgress(progress)
+    for chunk in iter_runs(arch, split, spec, range(start, stop), seed=seed, **kw):
+        prog.add(len(chunk.runs), int(chunk.fit.sum()))
+        yield chunk
 
 
 def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
@@ -507,17 +487,20 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
     Returns
     -------
     pyarrow.Table
-        Sorted by ``run``, columns ``run`` int64, ``function`` str (bitstring on ``split.x_test``,
-        '1' where output > 0), ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``),
-        ``final_loss`` float64 (mean loss on the whole training set at the end).
+        Sorted by ``run``, columns ``run`` int64, ``function`` str (bitstring on ``split.x_test``),
+        ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``), ``final_loss`` float64.
     """
-    prog = ShardProgress(progress)
-    chunks = []
-    for chunk in iter_runs(arch, split, spec, _check_range(start, stop), seed=seed, ensemble=ensemble, device=device,
-                           dtype=dtype, tf32=tf32):
-        chunks.append(chunk)
-        prog.add(len(chunk.runs), int(chunk.fit.sum()))
-    return _table(chunks)
+    chunks = list(_shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
+                                dtype=dtype, tf32=tf32))
+    runs = np.concatenate([c.runs for c in chunks])
+    order = np.argsort(runs, kind="stable")
+    functions = [f for c in chunks for f in c.functions]
+    return pa.table({
+        "run": pa.array(runs[order], pa.int64()),
+        "function": pa.array([functions[i] for i in order], pa.string()),
+        **{name: pa.array(np.concatenate([getattr(c, name) for c in chunks])[order], kind)
+           for name, kind in (("fit", pa.bool_()), ("epochs", pa.int32()), ("final_loss", pa.float64()))},
+    })
 
 
 def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
@@ -530,59 +513,32 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
 
     Parameters
     ----------
-    arch : Architecture
-    split : Split
-    spec : TrainSpec
-    seed : int
-        With the run index, seeds initialisation and minibatch order (see the module docstring).
     start, stop : int
         Run indices ``[start, stop)``, ``0 <= start < stop``.
-    ensemble : int
-        Networks trained at once.
-    device : "cpu", "cuda", "auto" or torch.device
     progress : None, callable or tqdm bar
         Called as ``progress(n_done, n_fit)`` (runs finished and fitted so far in this call)
         whenever runs finish; a tqdm-like bar gets ``update(n)`` instead. An exception raised
         by it stops training (nothing is returned).
-    dtype : torch.dtype
-        float32 (default) or float64.
-    tf32 : bool
-        TF32 matmuls on CUDA (see :func:`iter_runs`).
+    seed, ensemble, device, dtype, tf32
+        As in :func:`iter_runs`.
 
     Returns
     -------
     pyarrow.Table
         A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the fitted
         runs, most frequent first; ``n_samples = stop - start`` (runs started, fitted or not);
-        ``info`` with ``epochs`` (to fit) and ``final_loss`` (whole training set, at the end) of
-        each fitted run, in run order, and the ``device``.
+        ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, and the ``device``.
     """
-    runs = _check_range(start, stop)
-    prog = ShardProgress(progress)
     counts: Counter = Counter()
     fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
-    for chunk in iter_runs(arch, split, spec, runs, seed=seed, ensemble=ensemble, device=device, dtype=dtype, tf32=tf32):
-        counts.update(f for f, ok in zip(chunk.functions, chunk.fit) if ok)
-        fitted.append((chunk.runs[chunk.fit], chunk.epochs[chunk.fit], chunk.final_loss[chunk.fit]))
-        prog.add(len(chunk.runs), int(chunk.fit.sum()))
+    for c in _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
+                           dtype=dtype, tf32=tf32):
+        counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
+        fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
     order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
     by_run = np.argsort(order, kind="stable")
     info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device))}
-    return count_table(counts, n_samples=len(runs), info=info)
-
-
-def train_members(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, runs: Sequence[int],
-                  ensemble: int = 256, device="cpu", dtype: torch.dtype = torch.float32) -> dict:
-    """The trained networks of ``runs``: ``{run: torch module}`` (for checks and inspection).
-
-    Run ``i`` ends with the same parameters as inside any other ensemble (same device type).
-    """
-    runs = list(runs)
-    members: dict = {}
-    for _ in iter_runs(arch, split, spec, runs, seed=seed, ensemble=ensemble, device=device, dtype=dtype,
-                       keep_members=runs, members=members):
-        pass
-    return members
+    return count_table(counts, n_samples=stop - start, info=info)
 
 
 def sample_sgd(
@@ -610,49 +566,29 @@ def sample_sgd(
 
     Parameters
     ----------
-    arch : Architecture
-    split : Split
     n_runs : int
         Runs started (>= 1); runs that never fit are counted in ``n_runs`` and not in ``n_fit``.
-        Every argument after it is keyword-only (the seed above all).
     optimizer, lr, batch_size, loss, momentum, max_epochs, epochs_after_fit, check_every
         See :class:`TrainSpec` (whose defaults these are).
     seed : int
         Same seed, same counts (on the same device type), whatever ``ensemble`` or ``shard_size``.
-    device : "cpu", "cuda" or "auto"
-    ensemble : int
-        Networks trained at once.
     run_folder : path or RunFolder, optional
         If given, runs ``[s * shard_size, (s + 1) * shard_size)`` are shard ``s`` of kind ``"sgd"``
-        (:func:`sgd_shard`, written atomically through :meth:`RunFolder.collect_shards`):
-        finished shards are read, not retrained, so an interrupted call resumes; shards of
-        another seed, training, architecture, split or shard layout are refused. Without it,
-        the runs are one shard in memory.
-    shard_size : int
-        Runs per shard (with ``run_folder``).
+        (:func:`sgd_shard`, through :func:`sampler.store.run_shards`): finished shards are read,
+        not retrained, so an interrupted call resumes; shards of another seed, training,
+        architecture, split or shard layout are refused. Without it, the runs are one shard in memory.
     progress : bool, callable or tqdm bar
-        True: a tqdm bar over the ``n_runs`` runs that moves as each run finishes, with a rate and an
-        estimate of the time left from the first runs on (``smoothing=0.1``: the latest runs weigh
-        most) and the fit fraction; a callable gets ``(n_done, n_fit)``.
-    dtype : torch.dtype
-
-    Returns
-    -------
-    FunctionCounts
+        True: a tqdm bar over the ``n_runs`` runs (``smoothing=0.1``: the latest runs weigh most)
+        with the fit fraction; a callable gets ``(n_done, n_fit)``.
+    device, ensemble, dtype
+        As in :func:`iter_runs`.
     """
-    if not isinstance(arch, Architecture):
-        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
     n_runs = check_int("n_runs", n_runs, minimum=1)
-    check_int("seed", seed, minimum=0)
     check_int("shard_size", shard_size, minimum=1)
     spec = TrainSpec(optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss, momentum=momentum,
                      max_epochs=max_epochs, epochs_after_fit=epochs_after_fit, check_every=check_every)
-    check_int("ensemble", ensemble, minimum=1)
+    _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     step = shard_size if run_folder is not None else n_runs  # in memory: one shard
-    spec.check_train_size(split.n_train)
-    resolve_device(device)
     plan = [{"start": a, "stop": min(a + step, n_runs)} for a in range(0, n_runs, step)]
     print_ = fingerprint({"seed": seed, "spec": dataclasses.asdict(spec), "arch": arch.to_dict(),
                           "split": split_digest(split), "dtype": str(dtype)})
@@ -683,7 +619,7 @@ def reference_run(arch: Architecture, split: Split, spec: TrainSpec, *, seed: in
     opt = torch_optimizer(spec.optimizer, net.parameters(), lr=spec.lr, momentum=spec.momentum)
     x, y, x_test = split.x_train.to(dtype), split.y_train, split.x_test.to(dtype)
     spe = spec.steps_per_epoch(m)
-    gen = batch_generator(seed, run)
+    gen = make_generator(seed, "batches", int(run))
     max_steps, end, fit_at, steps = spec.max_epochs * spe, spec.max_epochs * spe, None, 0
     fits, loss = False, math.nan
     while steps < end:

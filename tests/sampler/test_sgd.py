@@ -7,7 +7,7 @@ import torch
 
 import sampler
 from sampler.optimizers import OPTIMIZERS
-from sampler.sgd import TrainSpec, iter_runs, reference_run, sample_sgd, train_members, train_runs
+from sampler.sgd import TrainSpec, iter_runs, reference_run, sample_sgd, train_runs
 
 D64 = torch.float64
 
@@ -135,7 +135,9 @@ def test_independent_of_ensemble_size_and_shards(boolean):
 def test_every_counted_function_fits_and_is_what_the_member_computes(boolean):
     table = _table_dict(train_runs(SMALL, boolean, FAST, seed=2, start=0, stop=16, ensemble=16))
     sample = [0, 5, 9, 15]
-    members = train_members(SMALL, boolean, FAST, seed=2, runs=sample, ensemble=3)
+    members: dict = {}
+    for _ in iter_runs(SMALL, boolean, FAST, sample, seed=2, ensemble=3, keep_members=sample, members=members):
+        pass
     assert sorted(members) == sample
     for r in sample:
         net = members[r]
