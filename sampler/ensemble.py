@@ -6,12 +6,10 @@ tensors, one per parameter (``Network.names``, ``Network.shapes``), each ``(E, *
 of every tensor is member ``j``, and member ``j``'s outputs depend on row ``j`` only, so the
 gradient of the *sum* of member losses is every member's own gradient.
 
-``apply`` is the spec's hand-batched forward pass where it names one (FCN, CNN, LSTM: batched
-matmuls and grouped convolutions, measured much faster than vmap on CPU, benchmarks/sgd_ensemble.py)
-and otherwise ``torch.func.vmap`` over ``torch.func.functional_call`` of the module (any
-``sampler.Module``; buffers are shared constants; a random op is an error). Training, prior
-sampling, Monte Carlo kernels, MCMC and the per-member derivatives (:func:`member_grads`,
-:func:`member_hvp`) all go through it.
+``apply`` is the spec's hand-batched forward pass where it names one (FCN, CNN, LSTM; measured
+much faster than vmap on CPU, benchmarks/sgd_ensemble.py), otherwise ``torch.func.vmap`` over
+``functional_call`` of the module (buffers are shared constants; a random op is an error). Training, prior
+sampling, Monte Carlo kernels, MCMC and :func:`member_grads` / :func:`member_hvp` go through it.
 """
 
 from __future__ import annotations
@@ -24,35 +22,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_choice
 from .architectures import Architecture, _check_input_shape, draw_standard, readout
 
 LOSSES = ("ce", "mse")
 
 
 class Network:
-    """One architecture on one input shape: initialise and apply stacked members.
-
-    Parameters
-    ----------
-    arch : Architecture
-    input_shape : tuple of int
-        Shape of one example before flattening (``Split.input_shape``); inputs are ``(n, d)``.
-    dtype : torch.dtype
-        Of parameters and computations (float64 for exact tests).
-    device : str or torch.device
-        Where :meth:`init`, :meth:`draw` and :meth:`apply` put and find the members.
+    """One architecture on one input shape (``Split.input_shape``, before flattening): initialise
+    and apply stacked members, in ``dtype`` on ``device``.
 
     Attributes
     ----------
     names, shapes : tuple
-        Parameter names and shapes (without the ensemble dimension), in ``named_parameters()`` order.
-    n_params : int
-        Parameters per member.
+        Parameter names and shapes (without the ensemble dimension), in ``named_parameters()`` order;
+        ``n_params`` their total size per member.
     module : torch.nn.Module
         The architecture's module on ``device`` (its own parameters are not used by :meth:`apply`).
     features : callable or None
-        ``features(params[:-2], x) -> (E, n, h)``, the readout's inputs (the last two parameters
-        are the readout's ``(1, h)`` weight and ``(1,)`` bias); None when the spec names no batched path.
+        The spec's ``_batched_features`` (None: :meth:`apply` goes through vmap).
     units : int
         Activations per example of the widest layer, roughly (for memory budgets).
     """
@@ -79,12 +67,9 @@ class Network:
 
     # init ------------------------------------------------------------------------------------------
     def init(self, generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
-        """Members drawn one by one, member ``i`` from ``generators[i]`` (CPU generators).
-
-        Member ``i`` holds exactly the values of ``arch.build(input_shape, generator=g, dtype=dtype)``
-        for a generator ``g`` in the state of ``generators[i]``; the same generator may appear
-        several times (its members are then drawn in sequence). Returns tensors ``(E, *shape)``.
-        """
+        """Members ``(E, *shape)`` drawn one by one: member ``i`` holds exactly the values of
+        ``arch.build(input_shape, generator=generators[i], dtype=dtype)`` (CPU generators; one
+        appearing several times draws its members in sequence)."""
         staged = [torch.empty((len(generators), *s), dtype=self.dtype) for s in self.shapes]
         for t, gen in enumerate(generators):
             self.arch.init_(self._cpu, gen)
@@ -162,22 +147,10 @@ def _summed_loss(net: Network, x, y, loss: str) -> Callable:
 
 def member_grads(net: Network, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
                  loss: str) -> list[torch.Tensor]:
-    """Gradient of each member's mean loss on its examples, ``torch.func.grad`` through :meth:`Network.apply`.
-
-    Parameters
-    ----------
-    net : Network
-    params : list of tensors ``(E, *shape)``
-    x : tensor ``(n, d)`` (shared) or ``(E, B, d)``
-    y : tensor ``(n,)`` or ``(E, B)`` of 0/1 labels
-    loss : {"ce", "mse"}
-        See :func:`pointwise_loss`.
-
-    Returns
-    -------
-    list of tensors ``(E, *shape)``: row ``j`` is member ``j``'s gradient.
-    """
-    _check_loss(loss)
+    """Gradient of each member's mean loss (:func:`pointwise_loss`) on its examples, by ``torch.func.grad``
+    through :meth:`Network.apply`: ``params`` ``(E, *shape)``, ``x`` ``(n, d)`` (shared) or ``(E, B, d)``,
+    0/1 labels ``y`` ``(n,)`` or ``(E, B)``. Row ``j`` of each returned ``(E, *shape)`` is member ``j``'s."""
+    check_choice("loss", loss, LOSSES)
     return list(torch.func.grad(_summed_loss(net, x, y, loss))(tuple(params)))
 
 
@@ -189,11 +162,6 @@ def member_hvp(net: Network, params: Sequence[torch.Tensor], v: Sequence[torch.T
     ``params``. Members never mix, so the Hessian of the summed losses is block diagonal.
     Arguments as :func:`member_grads`. Returns tensors ``(E, *shape)``.
     """
-    _check_loss(loss)
+    check_choice("loss", loss, LOSSES)
     grad = torch.func.grad(_summed_loss(net, x, y, loss))
     return list(torch.func.jvp(grad, (tuple(params),), (tuple(v),))[1])
-
-
-def _check_loss(loss) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {list(LOSSES)}, got loss={loss!r}")

@@ -19,11 +19,16 @@ import torch
 from ._checks import check_int
 
 
-def bits_to_strings(bits: torch.Tensor | np.ndarray) -> list[str]:
-    """Rows of a ``(n, k)`` 0/1 array -> ``n`` bitstrings of length ``k``."""
+def _bits_array(bits) -> np.ndarray:
     arr = np.asarray(bits.detach().cpu() if isinstance(bits, torch.Tensor) else bits, dtype=np.uint8)
     if arr.ndim != 2:
         raise ValueError(f"bits must be a 2-d (n, k) array, got shape {arr.shape}")
+    return arr
+
+
+def bits_to_strings(bits: torch.Tensor | np.ndarray) -> list[str]:
+    """Rows of a ``(n, k)`` 0/1 array -> ``n`` bitstrings of length ``k``."""
+    arr = _bits_array(bits)
     # One bytes() call per row is ~50x faster than joining characters.
     ascii_rows = (arr + ord("0")).astype(np.uint8)
     return [row.tobytes().decode("ascii") for row in ascii_rows]
@@ -70,17 +75,8 @@ class FunctionCounts(Mapping):
     ``bitstring -> count`` (``dict(counts)``, ``counts.items()``, ``len``, ``in`` work as for a dict).
 
     As for ``collections.Counter``, ``counts[f]`` is 0 for a function never found (``get``
-    follows ``dict.get``), and only found functions are keys.
-
-    Attributes
-    ----------
-    counts : Mapping[str, int]
-        Bitstring -> number of fitted runs (or accepted samples) that ended at it (read-only).
-    n_runs : int
-        Runs started (or prior samples drawn).
-    n_fit : int
-        Runs that reached 100% training accuracy (or samples that fitted S); equals
-        ``sum(counts.values())``.
+    follows ``dict.get``). ``n_runs``: runs started (or prior samples drawn); ``n_fit``: those that
+    reached 100% training accuracy (or fitted S), ``sum(counts.values())``.
     """
 
     counts: Mapping[str, int] = field(default_factory=dict)
@@ -115,20 +111,9 @@ class FunctionCounts(Mapping):
     # construction -------------------------------------------------------------------------
     @classmethod
     def from_bits(cls, bits, fitted=None, n_runs: int | None = None) -> "FunctionCounts":
-        """Counts of the rows of a ``(n, k)`` 0/1 array.
-
-        Parameters
-        ----------
-        bits : (n, k) array or tensor of 0/1
-            One function per run.
-        fitted : (n,) bool array, optional
-            Which runs fit S; only those are counted. Default: all.
-        n_runs : int, optional
-            Runs started; default ``n``.
-        """
-        arr = np.asarray(bits.detach().cpu() if isinstance(bits, torch.Tensor) else bits, dtype=np.uint8)
-        if arr.ndim != 2:
-            raise ValueError(f"bits must be 2-d (n, k), got shape {arr.shape}")
+        """Counts of the rows of a ``(n, k)`` 0/1 array (one function per run), of the rows
+        ``fitted`` ``(n,)`` marks if given; ``n_runs`` defaults to ``n``."""
+        arr = _bits_array(bits)
         if fitted is not None:
             mask = np.asarray(fitted.cpu() if isinstance(fitted, torch.Tensor) else fitted, dtype=bool)
             if mask.shape != (arr.shape[0],):
@@ -178,12 +163,3 @@ class FunctionCounts(Mapping):
         items = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return items if n is None else items[:n]
 
-    def probabilities(self) -> dict[str, float]:
-        """Empirical P(f) = count / n_fit over fitted runs."""
-        return {f: c / self.n_fit for f, c in self.counts.items()} if self.n_fit else {}
-
-    def log_probabilities(self, functions: Iterable[str] | None = None) -> np.ndarray:
-        """Natural log of count / n_fit for ``functions`` (default: most_common order); -inf for unseen."""
-        fs = [f for f, _ in self.most_common()] if functions is None else list(functions)
-        with np.errstate(divide="ignore"):
-            return np.log(np.array([self[f] for f in fs], dtype=float)) - math.log(max(self.n_fit, 1))

@@ -1,9 +1,8 @@
 """Finite-width posterior over the network's weights by pyro NUTS, with arviz diagnostics.
 
 The prior is DESIGN.md's standard parameterisation, non-centred: each parameter tensor is ``scale *
-z``, ``z ~ N(0, I)`` sampled (``scale`` by :func:`sampler.architectures.standard_std`; fixed at 0
-when the scale is 0), evaluated through the architecture's protocol (``arch.network``). The 0-1
-likelihood of S is the tempered sigmoid ``prod_i sigmoid((2 y_i - 1) f(x_i) / T)``; ``T -> 0``
+z``, ``z ~ N(0, I)`` sampled (``scale`` by :func:`sampler.architectures.standard_std`; nothing sampled
+for a zero scale), evaluated through ``arch.network``. The 0-1 likelihood of S is the tempered sigmoid ``prod_i sigmoid((2 y_i - 1) f(x_i) / T)``; ``T -> 0``
 approaches it but makes the posterior harder for NUTS. Functions on E are read from every draw;
 ``counts`` keeps those that reproduce S (``n_fit``) out of all draws (``n_runs``).
 
@@ -17,6 +16,7 @@ Randomness: chain ``c`` runs with pyro seeded by ``derive_seed(seed, "mcmc", c) 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import random
 import warnings
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ._checks import check_float, check_int
-from .architectures import Architecture, standard_std
+from .architectures import Architecture, check_arch_split, standard_std
 from .data import Split
 from .functions import FunctionCounts
 from .seeding import derive_seed, forked_torch_rng
@@ -52,15 +52,8 @@ def isolated_rng(seed: int, device: str | torch.device = "cpu"):
 
 @dataclass(frozen=True)
 class NutsRun:
-    """Draws of one NUTS run, grouped by chain.
-
-    Attributes
-    ----------
-    samples : dict of str -> torch.Tensor, shape (n_chains, n_samples, *site_shape)
-    diverging : np.ndarray of bool, shape (n_chains, n_samples)
-        Whether each draw ended a divergent trajectory.
-    seconds : float
-    """
+    """Draws of one NUTS run: ``samples`` ``{site: (n_chains, n_samples, *site_shape)}``, ``diverging``
+    ``(n_chains, n_samples)`` bool (the draw ended a divergent trajectory), wall ``seconds``."""
 
     samples: dict[str, torch.Tensor]
     diverging: np.ndarray
@@ -79,11 +72,11 @@ def run_nuts(model: Callable, *, model_args: tuple = (), model_kwargs: dict | No
     n_samples, n_warmup : int
         Kept draws and warm-up (adaptation) steps per chain.
     n_chains : int
-        Chains; chain ``c`` is seeded with ``derive_seed(seed, "mcmc", c) % 2**32`` and starts from
+        Chain ``c`` is seeded with ``derive_seed(seed, "mcmc", c) % 2**32`` and starts from
         pyro's ``init_to_uniform`` (uniform in [-2, 2] in unconstrained space), so starts are
         dispersed for R-hat.
     seed : int
-        Keyword-only. The caller's global RNG states are untouched (see :func:`isolated_rng`).
+        The caller's global RNG states are untouched (see :func:`isolated_rng`).
     max_tree_depth, target_accept
         NUTS settings (``2**max_tree_depth`` gradient evaluations per draw at most).
     """
@@ -158,8 +151,6 @@ def write_diagnostics(idata, summary, out_dir: str | Path, *, trace_vars: list[s
         axes = az.plot_trace(idata, var_names=trace_vars, compact=True)
     fig = np.asarray(axes).ravel()[0].figure
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
@@ -247,13 +238,8 @@ class McmcResult:
         ``diverging`` in ``sample_stats``.
     summary : pandas.DataFrame
         arviz summary of ``log_lik`` and ``f_E`` (functional quantities; single weights are not
-        identifiable under the hidden units' permutation symmetry, so their R-hat says little).
-    rhat_max, ess_bulk_min : float
-        Over the rows of ``summary``.
-    divergences : int
-    temperature : float
-    seconds : float
-    seed : int
+        identifiable under the hidden units' permutation symmetry, so their R-hat says little);
+        ``rhat_max`` and ``ess_bulk_min`` over its rows.
     files : tuple of Path
         What was written to ``out_dir`` (summary.csv, diagnostics.json, trace.png), if given.
     """
@@ -270,49 +256,26 @@ class McmcResult:
     files: tuple[Path, ...] = field(default=())
 
 
-def mcmc_functions(
-    arch: Architecture,
-    split: Split,
-    *,
-    n_samples: int,
-    n_warmup: int,
-    n_chains: int = 4,
-    temperature: float = 0.1,
-    seed: int,
-    out_dir: str | Path | None = None,
-    max_tree_depth: int = 6,
-    target_accept: float = 0.8,
-    progress: bool = False,
-    device: str | torch.device = "cpu",
-) -> McmcResult:
+def mcmc_functions(arch: Architecture, split: Split, *, n_samples: int, n_warmup: int, n_chains: int = 4,
+                   temperature: float = 0.1, seed: int, out_dir: str | Path | None = None,
+                   max_tree_depth: int = 6, target_accept: float = 0.8, progress: bool = False,
+                   device: str | torch.device = "cpu") -> McmcResult:
     """Sample the finite network's weights given S by NUTS; count the functions on E.
 
     Parameters
     ----------
     arch : Architecture
-        Any architecture (the model evaluates it through ``arch.network``'s ``apply``); keep it
-        small (module docstring).
-    split : Split
-    n_samples, n_warmup : int
-        Kept draws and warm-up steps per chain.
-    n_chains : int
+        Any architecture (evaluated through ``arch.network``); keep it small (module docstring).
+    n_samples, n_warmup, n_chains, seed, max_tree_depth, target_accept
+        As in :func:`run_nuts`.
     temperature : float
         T > 0 of the likelihood ``sigmoid((2y - 1) f / T)`` (same units as the output f).
-    seed : int
-        Keyword-only; the caller's global RNG states are restored afterwards.
     out_dir : path, optional
         Folder for ``summary.csv``, ``diagnostics.json`` and ``trace.png``.
-    max_tree_depth, target_accept, progress, device
-        NUTS settings, pyro's progress bar, where to compute (float64).
-
-    Returns
-    -------
-    McmcResult
+    progress, device
+        pyro's progress bar; where to compute (float64).
     """
-    if not isinstance(arch, Architecture):
-        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
+    check_arch_split(arch, split)
     temperature = check_float("temperature", temperature, minimum=0.0, strict_minimum=True)
     check_int("seed", seed, minimum=0)
     net = arch.network(split.input_shape, dtype=torch.float64, device=device)

@@ -49,6 +49,16 @@ _STATE = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adagr
           "adadelta": ("square_avg", "acc_delta"), "rmsprop": ("square_avg",)}
 
 
+def check_rule(name: str, lr: float, momentum: float) -> tuple[str, float, float]:
+    """``(name, lr, momentum)`` checked: a rule of :data:`OPTIMIZERS`, ``lr > 0``, momentum >= 0 for sgd only."""
+    check_choice("optimizer", name, OPTIMIZERS)
+    lr = check_float("lr", lr, minimum=0.0, strict_minimum=True)
+    momentum = check_float("momentum", momentum, minimum=0.0)
+    if momentum and name != "sgd":
+        raise ValueError(f"momentum is only for optimizer 'sgd', got momentum={momentum} with optimizer={name!r}")
+    return name, lr, momentum
+
+
 def torch_optimizer(name: str, params, *, lr: float, momentum: float = 0.0) -> torch.optim.Optimizer:
     """The ``torch.optim`` optimiser that :class:`EnsembleOptimizer` reproduces per member."""
     check_choice("optimizer", name, OPTIMIZERS)
@@ -60,30 +70,15 @@ def torch_optimizer(name: str, params, *, lr: float, momentum: float = 0.0) -> t
 
 
 class EnsembleOptimizer:
-    """One ``torch.optim`` rule applied to every member of stacked parameters.
+    """The ``torch.optim`` rule ``name`` applied to every member of stacked parameters ``(E, *shape)``
+    (updated in place by :meth:`step`).
 
-    Parameters
-    ----------
-    name : {"sgd", "adam", "adagrad", "adadelta", "rmsprop"}
-    params : list of tensors ``(E, *shape)``
-        The ensemble's parameters (updated in place by :meth:`step`).
-    lr : float
-        Learning rate (> 0).
-    momentum : float
-        SGD momentum (>= 0; only for ``sgd``).
-
-    Notes
-    -----
     State starts at zero, which is exactly ``torch.optim``'s first step: SGD's momentum buffer
     becomes ``0 * momentum + grad = grad``, and the accumulators start at 0 in every rule.
     """
 
     def __init__(self, name: str, params: Sequence[torch.Tensor], *, lr: float, momentum: float = 0.0):
-        self.name = check_choice("optimizer", name, OPTIMIZERS)
-        self.lr = check_float("lr", lr, minimum=0.0, strict_minimum=True)
-        self.momentum = check_float("momentum", momentum, minimum=0.0)
-        if self.momentum and name != "sgd":
-            raise ValueError(f"momentum is only for optimizer 'sgd', got momentum={momentum} with optimizer={name!r}")
+        self.name, self.lr, self.momentum = check_rule(name, lr, momentum)
         size = params[0].shape[0]
         keys = _STATE[name] if (name != "sgd" or self.momentum) else ()
         self.state = {k: [torch.zeros_like(p, memory_format=torch.contiguous_format).detach() for p in params]

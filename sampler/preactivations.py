@@ -78,26 +78,10 @@ def layer_kind(n: int, fan_in: int, width: int, bias: bool) -> str:
 
 
 def input_factor(x: torch.Tensor, sigma_w: float, sigma_b: float) -> torch.Tensor:
-    """Factor ``L`` ``(n, r)``, float64 on the CPU, of the first layer's covariance on ``x``.
-
-    Parameters
-    ----------
-    x : tensor ``(n, d)``
-        The points (any float dtype or device; the factor is computed in float64).
-    sigma_w, sigma_b : float
-        Standard-parameterisation scales.
-
-    Returns
-    -------
-    tensor ``(n, r)``, float64
-        ``L L^T = sigma_w**2 / d * x x^T + sigma_b**2``; ``r >= 1`` is the numerical rank (module
-        docstring), at most ``min(n, d + 1)``.
-
-    Raises
-    ------
-    FloatingPointError
-        If ``L L^T`` differs from the covariance by more than 1e-10 of its largest entry.
-    """
+    """Factor ``L`` ``(n, r)``, float64 on the CPU, of the first layer's covariance on the points ``x``
+    ``(n, d)``: ``L L^T = sigma_w**2 / d * x x^T + sigma_b**2``, ``r >= 1`` the numerical rank (module
+    docstring), at most ``min(n, d + 1)``. ``FloatingPointError`` if ``L L^T`` differs from the
+    covariance by more than 1e-10 of its largest entry."""
     x64 = x.detach().to(device="cpu", dtype=torch.float64)
     n, d = x64.shape
     cols = [x64 * (sigma_w / math.sqrt(d))]
@@ -118,22 +102,12 @@ def input_factor(x: torch.Tensor, sigma_w: float, sigma_b: float) -> torch.Tenso
 
 
 def compact_factor(a: torch.Tensor, scale: float, sigma_b: float) -> torch.Tensor:
-    """Per-network factors ``L`` ``(E, n, n)``, float64, of ``scale**2 a a^T + sigma_b**2 1 1^T``.
+    """Per-network factors ``L`` ``(E, n, n)``, float64 on ``a``'s device, of ``scale**2 a a^T + sigma_b**2
+    1 1^T`` for the activations ``a`` ``(E, n, fan_in)`` of ``E`` networks, ``scale = sigma_w / sqrt(fan_in)``.
 
-    Parameters
-    ----------
-    a : tensor ``(E, n, fan_in)``
-        Activations of ``E`` networks on ``n`` points.
-    scale : float
-        ``sigma_w / sqrt(fan_in)``.
-    sigma_b : float
-
-    Returns
-    -------
-    tensor ``(E, n, n)``, float64, on ``a``'s device
-        Cholesky factors where the Cholesky succeeds; otherwise ``R^T`` from a QR of
-        ``[scale a, sigma_b 1]^T`` (zero-padded to ``n`` columns when the rank bound is below n).
-        Exact for any rank (module docstring).
+    Cholesky factors where the Cholesky succeeds; otherwise ``R^T`` from a QR of ``[scale a,
+    sigma_b 1]^T`` (zero-padded to ``n`` columns when the rank bound is below n). Exact for any
+    rank (module docstring).
     """
     a64 = a.to(torch.float64)
     k = torch.baddbmm(a64.new_full((1, 1, 1), float(sigma_b) ** 2), a64, a64.transpose(1, 2), alpha=scale ** 2)
@@ -156,7 +130,6 @@ class FCNPlan:
 
     Attributes
     ----------
-    arch : FCN
     first : tensor ``(n, r)``, float64, CPU
         :func:`input_factor` of the points.
     kinds : tuple of str

@@ -20,17 +20,14 @@ samplers give the same distribution, not the same individual draws for a seed.
 
 Randomness and invariance
 -------------------------
-Samples are grouped into consecutive *blocks* of ``block_size`` samples (default
-:data:`BLOCK_SIZE`). Block ``b`` draws all its randomness from ``make_generator(seed, "prior",
-b)`` (``"weights"``) or ``make_generator(seed, "prior-preactivations", b)``: for ``"weights"``
-each parameter's values for the whole block as one ``(block_size, *shape)`` tensor, in
-``named_parameters()`` order (biases skipped when ``sigma_b == 0``; a ``Module`` with its own
-initialisation: members in a row); for ``"preactivations"`` each layer's noise for the whole block.
+Samples are grouped into consecutive blocks of ``block_size`` (:data:`BLOCK_SIZE`). Block ``b``
+draws all its randomness from ``make_generator(seed, "prior", b)`` (``"weights"``: each parameter
+of the whole block as one ``(block_size, *shape)`` tensor in ``named_parameters()`` order, biases
+skipped when ``sigma_b == 0``; a ``Module`` with its own initialisation: members in a row) or
+``make_generator(seed, "prior-preactivations", b)`` (each layer's noise for the whole block).
 Sample ``j`` is therefore a pure function of ``(method, seed, block_size, j)`` (and the device's
-generator): the counts do not depend on ``batch_size``, on ``shard_size``, on how many shards were
-done before an interruption, and the first ``n`` samples are the same whatever ``n_samples`` is.
-They do depend on ``block_size``. Memory: a block's noise, ``block_size`` times the parameters
-(``"weights"``) or ``sum(rows * width)`` of :class:`sampler.preactivations.FCNPlan` floats.
+generator), whatever ``batch_size``, ``shard_size``, interruptions or ``n_samples``. Memory: a
+block's noise, ``block_size`` times the parameters or ``sum(rows * width)`` of an ``FCNPlan``.
 """
 
 from __future__ import annotations
@@ -45,7 +42,7 @@ import torch
 
 from . import preactivations as pre
 from ._checks import check_choice, check_int
-from .architectures import Architecture
+from .architectures import Architecture, check_arch_split
 from .data import Split
 from .functions import FunctionCounts
 from .seeding import make_generator
@@ -137,34 +134,20 @@ def _count_rows(bits: np.ndarray) -> Counter:
 def prior_shard(arch: Architecture, split: Split, *, seed: int, start: int, stop: int,
                 block_size: int = BLOCK_SIZE, batch_size: int | None = None, device="cpu", method: str = "auto",
                 progress=None) -> pa.Table:
-    """One shard of prior sampling: the functions on E of samples ``[start, stop)`` that fit S.
-
-    The unit of work of :func:`sample_prior` and of the pipeline's ``prior`` estimator.
-    ``start`` is a multiple of ``block_size``; ``method`` as in :func:`sample_prior`;
-    ``progress(n_done, n_fit)``, if given, hears after each block.
-
-    Returns
-    -------
-    pyarrow.Table
-        A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the
-        samples that fit S, most frequent first; ``n_samples = stop - start``; ``info`` names the
-        ``method`` used (``"weights"`` or ``"preactivations"``).
-    """
+    """One shard of prior sampling (the unit of work of :func:`sample_prior` and of the pipeline's
+    ``prior`` estimator): a count shard (:func:`sampler.store.shard_table`) of the functions on E of
+    samples ``[start, stop)`` that fit S, ``start`` a multiple of ``block_size``; ``info`` names the
+    ``method`` used. ``progress(n_done, n_fit)``, if given, hears after each block."""
     block_size = check_int("block_size", block_size, minimum=1)
     if check_int("start", start, minimum=0) % block_size or check_int("stop", stop, minimum=1) <= start:
         raise ValueError(f"start must be a multiple of block_size={block_size} and stop > start, got "
                          f"start={start}, stop={stop}")
     method = resolve_method(arch, method)
-    device = torch.device(device)
-    x_all = split.x_all().to(device=device, dtype=torch.float32)
-    plan = pre.plan_fcn(arch, x_all) if method == "preactivations" else None  # type: ignore[arg-type]
     y_train, m = split.y_train.to(device) == 1, split.n_train
     counts: Counter = Counter()
     n_fit = 0
-    for lo in range(start, stop, block_size):
-        n = min(block_size, stop - lo)
-        out = block_outputs(arch, x_all, split.input_shape, lo // block_size, n, seed=seed, block_size=block_size,
-                            batch_size=batch_size, device=device, method=method, plan=plan)
+    for lo, out in _blocks(arch, split.x_all(), split.input_shape, start, stop, seed=seed, block_size=block_size,
+                           batch_size=batch_size, device=device, method=method):
         if not torch.isfinite(out).all():
             raise FloatingPointError(f"non-finite network outputs in prior block {lo // block_size}")
         pos = out > 0
@@ -173,74 +156,59 @@ def prior_shard(arch: Architecture, split: Split, *, seed: int, start: int, stop
         if fit.any():
             counts.update(_count_rows(pos[fit, m:].to(torch.uint8).cpu().numpy()))
         if progress is not None:
-            progress(lo + n - start, n_fit)
+            progress(lo + len(out) - start, n_fit)
     return count_table(counts, n_samples=stop - start, info={"method": method})
 
 
-def sample_prior(
-    arch: Architecture,
-    split: Split,
-    n_samples: int,
-    *,
-    seed: int,
-    device: str | torch.device = "cpu",
-    batch_size: int | None = None,
-    block_size: int = BLOCK_SIZE,
-    progress=True,
-    run_folder=None,
-    shard_size: int = SHARD_SIZE,
-    method: str = "auto",
-) -> FunctionCounts:
+def _blocks(arch, x, input_shape, start, stop, *, seed, block_size, batch_size, device, method):
+    """``(lo, outputs (n, n_points))`` of samples ``[lo, lo + n)`` block by block over ``[start, stop)``."""
+    device = torch.device(device)
+    x = x.to(device=device, dtype=torch.float32)
+    plan = pre.plan_fcn(arch, x) if method == "preactivations" else None  # type: ignore[arg-type]
+    for lo in range(start, stop, block_size):
+        yield lo, block_outputs(arch, x, input_shape, lo // block_size, min(block_size, stop - lo), seed=seed,
+                                block_size=block_size, batch_size=batch_size, device=device, method=method, plan=plan)
+
+
+def sample_prior(arch: Architecture, split: Split, n_samples: int, *, seed: int,
+                 device: str | torch.device = "cpu", batch_size: int | None = None, block_size: int = BLOCK_SIZE,
+                 progress=True, run_folder=None, shard_size: int = SHARD_SIZE, method: str = "auto") -> FunctionCounts:
     """P_B(f|S) by prior sampling: the functions on E of the random initialisations of ``arch`` that fit S.
 
     P(S) is ``n_fit / n_runs``; :func:`binomial_summary` gives its interval and log with errors.
 
     Parameters
     ----------
-    arch : Architecture
-        The network; FCNs are vectorised, CNN/LSTM built one module per sample (slow).
-    split : Split
-        S (the constraint) and E (where functions are read).
     n_samples : int
         Prior samples to draw in all (including those already on disk in ``run_folder``).
     seed : int
-        Keyword-only; sample j is a function of ``(method, seed, block_size, j)`` (module docstring).
-    device : str or torch.device
-        Where the networks are drawn and evaluated.
+        Sample j is a function of ``(method, seed, block_size, j)`` (module docstring).
     batch_size : int, optional
         Networks evaluated per batched forward pass (memory ~ ``batch_size * (m + k) * width``
-        floats); does not change the results. Default: :data:`BATCH_SIZE` (256) for the weight
-        sampler; for the pre-activation sampler as many as keep a layer's activations within
-        2**22 floats (``preactivations.evaluation_batch``; the whole block on MNIST at m + k =
-        14), since fewer, larger passes lose much less when the cores are shared.
+        floats); does not change the results. Default: :data:`BATCH_SIZE` for the weight sampler;
+        for the pre-activation sampler as many as keep a layer's activations within 2**22 floats
+        (``preactivations.evaluation_batch``), since fewer, larger passes lose much less when
+        the cores are shared.
     block_size : int
         Samples per block of randomness; changes the random stream, not the distribution.
     progress : bool, callable or tqdm bar
         True: a tqdm progress bar; a callable gets ``(n_done, n_fit)``.
     run_folder : RunFolder or path, optional
         Write samples ``[s * shard_size, (s + 1) * shard_size)`` as shard ``s`` of kind ``"prior"``
-        (:func:`prior_shard`, through :meth:`RunFolder.collect_shards`): finished shards are read,
+        (:func:`prior_shard`, through :func:`sampler.store.run_shards`): finished shards are read,
         not redrawn, so an interrupted call resumes; shards of another seed, block size, method,
         architecture, split, device type or shard layout, and copied shard files, are refused.
     shard_size : int
         Samples per shard, a multiple of ``block_size``; does not change the results.
     method : {"auto", "weights", "preactivations"}
-        The sampler (module docstring): ``"preactivations"`` draws each FCN layer's
-        pre-activations on the split's points instead of its weights (FCNs only, much faster when
-        ``m + k`` is small against the input dimension); ``"weights"`` draws the parameters;
-        ``"auto"`` is ``"preactivations"`` for FCNs, ``"weights"`` otherwise. Both give the same
-        distribution of functions, but not the same individual draws for a seed.
+        The sampler (module docstring).
 
     Returns
     -------
     FunctionCounts
-        ``n_runs`` samples drawn, ``n_fit`` of them reproduce every label of S, ``counts`` their
-        functions on E.
+        ``n_runs`` samples drawn, ``n_fit`` of them reproduce every label of S.
     """
-    if not isinstance(arch, Architecture):
-        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
+    check_arch_split(arch, split)
     check_int("n_samples", n_samples, minimum=1)
     check_int("seed", seed, minimum=0)
     if batch_size is not None:
@@ -266,22 +234,13 @@ def sample_prior(
 def iter_prior_outputs(arch: Architecture, x: torch.Tensor, n_samples: int, *, seed: int,
                        input_shape=None, block_size: int = BLOCK_SIZE, batch_size: int | None = None,
                        device: str | torch.device = "cpu", method: str = "auto") -> Iterator[torch.Tensor]:
-    """Raw outputs of the same random networks :func:`sample_prior` draws, block by block.
-
-    Yields float32 tensors of shape ``(n_block, n)`` for inputs ``x`` of shape ``(n, d)`` (the
-    points of a split: with ``method="preactivations"`` the networks are drawn on these points
-    only); useful for Monte Carlo kernels and tests. ``method`` as in :func:`sample_prior`.
-    """
+    """Raw float32 outputs ``(n_block, n)`` on ``x`` ``(n, d)`` of the networks :func:`sample_prior`
+    draws, block by block (with ``method="preactivations"`` drawn on these points only)."""
     check_int("n_samples", n_samples, minimum=1)
     check_int("block_size", block_size, minimum=1)
     if batch_size is not None:
         check_int("batch_size", batch_size, minimum=1)
-    method = resolve_method(arch, method)
-    device = torch.device(device)
     shape = tuple(input_shape) if input_shape is not None else (x.shape[1],)
-    x = x.to(device=device, dtype=torch.float32)
-    plan = pre.plan_fcn(arch, x) if method == "preactivations" else None  # type: ignore[arg-type]
-    for start in range(0, n_samples, block_size):
-        n = min(block_size, n_samples - start)
-        yield block_outputs(arch, x, shape, start // block_size, n, seed=seed, block_size=block_size,
-                            batch_size=batch_size, device=device, method=method, plan=plan)
+    for _, out in _blocks(arch, x, shape, 0, n_samples, seed=seed, block_size=block_size, batch_size=batch_size,
+                          device=device, method=resolve_method(arch, method)):
+        yield out

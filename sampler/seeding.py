@@ -18,20 +18,8 @@ _MASK63 = (1 << 63) - 1
 
 
 def derive_seed(seed: int, *keys: int | str) -> int:
-    """Derive a 63-bit seed from ``seed`` and any number of keys.
-
-    Parameters
-    ----------
-    seed : int
-        The user's seed (any non-negative integer).
-    *keys : int or str
-        Stream names, e.g. ``("init", run_index)``. Different keys give independent streams.
-
-    Returns
-    -------
-    int
-        A seed in ``[0, 2**63)``, a pure function of its arguments.
-    """
+    """A seed in ``[0, 2**63)``, a pure function of the user's ``seed`` (>= 0) and stream ``keys``
+    (e.g. ``("init", run_index)``; different keys give independent streams)."""
     check_int("seed", seed, minimum=0)
     text = "/".join([str(int(seed))] + [str(k) for k in keys])
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()

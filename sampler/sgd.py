@@ -4,19 +4,15 @@ One engine (:func:`iter_runs`) serves :func:`train_runs` (one row per run), :fun
 count shard, the unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator) and
 :func:`sample_sgd`; :func:`reference_run` is the same run trained alone with ``torch.optim``.
 
-The engine trains an *ensemble* of ``E`` networks as stacked parameters through the
-architecture's protocol (``arch.network``, :mod:`sampler.ensemble`): one batched forward pass, one
-backward pass (hand-written for relu FCNs, autograd otherwise), one batched optimiser step
-(:mod:`sampler.optimizers`, ``torch.optim``'s rules). A finished member is replaced by the next run.
+The engine trains an ensemble of ``E`` networks as stacked parameters (:mod:`sampler.ensemble`):
+one batched forward pass, one backward pass (hand-written for relu FCNs, autograd otherwise), one
+batched optimiser step (:mod:`sampler.optimizers`). A finished member is replaced by the next run.
 
-Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and the
-:class:`TrainSpec`:
-
-- its initialisation is ``arch.build(split.input_shape, generator=make_generator(seed, "init", i))``;
-- its minibatch order: at each epoch's start, ``torch.randperm(m, generator=g)`` with
-  ``g = make_generator(seed, "batches", i)`` created once for the run,
-  cut into consecutive batches of ``batch_size`` (the last one smaller when ``batch_size`` does
-  not divide ``m``, like a ``DataLoader`` without ``drop_last``).
+Run ``i`` is a pure function of ``(seed, i)``, the architecture, the split and the :class:`TrainSpec`:
+its initialisation is ``arch.build(split.input_shape, generator=make_generator(seed, "init", i))``;
+its minibatch order, at each epoch's start, ``torch.randperm(m, generator=g)`` with ``g =
+make_generator(seed, "batches", i)`` created once for the run, cut into consecutive batches of
+``batch_size`` (the last one smaller, like a ``DataLoader`` without ``drop_last``).
 
 So results do not depend on the ensemble size, the shard layout or the executor on the same
 device type (checked bit for bit on the CPU for relu FCNs with every optimiser). Caveat: torch's
@@ -24,11 +20,8 @@ CPU kernels for tanh, erf and sigmoid round the last bit differently in their ve
 scalar tail, so with those activations, LSTMs and possibly CNNs a trajectory can depend on the
 ensemble size at the level of rounding; on CUDA, cuBLAS may pick kernels by ensemble size.
 
-Losses (mean over the minibatch, per member):
-
-- ``ce``: logistic loss on the scalar output, ``BCEWithLogits(output, y)`` with ``y`` in {0, 1};
-- ``mse``: ``(output - t)**2`` with targets ``t = 2y - 1`` in {-1, +1}, so that the prediction
-  ``1{output > 0}`` sits in the middle of the two targets.
+Losses (mean over the minibatch, per member; :func:`sampler.ensemble.pointwise_loss`): ``ce`` on 0/1
+labels, ``mse`` on targets ``2y - 1`` in {-1, +1}, so that ``1{output > 0}`` sits between the two.
 
 Stopping: a run has *fit* S when every training example is classified right (``1{output > 0} ==
 y``), checked on the whole training set at each epoch's end (as in the paper) or every
@@ -39,6 +32,7 @@ become non-finite ends unfit with ``final_loss = nan`` and a ``RuntimeWarning`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -51,12 +45,12 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_float, check_int
+from ._checks import check_choice, check_int
 from .architectures import Architecture, check_arch_split
 from .data import Split
 from .ensemble import LOSSES, pointwise_loss  # noqa: F401 (pointwise_loss: public here too)
 from .functions import FunctionCounts, outputs_to_strings
-from .optimizers import OPTIMIZERS, EnsembleOptimizer, torch_optimizer
+from .optimizers import EnsembleOptimizer, check_rule, torch_optimizer
 from .seeding import make_generator
 from .store import ShardProgress, count_table, fingerprint, merge_shards, run_shards, split_digest
 
@@ -70,17 +64,14 @@ class TrainSpec:
     Attributes
     ----------
     optimizer : {"sgd", "adam", "adagrad", "adadelta", "rmsprop"}
-        ``torch.optim`` rule with its default hyper-parameters (see :mod:`sampler.optimizers`).
-    lr : float
-        Learning rate (> 0).
+        ``torch.optim`` rule with its default hyper-parameters (see :mod:`sampler.optimizers`);
+        ``momentum`` is for ``sgd`` only.
     batch_size : int
-        Minibatch size (>= 1, and <= m, checked when training).
+        Minibatch size (<= m, checked when training).
     loss : {"ce", "mse"}
         Logistic loss on 0/1 labels, or squared error on -1/+1 targets.
-    momentum : float
-        SGD momentum (>= 0; only with ``optimizer="sgd"``).
     max_epochs : int
-        A run that has not fit after this many epochs ends unfit (>= 1).
+        A run that has not fit after this many epochs ends unfit.
     epochs_after_fit : int
         Epochs trained after fitting before the function is read (>= 0). A run that no longer
         fits S at the end of them is reported ``fit = False`` (its ``epochs`` still says when
@@ -100,14 +91,9 @@ class TrainSpec:
     check_every: int | None = None
 
     def __post_init__(self):
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_float("lr", self.lr, minimum=0.0, strict_minimum=True)
+        check_rule(self.optimizer, self.lr, self.momentum)
         check_int("batch_size", self.batch_size, minimum=1)
         check_choice("loss", self.loss, LOSSES)
-        check_float("momentum", self.momentum, minimum=0.0)
-        if self.momentum and self.optimizer != "sgd":
-            raise ValueError(f"momentum is only for optimizer 'sgd', got momentum={self.momentum} "
-                             f"with optimizer={self.optimizer!r}")
         check_int("max_epochs", self.max_epochs, minimum=1)
         check_int("epochs_after_fit", self.epochs_after_fit, minimum=0)
         if self.check_every is not None:
@@ -198,22 +184,20 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-class _tf32:
+@contextlib.contextmanager
+def _tf32(device: torch.device, enabled: bool = True):
     """Allow TF32 matmuls and convolutions on CUDA while training (``enabled``); restore the settings after."""
-
-    def __init__(self, device: torch.device, enabled: bool = True):
-        self.on = enabled and device.type == "cuda"
-
-    def __enter__(self):
-        if self.on:
-            self.saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-            torch.set_float32_matmul_precision("high")
-            torch.backends.cudnn.allow_tf32 = True
-
-    def __exit__(self, *exc):
-        if self.on:
-            torch.set_float32_matmul_precision(self.saved[0])
-            torch.backends.cudnn.allow_tf32 = self.saved[1]
+    if not (enabled and device.type == "cuda"):
+        yield
+        return
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]
 
 
 def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -230,20 +214,10 @@ _EVAL_ELEMENTS = 1 << 27  # activations (members x points x width) per chunk of 
 # the engine -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunsChunk:
-    """Runs that finished together (all arrays of length n, in no particular run order).
-
-    Attributes
-    ----------
-    runs : np.ndarray int64
-    functions : list of str
-        Function on E (bitstring of length k).
-    fit : np.ndarray bool
-        Reached (and, after ``epochs_after_fit``, kept) 100% training accuracy.
-    epochs : np.ndarray int32
-        Epochs taken to fit (started epochs when ``check_every`` is set), or ``max_epochs``.
-    final_loss : np.ndarray float64
-        Mean loss over the whole training set at the run's end (nan if it diverged).
-    """
+    """Runs that finished together, in no particular run order: ``runs`` int64, ``functions`` (bitstrings
+    on E), ``fit`` (reached, and after ``epochs_after_fit`` kept, 100% training accuracy), ``epochs``
+    int32 (to fit, started epochs when ``check_every`` is set, or ``max_epochs``), ``final_loss`` float64
+    (mean over the whole training set at the end; nan if it diverged)."""
 
     runs: np.ndarray
     functions: list
@@ -252,21 +226,10 @@ class RunsChunk:
     final_loss: np.ndarray
 
 
-def iter_runs(
-    arch: Architecture,
-    split: Split,
-    spec: TrainSpec,
-    runs: Sequence[int],
-    *,
-    seed: int,
-    ensemble: int = 256,
-    device="cpu",
-    dtype: torch.dtype = torch.float32,
-    tf32: bool = True,
-    keep_members: Sequence[int] = (),
-    members: dict | None = None,
-    on_step: Callable | None = None,
-) -> Iterator[RunsChunk]:
+def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[int], *, seed: int,
+              ensemble: int = 256, device="cpu", dtype: torch.dtype = torch.float32, tf32: bool = True,
+              keep_members: Sequence[int] = (), members: dict | None = None,
+              on_step: Callable | None = None) -> Iterator[RunsChunk]:
     """Train ``runs`` (run indices) in an ensemble of ``ensemble`` networks; yield results as they finish.
 
     Parameters
@@ -511,16 +474,9 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator; only counts are
     kept in memory, never one string per run.
 
-    Parameters
-    ----------
-    start, stop : int
-        Run indices ``[start, stop)``, ``0 <= start < stop``.
-    progress : None, callable or tqdm bar
-        Called as ``progress(n_done, n_fit)`` (runs finished and fitted so far in this call)
-        whenever runs finish; a tqdm-like bar gets ``update(n)`` instead. An exception raised
-        by it stops training (nothing is returned).
-    seed, ensemble, device, dtype, tf32
-        As in :func:`iter_runs`.
+    ``progress(n_done, n_fit)`` (runs finished and fitted so far in this call; a tqdm-like bar gets
+    ``update(n)``) hears whenever runs finish; an exception it raises stops training. Other
+    arguments as in :func:`iter_runs`.
 
     Returns
     -------
@@ -541,27 +497,12 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     return count_table(counts, n_samples=stop - start, info=info)
 
 
-def sample_sgd(
-    arch: Architecture,
-    split: Split,
-    n_runs: int,
-    *,
-    optimizer: str = TrainSpec.optimizer,
-    lr: float = TrainSpec.lr,
-    batch_size: int = TrainSpec.batch_size,
-    loss: str = TrainSpec.loss,
-    seed: int = 0,
-    device="cpu",
-    momentum: float = TrainSpec.momentum,
-    max_epochs: int = TrainSpec.max_epochs,
-    epochs_after_fit: int = TrainSpec.epochs_after_fit,
-    check_every: int | None = TrainSpec.check_every,
-    ensemble: int = 256,
-    run_folder=None,
-    shard_size: int = 1024,
-    progress=True,
-    dtype: torch.dtype = torch.float32,
-) -> FunctionCounts:
+def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str = TrainSpec.optimizer,
+               lr: float = TrainSpec.lr, batch_size: int = TrainSpec.batch_size, loss: str = TrainSpec.loss,
+               seed: int = 0, device="cpu", momentum: float = TrainSpec.momentum,
+               max_epochs: int = TrainSpec.max_epochs, epochs_after_fit: int = TrainSpec.epochs_after_fit,
+               check_every: int | None = TrainSpec.check_every, ensemble: int = 256, run_folder=None,
+               shard_size: int = 1024, progress=True, dtype: torch.dtype = torch.float32) -> FunctionCounts:
     """P_SGD by counting: train ``n_runs`` networks to 100% training accuracy and count their functions.
 
     Parameters
@@ -604,15 +545,9 @@ def sample_sgd(
 # the reference's way ----------------------------------------------------------------------------
 def reference_run(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, run: int,
                   dtype: torch.dtype = torch.float32, callback: Callable | None = None) -> dict:
-    """Run ``run`` trained alone with plain ``torch.optim`` (the reference for tests and benchmarks).
-
-    Same initialisation, minibatch order, losses and stopping rule as the engine.
-    ``callback(module)`` is called after every optimiser step.
-
-    Returns
-    -------
-    dict with ``function``, ``fit``, ``epochs``, ``final_loss`` and the trained ``module``.
-    """
+    """Run ``run`` trained alone with plain ``torch.optim`` (the reference for tests and benchmarks):
+    same initialisation, minibatch order, losses and stopping rule as the engine; ``callback(module)``
+    after every optimiser step. Returns ``function``, ``fit``, ``epochs``, ``final_loss`` and ``module``."""
     m, bs = split.n_train, spec.batch_size
     spec.check_train_size(m)
     net = arch.build(split.input_shape, generator=make_generator(seed, "init", run), dtype=dtype)

@@ -35,11 +35,6 @@ def test_merge_of_shards_is_exact():
     assert merge_shards([count_table(p.counts, n_samples=p.n_runs) for p in parts]) == whole
 
 
-def test_log_probabilities():
-    c = FunctionCounts({"01": 3, "10": 1}, n_runs=5, n_fit=4)
-    np.testing.assert_allclose(c.log_probabilities(["01", "10", "11"]), [np.log(0.75), np.log(0.25), -np.inf])
-
-
 @pytest.mark.parametrize("kwargs, match", [
     (dict(counts={"01": 2}, n_runs=5, n_fit=3), "n_fit must equal the sum"),
     (dict(counts={"01": 2}, n_runs=1, n_fit=2), "n_fit must be <= n_runs"),
