@@ -116,10 +116,8 @@ class Network:
 
     def forward_train(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, Callable]:
         """Outputs ``(E, B)`` (detached) on per-member batches ``x`` ``(E, B, d)``, and ``backward(grad_out)``
-        giving the per-member gradients for ``grad_out`` ``(E, B)`` = d(member loss)/d(its outputs).
-
-        Through the spec's hand-written backward pass where it has one (FCN relu), else autograd.
-        """
+        giving the per-member gradients for ``grad_out`` ``(E, B)`` = d(member loss)/d(its outputs),
+        through the spec's hand-written backward pass where it has one (FCN relu), else autograd."""
         params = list(params)
         if self._fast_training is not None:
             return self._fast_training(params, x)

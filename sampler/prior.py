@@ -61,15 +61,9 @@ _STREAMS = {"weights": PRIOR_KIND, "preactivations": "prior-preactivations"}
 
 
 def binomial_summary(n_fit: int, n_runs: int) -> dict:
-    """P(S) from ``n_fit`` accepted of ``n_runs`` prior samples (``counts.n_fit``, ``counts.n_runs``).
-
-    Returns
-    -------
-    dict
-        ``acceptance_rate`` (``n_fit / n_runs``), ``p_s_se`` (binomial standard error),
-        ``p_s_interval`` (Clopper-Pearson 95%, an upper bound also when nothing fit), ``log_p_s``
-        (natural log; ``-inf`` when nothing fit) and ``log_p_s_se`` (delta method; ``inf`` then).
-    """
+    """P(S) from ``n_fit`` accepted of ``n_runs`` prior samples: ``acceptance_rate`` (``n_fit / n_runs``),
+    ``p_s_se`` (binomial standard error), ``p_s_interval`` (Clopper-Pearson 95%, an upper bound also
+    when nothing fit), ``log_p_s`` (natural; ``-inf`` when nothing fit), ``log_p_s_se`` (delta method)."""
     from scipy.stats import beta
 
     p = n_fit / n_runs

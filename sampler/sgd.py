@@ -64,14 +64,17 @@ class TrainSpec:
     Attributes
     ----------
     optimizer : {"sgd", "adam", "adagrad", "adadelta", "rmsprop"}
-        ``torch.optim`` rule with its default hyper-parameters (see :mod:`sampler.optimizers`);
-        ``momentum`` is for ``sgd`` only.
+        ``torch.optim`` rule with its default hyper-parameters (see :mod:`sampler.optimizers`).
+    lr : float
+        Learning rate (> 0).
     batch_size : int
-        Minibatch size (<= m, checked when training).
+        Minibatch size (>= 1, and <= m, checked when training).
     loss : {"ce", "mse"}
         Logistic loss on 0/1 labels, or squared error on -1/+1 targets.
+    momentum : float
+        SGD momentum (>= 0; only with ``optimizer="sgd"``).
     max_epochs : int
-        A run that has not fit after this many epochs ends unfit.
+        A run that has not fit after this many epochs ends unfit (>= 1).
     epochs_after_fit : int
         Epochs trained after fitting before the function is read (>= 0). A run that no longer
         fits S at the end of them is reported ``fit = False`` (its ``epochs`` still says when
