@@ -10,13 +10,12 @@ Sections (an unknown section or key, a wrong type or a value out of range is a `
     [report]                pairs = [["sgd", "ep"], ...]  (P_SGD-side first, P_B reference second)
     [sweep]                 kind, and axes (a product) or points (a list): each point is a case
 
-:class:`ExperimentConfig` is the one model, validated once: ``arch`` a union discriminated by ``kind``
-over ``sampler.architectures.ARCHITECTURES``, each estimator one discriminated by ``method`` over the
-estimator registry, both read at parse time (a kind or method a user's module registers works). The
-defaults are the models' own (the spec dataclasses', DataConfig's, each method's options), and
+``arch`` is a union discriminated by ``kind`` over ``sampler.architectures.ARCHITECTURES``, each
+estimator one discriminated by ``method`` over the estimator registry, both read at parse time (a
+kind or method a user's module registers works). The defaults are the models' own, and
 ``configs/default.toml`` states the same: no ``[estimators]`` means :data:`DEFAULT_ESTIMATORS`, an
 ``fcn`` has width :data:`DEFAULT_FCN_WIDTH` unless it says otherwise, no ``[report] pairs`` pairs every
-P_SGD estimator with every P_B one. ``--set data.n_train=50``, ``--set estimators.sgd.n_runs=64``.
+P_SGD estimator with every P_B one.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from .case import Case, DataConfig
 from .estimators import estimator_names, get_estimator
 from .estimators.base import LABEL_PATTERN, Options
 from .sweep import SWEEP_KINDS
-from .validation import SECTION, STRICT, config_error
+from .validation import SECTION, STRICT
 
 SECTIONS = ("data", "arch", "estimators", "analysis", "report", "sweep")
 #: The default experiment's estimators, each with its method's default options.
@@ -58,7 +57,7 @@ _MODEL = dict(frozen=True, kw_only=True, config=SECTION)
 @pydantic.dataclasses.dataclass(**_MODEL)
 class AnalysisConfig:
     """``[analysis]``: correlations over functions seen at least ``min_count`` times, bootstrap
-    confidence intervals from ``n_boot`` resamples seeded by ``seed``."""
+    intervals from ``n_boot`` resamples seeded by ``seed``."""
 
     min_count: int = Field(2, ge=1, strict=True)
     n_boot: int = Field(1000, ge=0, strict=True)
@@ -68,16 +67,15 @@ class AnalysisConfig:
 @pydantic.dataclasses.dataclass(**_MODEL)
 class ReportConfig:
     """``[report]``: the ``(a, b)`` label pairs the report compares (``a`` the P_SGD side, ``b`` the
-    P_B reference); empty: every P_SGD estimator against every P_B one."""
+    P_B reference)."""
 
     pairs: tuple[tuple[str, str], ...] = ()
 
 
 @pydantic.dataclasses.dataclass(**_MODEL)
 class SweepConfig:
-    """``[sweep]``: which figure (``kind``, a registered sweep kind) and exactly one of ``axes`` (a
-    table ``"section.key" = [values]``, their product) or ``points`` (a list of tables); each point
-    is a case."""
+    """``[sweep]``: the figure (``kind``) and exactly one of ``axes`` (a table ``"section.key" =
+    [values]``, their product) or ``points`` (a list of tables); each point is a case."""
 
     kind: str = "generic"
     axes: Optional[dict[str, list[Any]]] = None
@@ -113,8 +111,7 @@ class SweepConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EstimatorSpec:
-    """One ``[estimators.<label>]`` table: the label (names the estimator in tables and pairs), the
-    registered method and its validated, frozen options."""
+    """One ``[estimators.<label>]`` table: its label, registered method and validated options."""
 
     label: str
     method: str
@@ -143,9 +140,8 @@ def _tagged(key: str, members: Mapping[str, Any]):
 
 
 def _spec_fields(spec: type) -> dict[str, Any]:
-    """``{field: type}`` of a spec dataclass's init fields; all ``Any`` where its annotations are strings
-    that do not resolve (a spec defined in a function under ``from __future__ import annotations``): the
-    spec's own checks then judge the values alone."""
+    """``{field: type}`` of a spec dataclass's init fields; ``Any`` where string annotations do not
+    resolve (a spec defined in a function): the spec's own checks then judge the values."""
     try:
         hints = typing.get_type_hints(spec)
     except NameError:
@@ -154,8 +150,8 @@ def _spec_fields(spec: type) -> dict[str, Any]:
 
 
 def _arch_table(spec: type):
-    """``[arch]`` of one kind: the spec dataclass's fields and types (its defaults fill what is missing)
-    -> the spec, whose own checks' errors reach the user as ``arch.<key> ...``."""
+    """``[arch]`` of one kind: a table of the spec's fields and types -> the spec, whose own checks'
+    errors reach the user as ``arch.<key> ...``."""
     containers = (list, tuple, dict, set, frozenset)  # a TOML list for a tuple field; scalars stay strict
     fields = {name: Annotated[hint, Strict(False)] if hint in containers or typing.get_origin(hint) in containers
               else hint for name, hint in _spec_fields(spec).items()}
@@ -168,6 +164,12 @@ def _arch_table(spec: type):
             raise PydanticCustomError("spec_type_error", "{error}", {"error": str(exc)}) from None
 
     return Annotated[table, AfterValidator(build)]
+
+
+def _table(value) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError("dict_type", "a table")
+    return value
 
 
 # --- the config -------------------------------------------------------------------------------------
@@ -201,9 +203,7 @@ class ExperimentConfig:
     def _arch(cls, value):
         if isinstance(value, Architecture):
             return value
-        if not isinstance(value, Mapping):
-            raise PydanticCustomError("dict_type", "arch must be a table")
-        table = {"kind": "fcn", **value}
+        table = {"kind": "fcn", **_table(value)}
         if table["kind"] == "fcn":
             table = {"width": DEFAULT_FCN_WIDTH, **table}
         members = {kind: _arch_table(spec) for kind, spec in ARCHITECTURES.items()}
@@ -214,9 +214,7 @@ class ExperimentConfig:
     def _estimators(cls, value):
         if isinstance(value, tuple):
             return value
-        if not isinstance(value, Mapping):
-            raise PydanticCustomError("dict_type", "estimators must be a table")
-        if not value:
+        if not _table(value):
             raise ValueError("estimators must name at least one estimator, e.g. [estimators.sgd] method = \"sgd\"")
         for label in value:
             if not re.fullmatch(LABEL_PATTERN, label):
@@ -282,12 +280,6 @@ class ExperimentConfig:
             out.append(Case(point_name(settings), settings, point.data, point.arch, point.estimators))
         return tuple(out)
 
-    def case(self, name: str) -> Case:
-        for c in self.cases():
-            if c.name == name:
-                return c
-        raise KeyError(f"no case {name!r} in this config")
-
 
 def point_name(settings) -> str:
     """Case name of a sweep point: the last part of each key and its value, e.g.
@@ -337,7 +329,42 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     try:
         return TypeAdapter(ExperimentConfig).validate_python(dict(raw))
     except ValidationError as exc:
-        raise config_error(exc, fields=lambda loc: list(_table_fields(raw, loc)), tags=_untagged) from None
+        raise _error(exc.errors(include_url=False)[0], raw) from None
+
+
+# what a pydantic error type expected, in the config's words; the first nine are wrong types (TypeError)
+_EXPECTED = {"int_type": "of type int", "float_type": "of type float", "string_type": "of type str",
+             "bool_type": "true or false", "dict_type": "a table", "model_type": "a table", "dataclass_type": "a table",
+             "list_type": "a list", "tuple_type": "a list", "greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
+             "less_than": "< {lt}", "less_than_equal": "<= {le}", "multiple_of": "a multiple of {multiple_of}",
+             "finite_number": "finite", "missing": "given"}
+_TYPE_ERRORS = set(list(_EXPECTED)[:9]) | {"spec_type_error"}
+
+
+def _error(err: dict, raw: Mapping) -> ValueError | TypeError:
+    """A pydantic error (one of ``ValidationError.errors()``) as one line naming the key, what was
+    expected and what came: a ``TypeError`` for a wrong type, else a ``ValueError``."""
+    loc = _untagged(tuple(err["loc"]))
+    kind, value, ctx, key = err["type"], err.get("input"), err.get("ctx") or {}, ".".join(map(str, loc))
+    error = TypeError if kind in _TYPE_ERRORS else ValueError
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        valid = sorted(_table_fields(raw, loc[:-1]))
+        where = (f"config section [{key}]; valid sections" if len(loc) == 1 else
+                 f"key {key}; valid keys of [{'.'.join(map(str, loc[:-1]))}]")
+        return error(f"unknown {where}: {valid}{did_you_mean(str(loc[-1]), valid)}")
+    if kind.startswith("union_tag"):  # a discriminated union: the method or kind is missing or unknown
+        name, valid = ctx["discriminator"].strip("'()"), re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
+        if "tag" not in ctx:
+            return error(f"[{key}] needs {name} = \"...\", a registered {name}")
+        return error(f"unknown {key}.{name} {ctx['tag']!r}; valid: {valid}{did_you_mean(ctx['tag'], valid)}")
+    if kind in ("value_error", "assertion_error", "spec_type_error"):  # a model's own check: it names the key
+        text = str(ctx.get("error", err["msg"]))
+        if loc and text.split(" ", 1)[0] in _table_fields(raw, loc):
+            return error(f"{key}.{text}")
+        return error(text if not loc or text.startswith(str(loc[0])) else f"{key}: {text}")
+    expected = _EXPECTED[kind].format(**ctx) if kind in _EXPECTED else err["msg"].replace("Input should be ", "")
+    choices = re.findall(r"'([^']*)'", ctx.get("expected", "")) if kind == "literal_error" else []
+    return error(f"{key} must be {expected}, got {value!r} ({type(value).__name__}){did_you_mean(str(value), choices)}")
 
 
 # --- overrides and files ------------------------------------------------------------------------------
