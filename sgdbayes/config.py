@@ -1,14 +1,6 @@
-"""Experiment configs: TOML files -> one validated, frozen pydantic model, with ``--set key=value``.
-
-Sections (an unknown section or key, a wrong type or a value out of range is a ``ValueError`` /
-``TypeError`` naming the key, what was expected and what came)::
-
-    [data]                  dataset, n_train, n_test, seed, binarize, data_dir, target, corrupt_fraction, path
-    [arch]                  kind, and the fields of that kind's spec (sampler.FCN / CNN / LSTM / Module, ...)
-    [estimators.<label>]    method = "<registered estimator>", and that method's options
-    [analysis]              min_count, n_boot, seed
-    [report]                pairs = [["sgd", "ep"], ...]  (P_SGD-side first, P_B reference second)
-    [sweep]                 kind, and axes (a product) or points (a list): each point is a case
+"""Experiment configs: TOML files (sections ``data``, ``arch``, ``estimators.<label>``, ``analysis``,
+``report``, ``sweep``) -> one validated, frozen pydantic model, with ``--set key=value``. A bad key
+or value is a one-line ``ValueError`` / ``TypeError`` naming the key, what was expected and what came.
 
 ``arch`` is a union discriminated by ``kind`` over ``sampler.architectures.ARCHITECTURES``, each
 estimator one discriminated by ``method`` over the estimator registry, both read at parse time (a
@@ -105,9 +97,6 @@ class SweepConfig:
             return tuple(tuple(zip(self.axes, values)) for values in itertools.product(*self.axes.values()))
         return tuple(tuple(p.items()) for p in self.points)
 
-    def to_table(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
 
 @dataclasses.dataclass(frozen=True)
 class EstimatorSpec:
@@ -120,9 +109,6 @@ class EstimatorSpec:
     @property
     def estimator(self):
         return get_estimator(self.method)
-
-    def to_table(self) -> dict[str, Any]:
-        return {"method": self.method, **self.options.to_table()}
 
 
 # --- the unions, built from the registries when a config is parsed -----------------------------------
@@ -179,15 +165,12 @@ class ExperimentConfig:
 
     Attributes
     ----------
-    data : DataConfig
     arch : sampler.architectures.Architecture
-        The spec of ``[arch]`` (default: ``sampler.FCN(width=DEFAULT_FCN_WIDTH)``).
+        The spec of ``[arch]``.
     estimators : tuple of EstimatorSpec
-        In config order; labels are distinct (default: :data:`DEFAULT_ESTIMATORS`).
-    analysis : AnalysisConfig
+        In config order; labels are distinct.
     report : ReportConfig
         Its pairs resolved: without ``[report] pairs``, every P_SGD estimator against every P_B one.
-    sweep : SweepConfig or None
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -248,11 +231,11 @@ class ExperimentConfig:
     def to_dict(self, *, with_sweep: bool = True) -> dict[str, Any]:
         """Nested plain dict, the TOML layout (round-trips through :func:`parse_config`)."""
         out = {"data": dataclasses.asdict(self.data), "arch": self.arch.to_dict(),
-               "estimators": {s.label: s.to_table() for s in self.estimators},
+               "estimators": {s.label: {"method": s.method, **s.options.to_table()} for s in self.estimators},
                "analysis": dataclasses.asdict(self.analysis),
                "report": {"pairs": [list(p) for p in self.report.pairs]}}
         if with_sweep and self.sweep is not None:
-            out["sweep"] = self.sweep.to_table()
+            out["sweep"] = {k: v for k, v in dataclasses.asdict(self.sweep).items() if v is not None}
         return out
 
     def to_toml(self) -> str:
@@ -285,8 +268,7 @@ def point_name(settings) -> str:
     """Case name of a sweep point: the last part of each key and its value, e.g.
     ``corrupt_fraction=0.2,width=64`` (``sgd.lr=0.1`` for an estimator option)."""
     def short(key: str) -> str:
-        parts = key.split(".")
-        return ".".join(parts[1:]) if parts[0] == "estimators" else parts[-1]
+        return key.split(".", 1)[1] if key.startswith("estimators.") else key.rsplit(".", 1)[-1]
     return ",".join(f"{short(key)}={v:g}" if isinstance(v, float) else f"{short(key)}={v}" for key, v in settings)
 
 
@@ -295,8 +277,8 @@ _SECTION_MODELS = {"data": DataConfig, "analysis": AnalysisConfig, "report": Rep
 
 
 def _table_fields(raw: Mapping, loc: tuple) -> dict[str, Any]:
-    """``{key: type}`` of the table at ``loc`` of the raw config ``raw`` (the arch kind and the methods
-    it names), for error messages and for reading ``--set`` values; empty where unknown."""
+    """``{key: type}`` of the table at ``loc`` of ``raw`` (its arch kind, its methods), for errors and
+    ``--set`` values; empty where unknown."""
     section = loc[0] if loc else None
     table = raw.get(section) if isinstance(raw.get(section), Mapping) else {}
     if not loc:
@@ -321,9 +303,8 @@ def _untagged(loc: tuple) -> tuple:
 
 
 def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Validate a nested dict (parsed TOML) into an :class:`ExperimentConfig`; missing sections and
-    keys take the models' defaults (estimators only as a whole: a file that names any estimator gets
-    exactly those)."""
+    """Validate a nested dict (parsed TOML); missing sections and keys take the models' defaults
+    (estimators only as a whole: a file that names any estimator gets exactly those)."""
     if not isinstance(raw, Mapping):
         raise TypeError(f"config must be a table of sections, got {type(raw).__name__}")
     try:
@@ -368,11 +349,6 @@ def _error(err: dict, raw: Mapping) -> ValueError | TypeError:
 
 
 # --- overrides and files ------------------------------------------------------------------------------
-def _is_text(hint) -> bool:
-    literal = typing.get_origin(hint) is Literal
-    return hint is str or (literal and all(isinstance(a, str) for a in typing.get_args(hint)))
-
-
 def _set(raw: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = raw
@@ -385,12 +361,9 @@ def _set(raw: dict, key: str, value: Any) -> None:
 
 
 def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[list[str], Any]:
-    """``"section.key=value"`` (or ``estimators.<label>.key=value``) -> ``(path, value)``.
-
-    A value whose key is a string option is taken as written (quotes optional), so a bitstring
-    like ``data.target=0110...`` keeps its leading zeros; otherwise it is read as a TOML literal
-    (``estimators.sgd.lr=0.1``, ``report.pairs=[["sgd", "ep"]]``).
-    """
+    """``"section.key=value"`` (or ``estimators.<label>.key=value``) -> ``(path, value)``. A string
+    option's value is taken as written (quotes optional: ``data.target=0110...`` keeps its leading
+    zeros); any other is read as a TOML literal (``report.pairs=[["sgd", "ep"]]``)."""
     if not isinstance(text, str) or "=" not in text or "." not in text.split("=", 1)[0]:
         raise ValueError(f"--set expects section.key=value, got {text!r}")
     key, literal = (s.strip() for s in text.split("=", 1))
@@ -400,7 +373,8 @@ def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[lis
                          f"{did_you_mean(path[0], SECTIONS)}")
     if path[0] == "estimators" and len(path) != 3:
         raise ValueError(f"--set {text!r}: estimator keys are estimators.<label>.<key>")
-    if _is_text(_table_fields(raw or {}, tuple(path[:-1])).get(path[-1])):
+    hint = _table_fields(raw or {}, tuple(path[:-1])).get(path[-1])
+    if hint is str or (typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in typing.get_args(hint))):
         if len(literal) >= 2 and literal[0] == literal[-1] and literal[0] in "'\"":
             literal = literal[1:-1]
         return path, literal
@@ -429,12 +403,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
-        text = path.read_bytes().decode("utf-8")
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ValueError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files "
                          f"are UTF-8") from None
-    try:
-        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
 

@@ -106,11 +106,10 @@ def pair_stats(a: EstimatorResult, b: EstimatorResult, *, min_count: int, n_boot
 
 
 def fit_pvalue_test(a: EstimatorResult, b: EstimatorResult) -> dict[str, Any]:
-    """Chi-square p-value of "``a`` and ``b`` describe the same distribution of functions":
-    homogeneity of two samples' counts, or goodness of fit of one sample's counts to the other
-    estimator's probabilities (functions it did not score, and cells expected below 5, are
-    pooled into one "other" cell). None for two scorers. Keys ``fit_test``, ``fit_pvalue``,
-    ``fit_dof``."""
+    """``fit_test``, ``fit_pvalue``, ``fit_dof``: chi-square test that ``a`` and ``b`` describe the same
+    distribution of functions: homogeneity of two samples' counts, or goodness of fit of one sample's
+    counts to the other's probabilities (functions it did not score, and cells expected below 5, are
+    pooled into one "other" cell). None for two scorers."""
     none = {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
     if a.is_sampler and b.is_sampler:
         ca, cb = a.by_function("counts"), b.by_function("counts")
@@ -134,8 +133,7 @@ PAIR_COLUMNS = [("a", "estimator"), ("b", "reference"), ("n_a", "n seen"), ("n_b
                 ("n_common", "common"), ("pearson_log", "pearson"), ("pearson_log_ci", "95% CI"),
                 ("spearman", "spearman"), ("slope_log", "slope"), ("mean_abs_dlog", "mean |dlnP|"),
                 ("dlog_noise", "count noise"), ("dist_kl", "KL(a||b)"), ("dist_tv", "TV"), ("dist_js", "JS"),
-                ("fit_pvalue", "p (chi2)"),
-                ("note", "note")]
+                ("fit_pvalue", "p (chi2)"), ("note", "note")]
 
 
 def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str, Any]]:
@@ -156,9 +154,10 @@ def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str,
 
 
 # --- per case ------------------------------------------------------------------------------------------
-def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mapping[str, dict]) -> dict[str, Any]:
-    """The summary of one case: its primary pair's statistics with today's key names, every
-    pair's statistics (``pairs``), error-bar checks (``checks``) and the estimators' extras."""
+def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mapping[str, dict], checks
+                 ) -> dict[str, Any]:
+    """The summary of one case: its primary pair's statistics at top level, every pair's
+    (``pairs``), the :func:`error_bar_checks` (``checks``) and the estimators' extras."""
     a_cfg = config.analysis
     pairs = [pair_stats(est[a], est[b], min_count=a_cfg.min_count, n_boot=a_cfg.n_boot, seed=a_cfg.seed)
              for a, b in config.pairs]
@@ -188,13 +187,11 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
                             if k not in summary and k not in ("n_samples", "n_fit")})
         if summary.get("log_p_s") is not None:
             summary["pac_bayes_bound"] = nngp.pac_bayes_bound(summary["log_p_s"], case.data.n_train)
-    checks = error_bar_checks(case, est)
     if checks:
         summary["ep_tilting_median_abs_z"] = checks[0]["median_abs_z"]
     summary["pairs"] = pairs
-    summary["checks"] = [{k: v for k, v in c.items() if k in ("estimator", "reference", "median_abs_z",
-                                                                "median_se_ref")} | {"n_functions": len(c["functions"])}
-                         for c in checks]
+    keep = ("estimator", "reference", "median_abs_z", "median_se_ref")
+    summary["checks"] = [{k: c[k] for k in keep} | {"n_functions": len(c["functions"])} for c in checks]
     summary["extras"] = dict(extras)
     return _finite(summary)
 
@@ -202,9 +199,8 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
 def functions_table(case, config, est: Mapping[str, EstimatorResult]) -> pa.Table:
     """The wide view of one case: one row per function any estimator has, most frequent first by
     the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
-    pair), complexity and test error, then ``<label>:count``/``<label>:log_p``/``<label>:log_p_se``
-    for every estimator (a colon cannot occur in a label, so these never collide with the primary
-    pair's columns: a label ``sgd`` once overwrote ``log_p_sgd``), then ``case``."""
+    pair), complexity and test error, ``<label>:count``/``:log_p``/``:log_p_se`` per estimator (no
+    label has a colon: no collision with the primary pair's columns), ``case``."""
     split = case.split()
     a, b = config.pairs[0] if config.pairs else (None, None)
     fs = list(dict.fromkeys([*(est[a].functions if a else ()), *(f for e in est.values() for f in e.functions)]))
@@ -313,8 +309,7 @@ def summary_rows(config) -> list[tuple[str, str]]:
 
 
 def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
-    """The key numbers (``rows``: :func:`summary_rows`; default: the generic ones) as aligned lines
-    for a terminal."""
+    """The key numbers (``rows``: :func:`summary_rows`) as aligned lines for a terminal."""
     rows = list(rows) or SUMMARY_ROWS + TAIL_ROWS
     width = max(len(label) for _, label in rows)
     lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in rows if key in summary]
@@ -325,39 +320,19 @@ def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
     return lines
 
 
-def _extras_rows(extras: Mapping[str, dict]) -> list[list[Any]]:
-    return [[label, key, value] for label, d in extras.items() for key, value in d.items()]
-
-
 def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping[str, EstimatorResult]],
                 extras: Mapping[str, Mapping[str, dict]], *, manifest: Mapping | None = None
                 ) -> tuple[dict[str, Any], Path]:
-    """Write ``functions.parquet``, figures, ``summary.json``, ``pairs.csv`` and ``report.md``.
-
-    Parameters
-    ----------
-    folder : path
-    config : ExperimentConfig
-    cases : sequence of Case
-        The config's cases.
-    results : mapping case -> label -> EstimatorResult
-        Every estimator of every case (``results.parquet``, :func:`sgdbayes.pipeline.read_results`).
-    extras : mapping case -> label -> dict
-        Each estimator's per-case extras.
-
-    Returns
-    -------
-    summary : dict
-    report_path : Path
-    """
+    """Write ``functions.parquet``, figures, ``summary.json``, ``pairs.csv`` and ``report.md`` from
+    ``results[case][label]`` (every estimator of every one of the config's ``cases``) and their
+    ``extras[case][label]``; returns the summary and the report's path."""
     folder = Path(folder)
-    summaries, wides, lines = [], [], []
-    pair_rows = []
+    summaries, wides, lines, pair_rows = [], [], [], []
     for case in cases:
         est = results[case.name]
-        s = case_summary(case, config, est, extras.get(case.name, {}))
-        wide = functions_table(case, config, est)
         checks = error_bar_checks(case, est)
+        s = case_summary(case, config, est, extras.get(case.name, {}), checks)
+        wide = functions_table(case, config, est)
         s["figures"] = case_figures(folder, case, config, est, wide, checks)
         summaries.append(s)
         wides.append(wide)
@@ -392,9 +367,9 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
 def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
     if config.pairs:
+        rows = [[label.strip(), s.get(key)] for key, label in summary_rows(config) if key in s]
         lines += [f"Primary pair: {config.pairs[0][0]} against {config.pairs[0][1]}.", "",
-                  markdown_table(["quantity", "value"], [[label.strip(), s.get(key)] for key, label in summary_rows(config)
-                                                         if key in s]), ""]
+                  markdown_table(["quantity", "value"], rows), ""]
     if s.get("correlation_note"):
         lines += [f"**Note:** {s['correlation_note']}.", ""]
     for c in checks:
@@ -408,7 +383,7 @@ def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     for name, path in s["figures"].items():
         title = FIGURES.get(name, name.replace("_", " "))
         lines += [f"### {title}", "", f"![{title}]({path})", ""]
-    extras = _extras_rows(s.get("extras", {}))
+    extras = [[label, key, value] for label, d in s.get("extras", {}).items() for key, value in d.items()]
     if extras:
         lines += ["### Estimator facts", "", markdown_table(["estimator", "quantity", "value"], extras), ""]
     top = wide.slice(0, 10).to_pylist()

@@ -175,35 +175,23 @@ register_sweep_kind("finite_width", [("log_p_s_prior", "log P(S) finite (prior)"
                                      ("log_p_s_tilting_se", "tilting s.e.")], _draw_finite_width)
 
 
-def plot_sweep(kind: str, cases, summaries, path: Path) -> Path:
-    """Draw the sweep figure of ``kind`` to ``path`` (PNG)."""
+def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> list[str]:
+    """Draw ``figures/sweep.png`` and write ``sweep.json``; returns the report's sweep section."""
     import matplotlib  # slow to import: only when a sweep is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = SWEEP_KINDS[kind].draw(plt, cases, summaries)
+    kind, folder = SWEEP_KINDS[config.sweep.kind], Path(folder)
+    fig, path = kind.draw(plt, cases, summaries), folder / "figures" / "sweep.png"
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return path
-
-
-def sweep_table(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> str:
-    """The sweep's table (one row per case) as markdown."""
-    cols = SWEEP_KINDS[kind].columns
-    return markdown_table(["case"] + [t for _, t in cols], [[n] + [s.get(k) for k, _ in cols]
-                                                            for n, s in zip(names, summaries)])
-
-
-def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> list[str]:
-    """Draw ``figures/sweep.png``, write ``sweep.json``; returns the report's sweep section."""
-    kind = config.sweep.kind
-    names, settings = [c.name for c in cases], [c.settings for c in cases]
-    fig = plot_sweep(kind, cases, summaries, Path(folder) / "figures" / "sweep.png")
-    atomic_write_json(Path(folder) / "sweep.json", {"kind": kind, "points": [
-        {"name": n, "settings": dict(s), "summary": {k: v for k, v in sm.items() if k not in ("pairs", "extras")}}
-        for n, s, sm in zip(names, settings, summaries)]})
-    return [f"## Sweep: {kind}", "", sweep_table(kind, names, summaries), "",
-            f"![sweep]({fig.relative_to(folder)})", ""]
+    atomic_write_json(folder / "sweep.json", {"kind": config.sweep.kind, "points": [
+        {"name": c.name, "settings": dict(c.settings), "summary": {k: v for k, v in s.items()
+                                                                   if k not in ("pairs", "extras")}}
+        for c, s in zip(cases, summaries)]})
+    table = markdown_table(["case"] + [t for _, t in kind.columns],
+                           [[c.name] + [s.get(k) for k, _ in kind.columns] for c, s in zip(cases, summaries)])
+    return [f"## Sweep: {config.sweep.kind}", "", table, "", f"![sweep]({path.relative_to(folder)})", ""]

@@ -5,10 +5,9 @@ An estimator of P(f|S) is an :class:`Estimator` subclass registered under a meth
 that method's options. The pipeline knows nothing of any particular estimator (the models: pyro's
 ``MCMC(kernel)``, scikit-learn's estimator checks); for each case it calls
 
-1. ``plan(case, options)`` for a *sampler* (it produces counts: ``sgd``, ``prior``, ``ess``,
-   ``nuts``), or ``plan(case, options, functions)`` for a *scorer* (it evaluates log P on the
-   functions the case's samplers found, most frequent first: ``ep``, ``ep-conditional``,
-   ``tilting``). A plan is a list of small, picklable shard parameters (Ray ships them).
+1. ``plan(case, options)`` for a *sampler* (it produces counts), or ``plan(case, options,
+   functions)`` for a *scorer* (it evaluates log P on the functions the case's samplers found, most
+   frequent first). A plan is a list of small, picklable shard parameters (Ray ships them).
 2. ``run_shard(case, options, shard)`` for each, anywhere; it returns a :func:`shard_table`, which
    the pipeline writes atomically, exactly once, into the run folder.
 3. ``extend(case, options, result)`` once the planned shards are done, until it returns ``[]``:
@@ -58,10 +57,9 @@ RESULT_COLUMNS = tuple(RESULT_SCHEMA.names)
 # --- options ------------------------------------------------------------------------------------
 class Options(BaseModel):
     """Base of every estimator's options: a frozen, strict pydantic model whose fields are the config
-    keys (constraints in ``Field``, choices as ``Literal``). A rule between fields is a
+    keys (constraints and docs in ``Field``, choices as ``Literal``). A rule between fields is a
     ``model_validator(mode="after")`` raising a ``ValueError`` that starts with the key, so that the
-    config names it ``estimators.<label>.<key>``. Field docs: ``Field(description=...)`` or the
-    docstring's numpydoc ``Attributes`` (:meth:`docs`)."""
+    config names it ``estimators.<label>.<key>``."""
 
     model_config = ConfigDict(**STRICT, frozen=True)
 
@@ -72,11 +70,12 @@ class Options(BaseModel):
 
     @classmethod
     def docs(cls) -> dict[str, str]:
-        """Each key's one-line doc: its ``description``, else its entry in the docstrings' ``Attributes``."""
+        """Each key's one-line doc: its ``description``, else its entry in a docstring's ``Attributes``."""
         found: dict[str, str] = {}
-        for klass in reversed(cls.__mro__):
+        for klass in reversed(cls.__mro__):  # a field a subclass redefines keeps its base's doc
             found.update(attribute_docs(klass.__doc__))
-        return {k: f.description or found.get(k, "") for k, f in cls.model_fields.items()}
+            found.update({k: f.description for k, f in getattr(klass, "model_fields", {}).items() if f.description})
+        return {k: found.get(k, "") for k in cls.model_fields}
 
 
 # --- shards and results ---------------------------------------------------------------------------
@@ -101,7 +100,7 @@ class EstimatorResult:
     n_samples, n_fit : int or None
         Samples drawn and samples that fit S (samplers only; ``n_fit = counts.sum()``).
     infos : tuple of dict
-        Each shard's ``info``, in shard order.
+        Each shard's ``info``.
     """
 
     label: str
@@ -200,10 +199,9 @@ class Resources:
         GPUs asked of Ray.
     gpu_optional : bool
         It runs as well on a CPU: Ray is asked for no GPU where the cluster has none.
-    memory_bytes : int
-        Estimated peak memory on its device, bytes (checked before anything is written).
-    memory_what : str
-        What sets that size, naming the config keys.
+    memory_bytes, memory_what : int, str
+        Estimated peak memory on its device (bytes; checked before anything is written) and what
+        sets it, naming the config keys.
     """
 
     device: str = "cpu"
@@ -220,8 +218,8 @@ class Estimator:
     ----------
     name : str
         The method name configs use; set by :func:`register_estimator`.
-    quantity : {"p_sgd", "p_b"}
-    kind : {"sampler", "scorer"}
+    quantity : {"p_b", "p_sgd"}, default "p_b"
+    kind : {"sampler", "scorer"}, default "sampler"
     Options : type
         Its :class:`Options`.
     needs_kernel : bool
@@ -321,13 +319,11 @@ def register_estimator(name: str):
     return decorate
 
 
-def estimator_names() -> tuple[str, ...]:
-    """Registered method names, in registration order."""
+def estimator_names() -> tuple[str, ...]:  # in registration order
     return tuple(_REGISTRY)
 
 
 def get_estimator(name: str) -> Estimator:
-    """An instance of the estimator registered as ``name``."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown estimator method {name!r}; registered: {list(_REGISTRY)}"
                          f"{did_you_mean(str(name), _REGISTRY)}")
