@@ -1,22 +1,13 @@
-"""Experiment configs: TOML files -> one validated, frozen pydantic model, with ``--set key=value``.
+"""Experiment configs: TOML files (sections ``data``, ``arch``, ``estimators.<label>``, ``analysis``,
+``report``, ``sweep``) -> one validated, frozen pydantic model, with ``--set key=value``. A bad key
+or value is a one-line ``ValueError`` / ``TypeError`` naming the key, what was expected and what came.
 
-Sections (an unknown section or key, a wrong type or a value out of range is a ``ValueError`` /
-``TypeError`` naming the key, what was expected and what came)::
-
-    [data]                  dataset, n_train, n_test, seed, binarize, data_dir, target, corrupt_fraction, path
-    [arch]                  kind, and the fields of that kind's spec (sampler.FCN / CNN / LSTM / Module, ...)
-    [estimators.<label>]    method = "<registered estimator>", and that method's options
-    [analysis]              min_count, n_boot, seed
-    [report]                pairs = [["sgd", "ep"], ...]  (P_SGD-side first, P_B reference second)
-    [sweep]                 kind, and axes (a product) or points (a list): each point is a case
-
-:class:`ExperimentConfig` is the one model, validated once: ``arch`` a union discriminated by ``kind``
-over ``sampler.architectures.ARCHITECTURES``, each estimator one discriminated by ``method`` over the
-estimator registry, both read at parse time (a kind or method a user's module registers works). The
-defaults are the models' own (the spec dataclasses', DataConfig's, each method's options), and
+``arch`` is a union discriminated by ``kind`` over ``sampler.architectures.ARCHITECTURES``, each
+estimator one discriminated by ``method`` over the estimator registry, both read at parse time (a
+kind or method a user's module registers works). The defaults are the models' own, and
 ``configs/default.toml`` states the same: no ``[estimators]`` means :data:`DEFAULT_ESTIMATORS`, an
 ``fcn`` has width :data:`DEFAULT_FCN_WIDTH` unless it says otherwise, no ``[report] pairs`` pairs every
-P_SGD estimator with every P_B one. ``--set data.n_train=50``, ``--set estimators.sgd.n_runs=64``.
+P_SGD estimator with every P_B one.
 """
 
 from __future__ import annotations
@@ -44,7 +35,7 @@ from .case import Case, DataConfig
 from .estimators import estimator_names, get_estimator
 from .estimators.base import LABEL_PATTERN, Options
 from .sweep import SWEEP_KINDS
-from .validation import SECTION, STRICT, config_error
+from .validation import SECTION, STRICT
 
 SECTIONS = ("data", "arch", "estimators", "analysis", "report", "sweep")
 #: The default experiment's estimators, each with its method's default options.
@@ -58,7 +49,7 @@ _MODEL = dict(frozen=True, kw_only=True, config=SECTION)
 @pydantic.dataclasses.dataclass(**_MODEL)
 class AnalysisConfig:
     """``[analysis]``: correlations over functions seen at least ``min_count`` times, bootstrap
-    confidence intervals from ``n_boot`` resamples seeded by ``seed``."""
+    intervals from ``n_boot`` resamples seeded by ``seed``."""
 
     min_count: int = Field(2, ge=1, strict=True)
     n_boot: int = Field(1000, ge=0, strict=True)
@@ -68,16 +59,15 @@ class AnalysisConfig:
 @pydantic.dataclasses.dataclass(**_MODEL)
 class ReportConfig:
     """``[report]``: the ``(a, b)`` label pairs the report compares (``a`` the P_SGD side, ``b`` the
-    P_B reference); empty: every P_SGD estimator against every P_B one."""
+    P_B reference)."""
 
     pairs: tuple[tuple[str, str], ...] = ()
 
 
 @pydantic.dataclasses.dataclass(**_MODEL)
 class SweepConfig:
-    """``[sweep]``: which figure (``kind``, a registered sweep kind) and exactly one of ``axes`` (a
-    table ``"section.key" = [values]``, their product) or ``points`` (a list of tables); each point
-    is a case."""
+    """``[sweep]``: the figure (``kind``) and exactly one of ``axes`` (a table ``"section.key" =
+    [values]``, their product) or ``points`` (a list of tables); each point is a case."""
 
     kind: str = "generic"
     axes: Optional[dict[str, list[Any]]] = None
@@ -107,14 +97,10 @@ class SweepConfig:
             return tuple(tuple(zip(self.axes, values)) for values in itertools.product(*self.axes.values()))
         return tuple(tuple(p.items()) for p in self.points)
 
-    def to_table(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
 
 @dataclasses.dataclass(frozen=True)
 class EstimatorSpec:
-    """One ``[estimators.<label>]`` table: the label (names the estimator in tables and pairs), the
-    registered method and its validated, frozen options."""
+    """One ``[estimators.<label>]`` table: its label, registered method and validated options."""
 
     label: str
     method: str
@@ -123,9 +109,6 @@ class EstimatorSpec:
     @property
     def estimator(self):
         return get_estimator(self.method)
-
-    def to_table(self) -> dict[str, Any]:
-        return {"method": self.method, **self.options.to_table()}
 
 
 # --- the unions, built from the registries when a config is parsed -----------------------------------
@@ -143,9 +126,8 @@ def _tagged(key: str, members: Mapping[str, Any]):
 
 
 def _spec_fields(spec: type) -> dict[str, Any]:
-    """``{field: type}`` of a spec dataclass's init fields; all ``Any`` where its annotations are strings
-    that do not resolve (a spec defined in a function under ``from __future__ import annotations``): the
-    spec's own checks then judge the values alone."""
+    """``{field: type}`` of a spec dataclass's init fields; ``Any`` where string annotations do not
+    resolve (a spec defined in a function): the spec's own checks then judge the values."""
     try:
         hints = typing.get_type_hints(spec)
     except NameError:
@@ -154,8 +136,8 @@ def _spec_fields(spec: type) -> dict[str, Any]:
 
 
 def _arch_table(spec: type):
-    """``[arch]`` of one kind: the spec dataclass's fields and types (its defaults fill what is missing)
-    -> the spec, whose own checks' errors reach the user as ``arch.<key> ...``."""
+    """``[arch]`` of one kind: a table of the spec's fields and types -> the spec, whose own checks'
+    errors reach the user as ``arch.<key> ...``."""
     containers = (list, tuple, dict, set, frozenset)  # a TOML list for a tuple field; scalars stay strict
     fields = {name: Annotated[hint, Strict(False)] if hint in containers or typing.get_origin(hint) in containers
               else hint for name, hint in _spec_fields(spec).items()}
@@ -170,6 +152,12 @@ def _arch_table(spec: type):
     return Annotated[table, AfterValidator(build)]
 
 
+def _table(value) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError("dict_type", "a table")
+    return value
+
+
 # --- the config -------------------------------------------------------------------------------------
 @pydantic.dataclasses.dataclass(frozen=True, kw_only=True, config=ConfigDict(**SECTION, arbitrary_types_allowed=True))
 class ExperimentConfig:
@@ -177,15 +165,12 @@ class ExperimentConfig:
 
     Attributes
     ----------
-    data : DataConfig
     arch : sampler.architectures.Architecture
-        The spec of ``[arch]`` (default: ``sampler.FCN(width=DEFAULT_FCN_WIDTH)``).
+        The spec of ``[arch]``.
     estimators : tuple of EstimatorSpec
-        In config order; labels are distinct (default: :data:`DEFAULT_ESTIMATORS`).
-    analysis : AnalysisConfig
+        In config order; labels are distinct.
     report : ReportConfig
         Its pairs resolved: without ``[report] pairs``, every P_SGD estimator against every P_B one.
-    sweep : SweepConfig or None
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -201,9 +186,7 @@ class ExperimentConfig:
     def _arch(cls, value):
         if isinstance(value, Architecture):
             return value
-        if not isinstance(value, Mapping):
-            raise PydanticCustomError("dict_type", "arch must be a table")
-        table = {"kind": "fcn", **value}
+        table = {"kind": "fcn", **_table(value)}
         if table["kind"] == "fcn":
             table = {"width": DEFAULT_FCN_WIDTH, **table}
         members = {kind: _arch_table(spec) for kind, spec in ARCHITECTURES.items()}
@@ -214,9 +197,7 @@ class ExperimentConfig:
     def _estimators(cls, value):
         if isinstance(value, tuple):
             return value
-        if not isinstance(value, Mapping):
-            raise PydanticCustomError("dict_type", "estimators must be a table")
-        if not value:
+        if not _table(value):
             raise ValueError("estimators must name at least one estimator, e.g. [estimators.sgd] method = \"sgd\"")
         for label in value:
             if not re.fullmatch(LABEL_PATTERN, label):
@@ -250,11 +231,11 @@ class ExperimentConfig:
     def to_dict(self, *, with_sweep: bool = True) -> dict[str, Any]:
         """Nested plain dict, the TOML layout (round-trips through :func:`parse_config`)."""
         out = {"data": dataclasses.asdict(self.data), "arch": self.arch.to_dict(),
-               "estimators": {s.label: s.to_table() for s in self.estimators},
+               "estimators": {s.label: {"method": s.method, **s.options.to_table()} for s in self.estimators},
                "analysis": dataclasses.asdict(self.analysis),
                "report": {"pairs": [list(p) for p in self.report.pairs]}}
         if with_sweep and self.sweep is not None:
-            out["sweep"] = self.sweep.to_table()
+            out["sweep"] = {k: v for k, v in dataclasses.asdict(self.sweep).items() if v is not None}
         return out
 
     def to_toml(self) -> str:
@@ -282,19 +263,12 @@ class ExperimentConfig:
             out.append(Case(point_name(settings), settings, point.data, point.arch, point.estimators))
         return tuple(out)
 
-    def case(self, name: str) -> Case:
-        for c in self.cases():
-            if c.name == name:
-                return c
-        raise KeyError(f"no case {name!r} in this config")
-
 
 def point_name(settings) -> str:
     """Case name of a sweep point: the last part of each key and its value, e.g.
     ``corrupt_fraction=0.2,width=64`` (``sgd.lr=0.1`` for an estimator option)."""
     def short(key: str) -> str:
-        parts = key.split(".")
-        return ".".join(parts[1:]) if parts[0] == "estimators" else parts[-1]
+        return key.split(".", 1)[1] if key.startswith("estimators.") else key.rsplit(".", 1)[-1]
     return ",".join(f"{short(key)}={v:g}" if isinstance(v, float) else f"{short(key)}={v}" for key, v in settings)
 
 
@@ -303,8 +277,8 @@ _SECTION_MODELS = {"data": DataConfig, "analysis": AnalysisConfig, "report": Rep
 
 
 def _table_fields(raw: Mapping, loc: tuple) -> dict[str, Any]:
-    """``{key: type}`` of the table at ``loc`` of the raw config ``raw`` (the arch kind and the methods
-    it names), for error messages and for reading ``--set`` values; empty where unknown."""
+    """``{key: type}`` of the table at ``loc`` of ``raw`` (its arch kind, its methods), for errors and
+    ``--set`` values; empty where unknown."""
     section = loc[0] if loc else None
     table = raw.get(section) if isinstance(raw.get(section), Mapping) else {}
     if not loc:
@@ -329,23 +303,52 @@ def _untagged(loc: tuple) -> tuple:
 
 
 def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Validate a nested dict (parsed TOML) into an :class:`ExperimentConfig`; missing sections and
-    keys take the models' defaults (estimators only as a whole: a file that names any estimator gets
-    exactly those)."""
+    """Validate a nested dict (parsed TOML); missing sections and keys take the models' defaults
+    (estimators only as a whole: a file that names any estimator gets exactly those)."""
     if not isinstance(raw, Mapping):
         raise TypeError(f"config must be a table of sections, got {type(raw).__name__}")
     try:
         return TypeAdapter(ExperimentConfig).validate_python(dict(raw))
     except ValidationError as exc:
-        raise config_error(exc, fields=lambda loc: list(_table_fields(raw, loc)), tags=_untagged) from None
+        raise _error(exc.errors(include_url=False)[0], raw) from None
+
+
+# what a pydantic error type expected, in the config's words; the first nine are wrong types (TypeError)
+_EXPECTED = {"int_type": "of type int", "float_type": "of type float", "string_type": "of type str",
+             "bool_type": "true or false", "dict_type": "a table", "model_type": "a table", "dataclass_type": "a table",
+             "list_type": "a list", "tuple_type": "a list", "greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
+             "less_than": "< {lt}", "less_than_equal": "<= {le}", "multiple_of": "a multiple of {multiple_of}",
+             "finite_number": "finite", "missing": "given"}
+_TYPE_ERRORS = set(list(_EXPECTED)[:9]) | {"spec_type_error"}
+
+
+def _error(err: dict, raw: Mapping) -> ValueError | TypeError:
+    """A pydantic error (one of ``ValidationError.errors()``) as one line naming the key, what was
+    expected and what came: a ``TypeError`` for a wrong type, else a ``ValueError``."""
+    loc = _untagged(tuple(err["loc"]))
+    kind, value, ctx, key = err["type"], err.get("input"), err.get("ctx") or {}, ".".join(map(str, loc))
+    error = TypeError if kind in _TYPE_ERRORS else ValueError
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        valid = sorted(_table_fields(raw, loc[:-1]))
+        where = (f"config section [{key}]; valid sections" if len(loc) == 1 else
+                 f"key {key}; valid keys of [{'.'.join(map(str, loc[:-1]))}]")
+        return error(f"unknown {where}: {valid}{did_you_mean(str(loc[-1]), valid)}")
+    if kind.startswith("union_tag"):  # a discriminated union: the method or kind is missing or unknown
+        name, valid = ctx["discriminator"].strip("'()"), re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
+        if "tag" not in ctx:
+            return error(f"[{key}] needs {name} = \"...\", a registered {name}")
+        return error(f"unknown {key}.{name} {ctx['tag']!r}; valid: {valid}{did_you_mean(ctx['tag'], valid)}")
+    if kind in ("value_error", "assertion_error", "spec_type_error"):  # a model's own check: it names the key
+        text = str(ctx.get("error", err["msg"]))
+        if loc and text.split(" ", 1)[0] in _table_fields(raw, loc):
+            return error(f"{key}.{text}")
+        return error(text if not loc or text.startswith(str(loc[0])) else f"{key}: {text}")
+    expected = _EXPECTED[kind].format(**ctx) if kind in _EXPECTED else err["msg"].replace("Input should be ", "")
+    choices = re.findall(r"'([^']*)'", ctx.get("expected", "")) if kind == "literal_error" else []
+    return error(f"{key} must be {expected}, got {value!r} ({type(value).__name__}){did_you_mean(str(value), choices)}")
 
 
 # --- overrides and files ------------------------------------------------------------------------------
-def _is_text(hint) -> bool:
-    literal = typing.get_origin(hint) is Literal
-    return hint is str or (literal and all(isinstance(a, str) for a in typing.get_args(hint)))
-
-
 def _set(raw: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = raw
@@ -358,12 +361,9 @@ def _set(raw: dict, key: str, value: Any) -> None:
 
 
 def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[list[str], Any]:
-    """``"section.key=value"`` (or ``estimators.<label>.key=value``) -> ``(path, value)``.
-
-    A value whose key is a string option is taken as written (quotes optional), so a bitstring
-    like ``data.target=0110...`` keeps its leading zeros; otherwise it is read as a TOML literal
-    (``estimators.sgd.lr=0.1``, ``report.pairs=[["sgd", "ep"]]``).
-    """
+    """``"section.key=value"`` (or ``estimators.<label>.key=value``) -> ``(path, value)``. A string
+    option's value is taken as written (quotes optional: ``data.target=0110...`` keeps its leading
+    zeros); any other is read as a TOML literal (``report.pairs=[["sgd", "ep"]]``)."""
     if not isinstance(text, str) or "=" not in text or "." not in text.split("=", 1)[0]:
         raise ValueError(f"--set expects section.key=value, got {text!r}")
     key, literal = (s.strip() for s in text.split("=", 1))
@@ -373,7 +373,8 @@ def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[lis
                          f"{did_you_mean(path[0], SECTIONS)}")
     if path[0] == "estimators" and len(path) != 3:
         raise ValueError(f"--set {text!r}: estimator keys are estimators.<label>.<key>")
-    if _is_text(_table_fields(raw or {}, tuple(path[:-1])).get(path[-1])):
+    hint = _table_fields(raw or {}, tuple(path[:-1])).get(path[-1])
+    if hint is str or (typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in typing.get_args(hint))):
         if len(literal) >= 2 and literal[0] == literal[-1] and literal[0] in "'\"":
             literal = literal[1:-1]
         return path, literal
@@ -402,12 +403,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
-        text = path.read_bytes().decode("utf-8")
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ValueError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files "
                          f"are UTF-8") from None
-    try:
-        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
 

@@ -1,10 +1,7 @@
-"""Example factories for ``[arch] kind = "module"``: the user's own ``torch.nn.Module``.
-
-Each factory is called as ``factory(input_shape, **kwargs)`` and returns a module mapping
-``(n, *input_shape)`` to ``(n, 1)``: one scalar output, no output activation. Configs name them
-``factory = "sgdbayes.examples:resnet"`` with the keyword arguments in ``[arch.kwargs]``
-(``configs/examples/``). They are small on purpose: each example config finishes on a 2-core CPU in
-a few minutes, with a Monte Carlo NNGP kernel (no closed form) for the P_B estimators.
+"""Example factories for ``[arch] kind = "module"`` (``factory = "sgdbayes.examples:resnet"``, keyword
+arguments in ``[arch.kwargs]``; ``configs/examples/``): ``factory(input_shape, **kwargs)`` returns a
+module mapping ``(n, *input_shape)`` to ``(n, 1)``. They are small on purpose: each example config
+finishes on a 2-core CPU in a few minutes, with a Monte Carlo NNGP kernel for the P_B estimators.
 """
 
 from __future__ import annotations
@@ -18,12 +15,9 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def mlp(input_shape: tuple[int, ...], *, depth: int = 2, width: int = 64, activation: str = "relu") -> nn.Module:
-    """Fully connected network as a plain ``nn.Sequential``: the generic-path twin of ``sampler.FCN``.
-
-    Its parameters have the shapes and order of ``sampler.FCN(depth, width)``'s, so under the
-    standard initialisation run ``i`` starts from the same values as the built-in FCN's run ``i``
-    (used by the tests and ``benchmarks/sgd_ensemble.py`` to compare the two engines' paths).
-    """
+    """Fully connected network as a plain ``nn.Sequential``: the generic-path twin of ``sampler.FCN``,
+    with its parameters' shapes and order, so under the standard initialisation run ``i`` starts from
+    the same values (the tests and ``benchmarks/sgd_ensemble.py`` compare the two engines' paths)."""
     d = math.prod(input_shape)
     layers: list[nn.Module] = [nn.Flatten()]
     fan_ins = [d] + [width] * (depth - 1) if depth > 0 else []
@@ -46,14 +40,11 @@ class _Residual(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A small residual network: input projection, ``blocks`` residual blocks, scalar readout.
+    """A small residual network: ``(n, *input_shape)`` -> flatten -> ``Linear(d, width)`` -> ``blocks``
+    x :class:`_Residual` -> ``relu`` -> ``Linear(width, 1)``, output ``(n, 1)``. The ``1/sqrt(2)`` per
+    block keeps the output variance bounded in depth under the standard parameterisation."""
 
-    ``(n, *input_shape)`` -> flatten -> ``Linear(d, width)`` -> ``blocks`` x :class:`_Residual`
-    -> ``relu`` -> ``Linear(width, 1)``, output ``(n, 1)``. The ``1/sqrt(2)`` per block keeps the
-    output variance bounded in depth under the standard parameterisation.
-    """
-
-    def __init__(self, input_shape: tuple[int, ...], width: int, blocks: int, hidden: int):
+    def __init__(self, input_shape: tuple[int, ...], *, width: int = 32, blocks: int = 2, hidden: int = 32):
         super().__init__()
         self.embed = nn.Linear(math.prod(input_shape), width)
         self.blocks = nn.Sequential(*[_Residual(width, hidden) for _ in range(blocks)])
@@ -64,20 +55,13 @@ class ResNet(nn.Module):
         return self.readout(torch.relu(h))
 
 
-def resnet(input_shape: tuple[int, ...], *, width: int = 32, blocks: int = 2, hidden: int = 32) -> nn.Module:
-    """:class:`ResNet` for examples of ``input_shape`` (any shape; flattened)."""
-    return ResNet(input_shape, width, blocks, hidden)
-
-
 class RowAttention(nn.Module):
-    """A tiny single-head self-attention network over an image's rows (tokens).
+    """A tiny single-head self-attention network over an image's rows: ``(n, C, H, W)`` (or ``(n, d)``
+    read as ``tokens`` rows) -> ``H`` tokens of ``C*W`` features -> ``Linear`` embedding of size ``dim``
+    plus a learned position embedding -> one attention layer (softmax(Q K^T / sqrt(dim)) V, residual)
+    -> ``relu`` -> mean over tokens -> ``Linear(dim, 1)``."""
 
-    ``(n, C, H, W)`` (or ``(n, d)``, read as ``tokens`` rows) -> ``H`` tokens of ``C*W`` features ->
-    ``Linear`` embedding of size ``dim`` plus a learned position embedding -> one attention layer
-    (softmax(Q K^T / sqrt(dim)) V, residual) -> ``relu`` -> mean over tokens -> ``Linear(dim, 1)``.
-    """
-
-    def __init__(self, input_shape: tuple[int, ...], dim: int, tokens: int):
+    def __init__(self, input_shape: tuple[int, ...], *, dim: int = 16, tokens: int = 28):
         super().__init__()
         if len(input_shape) == 3:
             c, h, w = input_shape
@@ -108,6 +92,4 @@ class RowAttention(nn.Module):
         return self.readout(torch.relu(t).mean(1))
 
 
-def attention(input_shape: tuple[int, ...], *, dim: int = 16, tokens: int = 28) -> nn.Module:
-    """:class:`RowAttention` for examples of ``input_shape``."""
-    return RowAttention(input_shape, dim, tokens)
+resnet, attention = ResNet, RowAttention  # the factories configs name

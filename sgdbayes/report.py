@@ -1,22 +1,18 @@
-"""The run folder's report, from the long table: statistics -> ``summary.json``, ``functions.parquet``,
-figures, ``report.md`` (and for a sweep, the sweep's table and figure).
+"""The run folder's report, from the long table: ``summary.json``, ``functions.parquet``, figures,
+``report.md`` (and for a sweep, the sweep's table and figure). :mod:`analysis` computes and draws;
+this module chooses what to compute and writes it down.
 
 For each case and each pair ``(a, b)`` of :attr:`ExperimentConfig.pairs` (``a`` tested, ``b`` the
-reference; by default every P_SGD estimator against every P_B estimator): the functions each
-estimator *sees* (a sampler: count >= ``analysis.min_count``; a scorer: a finite log P) are
-intersected, and :func:`pair_stats` gives Pearson and Spearman of the natural logs with bootstrap
-intervals, the log-log slope, the mean |ln P_a - ln P_b| with the counting noise, and KL(P_a||P_b),
-total variation and Jensen-Shannon after renormalising both on the functions both found at all
-(a sampler: count >= 1). The first pair of a case is its *primary* pair: its statistics are the
-case's summary (the keys of DESIGN.md: ``n_runs``, ``n_fit``, ``n_functions``, ``pearson_log``,
-``spearman``, ``min_count``, ...) and it gets the full set of figures. ``summary.json`` holds the
-first case's summary at top level and ``cases``, a list with every case's summary, pairs and extras.
+reference), :func:`pair_stats` compares the two over the functions both *see* (a sampler: count >=
+``analysis.min_count``; a scorer: a finite log P). The first pair of a case is its *primary* pair:
+its statistics are the case's summary (DESIGN.md's keys ``n_runs``, ``n_fit``, ``n_functions``,
+``pearson_log``, ``spearman``, ``min_count``, ...) and it gets the full set of figures.
+``summary.json`` holds the first case's summary at top level and ``cases``, every case's summary,
+pairs and extras.
 
-Error-bar checks: for every scorer with standard errors (``tilting``) and every other scorer
-without (``ep``, ``ep-conditional``) on the same case, a table of the functions both scored, ``z =
-(ln P_ep - ln P_tilting) / se``, a figure with error bars, and ``median_abs_z`` in the summary.
-
-Only :mod:`analysis` computes and draws; this module chooses what to compute and writes it down.
+Error-bar checks: every scorer with standard errors (``tilting``) against every other scorer without
+(``ep``): ``z = (ln P_ep - ln P_tilting) / se`` over the functions both scored, a table, a figure with
+error bars, and ``median_abs_z`` in the summary.
 """
 
 from __future__ import annotations
@@ -49,32 +45,26 @@ FIGURES = {
 
 
 def _finite(x):
-    """``x`` as a JSON number (ints stay ints), or None when it is nan or infinite."""
-    if x is None:
-        return None
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
+    """``x`` as JSON (ints and bools stay so; nan and infinities become None), recursively."""
     if isinstance(x, dict):
         return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, str):
-        return x
-    x = float(x)
-    return x if math.isfinite(x) else None
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if x is None or isinstance(x, (str, int, np.bool_, np.integer)):
+        return x.item() if isinstance(x, np.generic) else x
+    return float(x) if math.isfinite(float(x)) else None
 
 
 # --- pairs ---------------------------------------------------------------------------------------------
 def pair_stats(a: EstimatorResult, b: EstimatorResult, *, min_count: int, n_boot: int, seed: int) -> dict[str, Any]:
-    """Statistics of estimator ``a`` (y axis) against reference ``b`` (x axis); see the module
-    docstring. Keys: ``a``, ``b``, ``n_a``, ``n_b``, ``n_common``, ``mass_a``, ``mass_b``,
-    ``pearson_log`` (+``_ci``), ``spearman`` (+``_ci``), ``slope_log`` (+``_ci``), ``intercept_log``,
-    ``mean_abs_dlog``, ``dlog_noise``, ``dist_*`` (from :func:`analysis.compare_distributions`),
-    ``note``. Fewer than 3 common functions: no correlation, and a note says so."""
+    """Statistics of estimator ``a`` (y axis) against reference ``b`` (x axis) over the functions
+    both see: Pearson and Spearman of the natural logs and the log-log slope with bootstrap intervals
+    (``pearson_log``, ``spearman``, ``slope_log`` and their ``_ci``; none below 3 common functions),
+    ``mean_abs_dlog`` = mean |ln P_a - ln P_b| beside ``dlog_noise``, the counting noise; ``dist_*``
+    (:func:`analysis.compare_distributions`: KL(P_a||P_b), total variation, Jensen-Shannon, both
+    renormalised on the functions both found at all); ``fit_*`` (:func:`fit_pvalue_test`); ``note``."""
     sa, sb = a.seen(min_count), b.seen(min_count)
-    lpa, lpb = a.log_p_of(), b.log_p_of()
+    lpa, lpb = a.by_function(), b.by_function()
     common = sorted(sa & sb, key=lambda f: (-lpb[f], f))
     row: dict[str, Any] = {"a": a.label, "b": b.label, "n_a": len(sa), "n_b": len(sb), "n_common": len(common),
                            "pearson_log": None, "pearson_log_ci": None, "spearman": None, "spearman_ci": None,
@@ -93,7 +83,7 @@ def pair_stats(a: EstimatorResult, b: EstimatorResult, *, min_count: int, n_boot
         var = np.zeros(len(common))
         for e in (a, b):
             if e.is_sampler:
-                counts = e.counts_of()
+                counts = e.by_function("counts")
                 c = np.array([counts[f] for f in common], dtype=float)
                 var += (1.0 - c / e.n_fit) / c
         row["dlog_noise"] = float(np.mean(np.sqrt(var)))
@@ -116,26 +106,26 @@ def pair_stats(a: EstimatorResult, b: EstimatorResult, *, min_count: int, n_boot
 
 
 def fit_pvalue_test(a: EstimatorResult, b: EstimatorResult) -> dict[str, Any]:
-    """Chi-square p-value of "``a`` and ``b`` describe the same distribution of functions":
-    homogeneity of two samples' counts, or goodness of fit of one sample's counts to the other
-    estimator's probabilities (functions it did not score, and cells expected below 5, are
-    pooled into one "other" cell). None for two scorers. Keys ``fit_test``, ``fit_pvalue``,
-    ``fit_dof``."""
+    """``fit_test``, ``fit_pvalue``, ``fit_dof``: chi-square test that ``a`` and ``b`` describe the same
+    distribution of functions: homogeneity of two samples' counts, or goodness of fit of one sample's
+    counts to the other's probabilities (functions it did not score, and cells expected below 5, are
+    pooled into one "other" cell). None for two scorers."""
+    none = {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
     if a.is_sampler and b.is_sampler:
-        ca, cb = a.counts_of(), b.counts_of()
+        ca, cb = a.by_function("counts"), b.by_function("counts")
         fs = sorted(set(ca) | set(cb))
         t = analysis.homogeneity([ca.get(f, 0) for f in fs], [cb.get(f, 0) for f in fs])
         kind = "homogeneity"
     elif a.is_sampler or b.is_sampler:
         sample, model = (a, b) if a.is_sampler else (b, a)
-        counts, lp = sample.counts_of(), model.log_p_of()
+        counts, lp = sample.by_function("counts"), model.by_function()
         fs = sorted(f for f, v in lp.items() if math.isfinite(v))
         if not fs or not sample.n_fit:
-            return {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
+            return none
         t = analysis.goodness_of_fit([counts.get(f, 0) for f in fs], [lp[f] for f in fs], n=sample.n_fit)
         kind = "goodness-of-fit"
     else:
-        return {"fit_test": None, "fit_pvalue": None, "fit_dof": None}
+        return none
     return {"fit_test": kind, "fit_pvalue": t.pvalue, "fit_dof": t.dof}
 
 
@@ -143,8 +133,7 @@ PAIR_COLUMNS = [("a", "estimator"), ("b", "reference"), ("n_a", "n seen"), ("n_b
                 ("n_common", "common"), ("pearson_log", "pearson"), ("pearson_log_ci", "95% CI"),
                 ("spearman", "spearman"), ("slope_log", "slope"), ("mean_abs_dlog", "mean |dlnP|"),
                 ("dlog_noise", "count noise"), ("dist_kl", "KL(a||b)"), ("dist_tv", "TV"), ("dist_js", "JS"),
-                ("fit_pvalue", "p (chi2)"),
-                ("note", "note")]
+                ("fit_pvalue", "p (chi2)"), ("note", "note")]
 
 
 def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str, Any]]:
@@ -153,9 +142,9 @@ def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str,
     scorers = [(s.estimator.has_error_bars, est[s.label]) for s in case.estimators if s.estimator.kind == "scorer"]
     out = []
     for r in (r for bars, r in scorers if bars):
-        lr, se = r.log_p_of(), r.log_p_se_of()
+        lr, se = r.by_function(), r.by_function("log_p_se")
         for e in (e for bars, e in scorers if not bars):
-            le = e.log_p_of()
+            le = e.by_function()
             fs = [f for f in r.functions if f in le and math.isfinite(lr[f]) and math.isfinite(le[f])]
             row = {"log_p": [le[f] for f in fs], "log_p_ref": [lr[f] for f in fs], "se_ref": [se[f] for f in fs]}
             z = analysis.z_scores(row["log_p"], row["log_p_ref"], row["se_ref"])
@@ -165,9 +154,10 @@ def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str,
 
 
 # --- per case ------------------------------------------------------------------------------------------
-def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mapping[str, dict]) -> dict[str, Any]:
-    """The summary of one case: its primary pair's statistics with today's key names, every
-    pair's statistics (``pairs``), error-bar checks (``checks``) and the estimators' extras."""
+def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mapping[str, dict], checks
+                 ) -> dict[str, Any]:
+    """The summary of one case: its primary pair's statistics at top level, every pair's
+    (``pairs``), the :func:`error_bar_checks` (``checks``) and the estimators' extras."""
     a_cfg = config.analysis
     pairs = [pair_stats(est[a], est[b], min_count=a_cfg.min_count, n_boot=a_cfg.n_boot, seed=a_cfg.seed)
              for a, b in config.pairs]
@@ -178,7 +168,7 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
         primary = pairs[0]
         summary["primary_pair"] = list(config.pairs[0])
         if a.is_sampler:
-            by_f = a.counts_of()
+            by_f = a.by_function("counts")
             counts = a.counts.astype(float)
             errors = np.array([analysis.test_error(f, split.y_test) for f in a.functions])
             p = counts / max(a.n_fit, 1)
@@ -197,13 +187,11 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
                             if k not in summary and k not in ("n_samples", "n_fit")})
         if summary.get("log_p_s") is not None:
             summary["pac_bayes_bound"] = nngp.pac_bayes_bound(summary["log_p_s"], case.data.n_train)
-    checks = error_bar_checks(case, est)
     if checks:
         summary["ep_tilting_median_abs_z"] = checks[0]["median_abs_z"]
     summary["pairs"] = pairs
-    summary["checks"] = [{k: v for k, v in c.items() if k in ("estimator", "reference", "median_abs_z",
-                                                                "median_se_ref")} | {"n_functions": len(c["functions"])}
-                         for c in checks]
+    keep = ("estimator", "reference", "median_abs_z", "median_se_ref")
+    summary["checks"] = [{k: c[k] for k in keep} | {"n_functions": len(c["functions"])} for c in checks]
     summary["extras"] = dict(extras)
     return _finite(summary)
 
@@ -211,14 +199,13 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
 def functions_table(case, config, est: Mapping[str, EstimatorResult]) -> pa.Table:
     """The wide view of one case: one row per function any estimator has, most frequent first by
     the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
-    pair), complexity and test error, then ``<label>:count``/``<label>:log_p``/``<label>:log_p_se``
-    for every estimator (a colon cannot occur in a label, so these never collide with the primary
-    pair's columns: a label ``sgd`` once overwrote ``log_p_sgd``), then ``case``."""
+    pair), complexity and test error, ``<label>:count``/``:log_p``/``:log_p_se`` per estimator (no
+    label has a colon: no collision with the primary pair's columns), ``case``."""
     split = case.split()
     a, b = config.pairs[0] if config.pairs else (None, None)
     fs = list(dict.fromkeys([*(est[a].functions if a else ()), *(f for e in est.values() for f in e.functions)]))
     nan = math.nan
-    maps = {label: (e.counts_of(), e.log_p_of(), e.log_p_se_of()) for label, e in est.items()}
+    maps = {label: [e.by_function(c) for c in ("counts", "log_p", "log_p_se")] for label, e in est.items()}
     cols: dict[str, Any] = {"function": pa.array(fs, pa.string())}
     if a:
         cols["count"] = pa.array([maps[a][0].get(f, 0) for f in fs], pa.int64())
@@ -248,14 +235,12 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
         a, b = config.pairs[0]
         if len(f):
             lpb, lsgd, count = f["log_pb"].to_numpy(), f["log_p_sgd"].to_numpy(), f["count"].to_numpy()
-            lab = dict(xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}")
-            out["psgd_vs_pb"] = plots.plot_psgd_vs_pb(lsgd, lpb, fig_dir / "psgd_vs_pb.png", counts=count,
-                                                      color=f["test_error"].to_numpy(), color_label="test error",
-                                                      title=f"{a} vs {b} ({len(f)} functions)", **lab)
-            out["psgd_vs_pb_lz"] = plots.plot_psgd_vs_pb(lsgd, lpb, fig_dir / "psgd_vs_pb_lz.png", counts=count,
-                                                         color=f["lz_complexity"].to_numpy(),
-                                                         color_label="LZ complexity",
-                                                         title=f"{a} vs {b}, coloured by LZ complexity", **lab)
+            for name, key, label, title in (("psgd_vs_pb", "test_error", "test error", f" ({len(f)} functions)"),
+                                            ("psgd_vs_pb_lz", "lz_complexity", "LZ complexity",
+                                             ", coloured by LZ complexity")):
+                out[name] = plots.plot_psgd_vs_pb(
+                    lsgd, lpb, fig_dir / f"{name}.png", counts=count, color=f[key].to_numpy(), color_label=label,
+                    title=f"{a} vs {b}{title}", xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}")
             out["p_vs_complexity"] = plots.plot_p_vs_complexity(f["lz_complexity"].to_numpy(), lsgd, lpb,
                                                                 fig_dir / "p_vs_complexity.png")
             out["p_vs_error"] = plots.plot_p_vs_error(f["test_error"].to_numpy(), lsgd, lpb, fig_dir / "p_vs_error.png")
@@ -285,7 +270,7 @@ def pairs_figure(folder: Path, config, cases, by_case: Mapping[str, Mapping[str,
                 if b != ref or a not in est or b not in est:
                     continue
                 common = sorted(est[a].seen(mc) & est[b].seen(mc))
-                la, lb = est[a].log_p_of(), est[b].log_p_of()
+                la, lb = est[a].by_function(), est[b].by_function()
                 series.append(Series(a, np.array([lb[f] for f in common]), np.array([la[f] for f in common])))
             r = est.get(ref)
             note = "" if any(len(s.log_x) for s in series) else f"no function common at >= {mc}"
@@ -324,8 +309,7 @@ def summary_rows(config) -> list[tuple[str, str]]:
 
 
 def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
-    """The key numbers (``rows``: :func:`summary_rows`; default: the generic ones) as aligned lines
-    for a terminal."""
+    """The key numbers (``rows``: :func:`summary_rows`) as aligned lines for a terminal."""
     rows = list(rows) or SUMMARY_ROWS + TAIL_ROWS
     width = max(len(label) for _, label in rows)
     lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in rows if key in summary]
@@ -336,39 +320,19 @@ def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
     return lines
 
 
-def _extras_rows(extras: Mapping[str, dict]) -> list[list[Any]]:
-    return [[label, key, value] for label, d in extras.items() for key, value in d.items()]
-
-
 def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping[str, EstimatorResult]],
                 extras: Mapping[str, Mapping[str, dict]], *, manifest: Mapping | None = None
                 ) -> tuple[dict[str, Any], Path]:
-    """Write ``functions.parquet``, figures, ``summary.json``, ``pairs.csv`` and ``report.md``.
-
-    Parameters
-    ----------
-    folder : path
-    config : ExperimentConfig
-    cases : sequence of Case
-        The config's cases.
-    results : mapping case -> label -> EstimatorResult
-        Every estimator of every case (``results.parquet``, :func:`sgdbayes.pipeline.read_results`).
-    extras : mapping case -> label -> dict
-        Each estimator's per-case extras.
-
-    Returns
-    -------
-    summary : dict
-    report_path : Path
-    """
+    """Write ``functions.parquet``, figures, ``summary.json``, ``pairs.csv`` and ``report.md`` from
+    ``results[case][label]`` (every estimator of every one of the config's ``cases``) and their
+    ``extras[case][label]``; returns the summary and the report's path."""
     folder = Path(folder)
-    summaries, wides, lines = [], [], []
-    pair_rows = []
+    summaries, wides, lines, pair_rows = [], [], [], []
     for case in cases:
         est = results[case.name]
-        s = case_summary(case, config, est, extras.get(case.name, {}))
-        wide = functions_table(case, config, est)
         checks = error_bar_checks(case, est)
+        s = case_summary(case, config, est, extras.get(case.name, {}), checks)
+        wide = functions_table(case, config, est)
         s["figures"] = case_figures(folder, case, config, est, wide, checks)
         summaries.append(s)
         wides.append(wide)
@@ -403,9 +367,9 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
 def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
     if config.pairs:
+        rows = [[label.strip(), s.get(key)] for key, label in summary_rows(config) if key in s]
         lines += [f"Primary pair: {config.pairs[0][0]} against {config.pairs[0][1]}.", "",
-                  markdown_table(["quantity", "value"], [[label.strip(), s.get(key)] for key, label in summary_rows(config)
-                                                         if key in s]), ""]
+                  markdown_table(["quantity", "value"], rows), ""]
     if s.get("correlation_note"):
         lines += [f"**Note:** {s['correlation_note']}.", ""]
     for c in checks:
@@ -419,7 +383,7 @@ def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     for name, path in s["figures"].items():
         title = FIGURES.get(name, name.replace("_", " "))
         lines += [f"### {title}", "", f"![{title}]({path})", ""]
-    extras = _extras_rows(s.get("extras", {}))
+    extras = [[label, key, value] for label, d in s.get("extras", {}).items() for key, value in d.items()]
     if extras:
         lines += ["### Estimator facts", "", markdown_table(["estimator", "quantity", "value"], extras), ""]
     top = wide.slice(0, 10).to_pylist()

@@ -5,8 +5,8 @@ case per point) is expanded by :meth:`sgdbayes.config.ExperimentConfig.cases`.""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from sampler.store import atomic_write_json
 
 from .tables import markdown_table
+
 
 def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
@@ -23,8 +24,22 @@ def _axis(cases, key: str) -> np.ndarray:
     return np.array([dict(c.settings).get(key, math.nan) for c in cases], dtype=float)
 
 
-def _getter(summaries):
-    return lambda key: np.array([_num(s.get(key)) for s in summaries])  # noqa: E731
+def _figure(plt, summaries, n: int, figsize):
+    """A row of ``n`` panels and ``get(key)``: the summaries' values of ``key`` (nan where absent)."""
+    fig, axes = plt.subplots(1, n, figsize=figsize)
+    return fig, axes, lambda key: np.array([_num(s.get(key)) for s in summaries])
+
+
+def _groups(values: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """``(value, mask)`` per distinct value of a sweep axis; one group of every case where it is not set."""
+    return [(v, values == v) for v in sorted(set(values[np.isfinite(values)]))] or [
+        (math.nan, np.ones(len(values), bool))]
+
+
+def _finish(axes, *sets, fontsize=8):
+    for ax, kw in zip(axes, sets):
+        ax.set(**kw)
+        ax.legend(fontsize=fontsize)
 
 
 @dataclass(frozen=True)
@@ -46,29 +61,24 @@ def register_sweep_kind(name: str, columns, draw: Callable) -> None:
 
 
 def _draw_random_labels(plt, cases, summaries):
-    get = _getter(summaries)
-    x = _axis(cases, "data.corrupt_fraction")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes, get = _figure(plt, summaries, 3, (14, 4))
+    x, xlabel = _axis(cases, "data.corrupt_fraction"), "fraction of S's labels random"
     axes[0].plot(x, get("sgd_mean_epochs"), "o-")
-    axes[0].set(xlabel="fraction of S's labels random", ylabel="SGD epochs to 100% train accuracy")
+    axes[0].set(xlabel=xlabel, ylabel="SGD epochs to 100% train accuracy")
     for key, label in [("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP (EP) test error"),
                        ("pac_bayes_bound", "PAC-Bayes bound (from log P(S))")]:
         axes[1].plot(x, get(key), "o-", label=label)
     axes[1].axhline(0.5, color="grey", ls=":", label="chance")
-    axes[1].set(xlabel="fraction of S's labels random", ylabel="error", ylim=(0, 1.05))
-    axes[1].legend(fontsize=8)
+    _finish(axes[1:2], dict(xlabel=xlabel, ylabel="error", ylim=(0, 1.05)))
     axes[2].plot(x, get("log_p_s"), "o-")
-    axes[2].set(xlabel="fraction of S's labels random", ylabel="log P(S) (natural log, EP)")
+    axes[2].set(xlabel=xlabel, ylabel="log P(S) (natural log, EP)")
     return fig
 
 
 def _draw_width(plt, cases, summaries):
-    get = _getter(summaries)
+    fig, axes, get = _figure(plt, summaries, 2, (11, 4))
     widths = _axis(cases, "arch.width")
-    depths = _axis(cases, "arch.depth")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for d in sorted(set(depths[np.isfinite(depths)]) or {math.nan}):
-        sel = (depths == d) if math.isfinite(d) else np.ones(len(widths), bool)
+    for d, sel in _groups(_axis(cases, "arch.depth")):
         label = f"depth {d:g}" if math.isfinite(d) else "SGD"
         order = np.argsort(widths[sel])
         axes[0].plot(widths[sel][order], get("sgd_mean_test_error")[sel][order], "o-", label=f"SGD, {label}")
@@ -77,31 +87,25 @@ def _draw_width(plt, cases, summaries):
             axes[0].axhline(np.nanmean(gp), ls="--", color=axes[0].lines[-1].get_color(),
                             label=f"NNGP (infinite width), {label}")
         axes[1].plot(widths[sel][order], get("sgd_top_share")[sel][order], "o-", label=label)
-    axes[0].set(xscale="log", xlabel="width", ylabel="test error on E")
-    axes[0].legend(fontsize=8)
-    axes[1].set(xscale="log", xlabel="width", ylabel="share of runs in the commonest function")
-    axes[1].legend(fontsize=8)
+    _finish(axes, dict(xscale="log", xlabel="width", ylabel="test error on E"),
+            dict(xscale="log", xlabel="width", ylabel="share of runs in the commonest function"))
     return fig
 
 
 def _draw_generic(plt, cases, summaries):
-    get = _getter(summaries)
     names = [c.name for c in cases]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4))
+    fig, axes, get = _figure(plt, summaries, 2, (max(8, 1.2 * len(names) + 4), 4))
     x = np.arange(len(names))
     for off, key, label in [(-0.15, "pearson_log", "Pearson (log)"), (0.15, "spearman", "Spearman")]:
         y = get(key)
         ci = np.array([s.get(key + "_ci") or [math.nan, math.nan] for s in summaries], dtype=float)
         yerr = np.abs(np.vstack([y - ci[:, 0], ci[:, 1] - y]))
         axes[0].errorbar(x + off, y, yerr=np.nan_to_num(yerr), fmt="o", capsize=3, label=label)
-    axes[0].set(xticks=x, ylabel="correlation of P_SGD with P_B", ylim=(-1.05, 1.05))
-    axes[0].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    axes[0].legend(fontsize=8)
     axes[1].bar(x - 0.2, get("dist_kl"), 0.4, label="KL(P_SGD||P_B), nats")
     axes[1].bar(x + 0.2, get("dist_tv"), 0.4, label="total variation")
-    axes[1].set(xticks=x)
-    axes[1].set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    axes[1].legend(fontsize=8)
+    _finish(axes, dict(xticks=x, ylabel="correlation of P_SGD with P_B", ylim=(-1.05, 1.05)), dict(xticks=x))
+    for ax in axes:
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     return fig
 
 
@@ -121,12 +125,11 @@ def _draw_finite_width(plt, cases, summaries):
     with its 95% interval; EP and tilting in the NNGP limit), then per pair of the first case: total
     variation and the chi-square p-value."""
     widths = _axis(cases, "arch.width")
-    ms = _axis(cases, "data.n_train")
     pairs = [(p["a"], p["b"]) for p in summaries[0].get("pairs", [])] if summaries else []
     refs = [s.label for s in cases[0].estimators if s.estimator.reference] if cases else []
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    for m in sorted(set(ms[np.isfinite(ms)]) or {math.nan}):
-        sel = np.flatnonzero((ms == m) if math.isfinite(m) else np.ones(len(widths), bool))
+    fig, axes, _ = _figure(plt, summaries, 3, (16, 4.2))
+    for m, mask in _groups(_axis(cases, "data.n_train")):
+        sel = np.flatnonzero(mask)
         sel = sel[np.argsort(widths[sel])]
         tag = f"m={m:g}" if math.isfinite(m) else ""
         w = widths[sel]
@@ -148,13 +151,11 @@ def _draw_finite_width(plt, cases, summaries):
             axes[1].plot(w, [pair_value(summaries[i], a, b, "dist_tv") for i in sel], "o-", label=f"{a} vs {b} {tag}")
             axes[2].plot(w, [max(pair_value(summaries[i], a, b, "fit_pvalue"), P_FLOOR) for i in sel], "o-",
                          label=f"{a} vs {b} {tag}")
-    axes[0].set(xscale="log", xlabel="width", ylabel="log P(S) (natural log)")
-    axes[1].set(xscale="log", xlabel="width", ylabel="total variation on shared support")
     axes[2].axhline(0.05, color="grey", ls=":", label="0.05")
-    axes[2].set(xscale="log", yscale="log", xlabel="width", ylim=(P_FLOOR / 3, 3), ylabel="chi-square p-value",
-                title=f"same distribution? (p < {P_FLOOR:g} drawn at {P_FLOOR:g})")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    _finish(axes, dict(xscale="log", xlabel="width", ylabel="log P(S) (natural log)"),
+            dict(xscale="log", xlabel="width", ylabel="total variation on shared support"),
+            dict(xscale="log", yscale="log", xlabel="width", ylim=(P_FLOOR / 3, 3), ylabel="chi-square p-value",
+                 title=f"same distribution? (p < {P_FLOOR:g} drawn at {P_FLOOR:g})"), fontsize=7)
     return fig
 
 
@@ -174,35 +175,23 @@ register_sweep_kind("finite_width", [("log_p_s_prior", "log P(S) finite (prior)"
                                      ("log_p_s_tilting_se", "tilting s.e.")], _draw_finite_width)
 
 
-def plot_sweep(kind: str, cases, summaries, path: Path) -> Path:
-    """Draw the sweep figure of ``kind`` to ``path`` (PNG)."""
+def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> list[str]:
+    """Draw ``figures/sweep.png`` and write ``sweep.json``; returns the report's sweep section."""
     import matplotlib  # slow to import: only when a sweep is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = SWEEP_KINDS[kind].draw(plt, cases, summaries)
+    kind, folder = SWEEP_KINDS[config.sweep.kind], Path(folder)
+    fig, path = kind.draw(plt, cases, summaries), folder / "figures" / "sweep.png"
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return path
-
-
-def sweep_table(kind: str, names: Sequence[str], summaries: Sequence[dict]) -> str:
-    """The sweep's table (one row per case) as markdown."""
-    cols = SWEEP_KINDS[kind].columns
-    return markdown_table(["case"] + [t for _, t in cols], [[n] + [s.get(k) for k, _ in cols]
-                                                            for n, s in zip(names, summaries)])
-
-
-def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> list[str]:
-    """Draw ``figures/sweep.png``, write ``sweep.json``; returns the report's sweep section."""
-    kind = config.sweep.kind
-    names, settings = [c.name for c in cases], [c.settings for c in cases]
-    fig = plot_sweep(kind, cases, summaries, Path(folder) / "figures" / "sweep.png")
-    atomic_write_json(Path(folder) / "sweep.json", {"kind": kind, "points": [
-        {"name": n, "settings": dict(s), "summary": {k: v for k, v in sm.items() if k not in ("pairs", "extras")}}
-        for n, s, sm in zip(names, settings, summaries)]})
-    return [f"## Sweep: {kind}", "", sweep_table(kind, names, summaries), "",
-            f"![sweep]({fig.relative_to(folder)})", ""]
+    atomic_write_json(folder / "sweep.json", {"kind": config.sweep.kind, "points": [
+        {"name": c.name, "settings": dict(c.settings), "summary": {k: v for k, v in s.items()
+                                                                   if k not in ("pairs", "extras")}}
+        for c, s in zip(cases, summaries)]})
+    table = markdown_table(["case"] + [t for _, t in kind.columns],
+                           [[c.name] + [s.get(k) for k, _ in kind.columns] for c, s in zip(cases, summaries)])
+    return [f"## Sweep: {config.sweep.kind}", "", table, "", f"![sweep]({path.relative_to(folder)})", ""]

@@ -1,9 +1,6 @@
-"""Estimator plug-ins: the registry and the built-in estimators.
-
-``register_estimator(name)`` registers an :class:`Estimator` subclass; importing this package
-registers the built-ins: samplers ``sgd`` (P_SGD), ``prior``, ``ess``, ``nuts`` and scorers
-``ep-conditional``, ``ep``, ``tilting`` (P_B). See :mod:`sgdbayes.estimators.base`.
-"""
+"""Estimator plug-ins (:mod:`sgdbayes.estimators.base`); importing this package registers the
+built-ins: samplers ``sgd`` (P_SGD), ``prior``, ``ess``, ``nuts`` and scorers ``ep-conditional``,
+``ep``, ``tilting`` (P_B)."""
 
 from . import ep, ess, nuts, prior, sgd, tilting  # noqa: F401  (registers the built-ins)
 from .base import (RESULT_COLUMNS, RESULT_SCHEMA, Estimator, EstimatorResult, Options, estimator_names,

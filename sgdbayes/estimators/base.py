@@ -1,33 +1,22 @@
 """The estimator plug-in interface: options, plan, shards, rows of the long results table.
 
-An estimator of P(f|S) is a subclass of :class:`Estimator` registered under a method name with
+An estimator of P(f|S) is an :class:`Estimator` subclass registered under a method name with
 :func:`register_estimator`; a config names it with ``[estimators.<label>] method = "<name>"`` and
-that method's options. The pipeline knows nothing of any particular estimator (pyro's
-``MCMC(kernel)`` and scikit-learn's estimator checks are the models): for each case it calls
+that method's options. The pipeline knows nothing of any particular estimator (the models: pyro's
+``MCMC(kernel)``, scikit-learn's estimator checks); for each case it calls
 
-1. ``plan(case, options)`` for a *sampler* (it produces counts: ``sgd``, ``prior``, ``ess``,
-   ``nuts``), or ``plan(case, options, functions)`` for a *scorer* (it evaluates log P on given
-   functions: ``ep``, ``ep-conditional``, ``tilting``), where ``functions`` are those the case's
-   samplers found, most frequent first. A plan is a list of shard parameters: small, picklable
-   dicts, so that Ray can ship them.
-2. ``run_shard(case, options, shard)`` for each, anywhere (local or a Ray worker); it returns a
-   :func:`shard_table`. The pipeline writes it atomically, exactly once, into the run folder.
-3. ``extend(case, options, result)`` after the planned shards are done: more shards, or none.
-   Adaptive samplers use it (prior sampling draws chunks until enough samples fit S); the
-   pipeline calls it again after each round until it returns ``[]``, so a resumed run replays the
-   same decisions from the shards on disk.
-4. ``extras(case, options, result)`` on the driver: per-case numbers for the summary and report
-   (log P(S) with its error, EP convergence, R-hat, ...).
+1. ``plan(case, options)`` for a *sampler* (it produces counts), or ``plan(case, options,
+   functions)`` for a *scorer* (it evaluates log P on the functions the case's samplers found, most
+   frequent first). A plan is a list of small, picklable shard parameters (Ray ships them).
+2. ``run_shard(case, options, shard)`` for each, anywhere; it returns a :func:`shard_table`, which
+   the pipeline writes atomically, exactly once, into the run folder.
+3. ``extend(case, options, result)`` once the planned shards are done, until it returns ``[]``:
+   adaptive samplers decide from the shards on disk, so a resumed run replays the same decisions.
+4. ``extras(case, options, result)`` on the driver: per-case numbers for the summary and report.
 
-Before any shard, the pipeline makes each case's *fits* once, the expensive state shared by shards
-and extras (the kernel, the EP fit on S): ``fits(case, options)`` names them, ``make_fit(case,
-options, name)`` computes one, and shards and extras read it with ``case.fit(name)``. An estimator
-declares what a shard needs in ``resources(case, options)`` (:class:`Resources`: device, GPUs,
-memory); the default derives the GPU from ``options.device`` for every estimator.
-
-Shard table: :func:`sampler.store.shard_table`, the one shard format of the library and the
-pipeline. The pipeline merges the shards of one estimator into an :class:`EstimatorResult` and
-into rows of ``results.parquet`` (:data:`RESULT_COLUMNS`).
+Before any shard, the pipeline makes each case's *fits* once (the expensive shared state: the
+kernel, the EP fit on S): ``fits`` names them, ``make_fit`` computes one, shards and extras read it
+with ``case.fit(name)``. ``resources`` declares what a shard needs (:class:`Resources`).
 """
 
 from __future__ import annotations
@@ -39,13 +28,13 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 import nngp
 from sampler._checks import check_choice, did_you_mean
-from sampler.store import SHARD_SCHEMA, merge_shards, shard_meta, shard_table  # noqa: F401  (the shard format)
+from sampler.store import SHARD_SCHEMA, merge_shards, shard_meta, shard_table  # noqa: F401  (shard_table: re-exported)
 
-from ..validation import STRICT, attribute_docs, config_error
+from ..validation import STRICT, attribute_docs
 
 QUANTITIES = ("p_sgd", "p_b")
 KINDS = ("sampler", "scorer")
@@ -67,40 +56,33 @@ RESULT_COLUMNS = tuple(RESULT_SCHEMA.names)
 
 # --- options ------------------------------------------------------------------------------------
 class Options(BaseModel):
-    """Base of every estimator's options: a frozen pydantic model whose fields are the config keys.
-
-    Subclasses declare fields with constraints (``n_runs: int = Field(8192, ge=1)``, choices as
-    ``Literal[...]``) and rules between fields as ``model_validator(mode="after")`` raising a
-    ``ValueError`` that starts with the key (``"chunk must be ..."``); the config names every bad key
-    as ``estimators.<label>.<key>``. Field docs come from ``Field(description=...)`` or the class
-    docstring's numpydoc ``Attributes`` section (:meth:`docs`).
-    """
+    """Base of every estimator's options: a frozen, strict pydantic model whose fields are the config
+    keys (constraints and docs in ``Field``, choices as ``Literal``). A rule between fields is a
+    ``model_validator(mode="after")`` raising a ``ValueError`` that starts with the key, so that the
+    config names it ``estimators.<label>.<key>``."""
 
     model_config = ConfigDict(**STRICT, frozen=True)
 
-    @classmethod
-    def from_table(cls, label: str, table: Mapping[str, Any]) -> "Options":
-        """Validate ``table`` (the ``[estimators.<label>]`` keys other than ``method``)."""
-        try:
-            return cls.model_validate(dict(table))
-        except ValidationError as exc:
-            raise config_error(exc, prefix=("estimators", label), fields=lambda loc: cls.model_fields) from None
-
     def to_table(self) -> dict[str, Any]:
         """The options as TOML key = value pairs (None, which TOML cannot write, is left out: it is the
-        default wherever it is allowed); round-trips through :meth:`from_table`."""
+        default wherever it is allowed)."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
     @classmethod
     def docs(cls) -> dict[str, str]:
-        """Each key's one-line doc: its ``description``, else its entry in the docstrings' ``Attributes``."""
+        """Each key's one-line doc: its ``description``, else its entry in a docstring's ``Attributes``."""
         found: dict[str, str] = {}
-        for klass in reversed(cls.__mro__):
+        for klass in reversed(cls.__mro__):  # a field a subclass redefines keeps its base's doc
             found.update(attribute_docs(klass.__doc__))
-        return {k: f.description or found.get(k, "") for k, f in cls.model_fields.items()}
+            found.update({k: f.description for k, f in getattr(klass, "model_fields", {}).items() if f.description})
+        return {k: found.get(k, "") for k in cls.model_fields}
 
 
 # --- shards and results ---------------------------------------------------------------------------
+def _floats(table: pa.Table, column: str) -> np.ndarray:
+    return table.column(column).to_numpy(zero_copy_only=False).astype(float)  # nulls -> nan
+
+
 @dataclass(frozen=True)
 class EstimatorResult:
     """The merged shards of one estimator on one case.
@@ -118,7 +100,7 @@ class EstimatorResult:
     n_samples, n_fit : int or None
         Samples drawn and samples that fit S (samplers only; ``n_fit = counts.sum()``).
     infos : tuple of dict
-        Each shard's ``info``, in shard order.
+        Each shard's ``info``.
     """
 
     label: str
@@ -150,17 +132,11 @@ class EstimatorResult:
                 own = dict(zip(tables[0].column("function").to_pylist(), tables[0].column("log_p_se").to_pylist()))
                 se = np.array([own[f] for f, _ in items], dtype=float)
             return cls(label, method, tuple(f for f, _ in items), counts, log_p, se, merged.n_runs, n_fit, infos)
-        functions, lp, se = [], [], []
-        for t in tables:
-            functions += t.column("function").to_pylist()
-            lp.append(t.column("log_p").to_numpy(zero_copy_only=False).astype(float))
-            se.append(t.column("log_p_se").to_numpy(zero_copy_only=False).astype(float))
-        return cls(label, method, tuple(functions), None, np.concatenate(lp) if lp else np.zeros(0),
-                   np.concatenate(se) if se else np.zeros(0), None, None, infos)
+        t = pa.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
+        return cls(label, method, tuple(t.column("function").to_pylist()), None, _floats(t, "log_p"),
+                   _floats(t, "log_p_se"), None, None, infos)
 
-    @property
-    def is_sampler(self) -> bool:
-        return self.counts is not None
+    is_sampler = property(lambda self: self.counts is not None)
 
     def rows(self, case: str) -> pa.Table:
         """This result as rows of the long table (:data:`RESULT_SCHEMA`)."""
@@ -181,11 +157,8 @@ class EstimatorResult:
         if not cols["function"]:
             raise ValueError("from_rows needs at least one row (an estimator with none: see empty)")
         counts = None if cols["count"][0] is None else np.asarray(cols["count"], dtype=np.int64)
-        nan = math.nan
-        return cls(cols["estimator"][0], cols["method"][0], tuple(cols["function"]), counts,
-                   np.array([nan if v is None else v for v in cols["log_p"]], dtype=float),
-                   np.array([nan if v is None else v for v in cols["log_p_se"]], dtype=float),
-                   None if counts is None else int(cols["n_samples"][0]),
+        return cls(cols["estimator"][0], cols["method"][0], tuple(cols["function"]), counts, _floats(rows, "log_p"),
+                   _floats(rows, "log_p_se"), None if counts is None else int(cols["n_samples"][0]),
                    None if counts is None else int(counts.sum()))
 
     @classmethod
@@ -196,17 +169,10 @@ class EstimatorResult:
         return cls(label, method, (), counts, np.zeros(0), np.zeros(0), n_samples,
                    None if n_samples is None else 0)
 
-    def log_p_of(self) -> dict[str, float]:
-        """``{function: log P}``."""
-        return dict(zip(self.functions, self.log_p.tolist()))
-
-    def log_p_se_of(self) -> dict[str, float]:
-        """``{function: standard error of log P}``."""
-        return dict(zip(self.functions, self.log_p_se.tolist()))
-
-    def counts_of(self) -> dict[str, int]:
-        """``{function: count}`` (empty for a scorer)."""
-        return {} if self.counts is None else dict(zip(self.functions, self.counts.tolist()))
+    def by_function(self, column: str = "log_p") -> dict[str, float]:
+        """``{function: value}`` of ``column`` (``"log_p"``, ``"log_p_se"``, ``"counts"``: empty for a scorer)."""
+        values = getattr(self, column)
+        return {} if values is None else dict(zip(self.functions, values.tolist()))
 
     def seen(self, min_count: int) -> set[str]:
         """Functions this estimator sees: count >= ``min_count`` (sampler), finite log P (scorer)."""
@@ -233,10 +199,9 @@ class Resources:
         GPUs asked of Ray.
     gpu_optional : bool
         It runs as well on a CPU: Ray is asked for no GPU where the cluster has none.
-    memory_bytes : int
-        Estimated peak memory on its device, bytes (checked before anything is written).
-    memory_what : str
-        What sets that size, naming the config keys.
+    memory_bytes, memory_what : int, str
+        Estimated peak memory on its device (bytes; checked before anything is written) and what
+        sets it, naming the config keys.
     """
 
     device: str = "cpu"
@@ -247,21 +212,19 @@ class Resources:
 
 
 class Estimator:
-    """Base of the estimator plug-ins (see the module docstring). Subclasses set:
+    """Base of the estimator plug-ins (module docstring). Subclasses set:
 
     Attributes
     ----------
     name : str
-        The method name configs use (``method = "..."``); set by :func:`register_estimator`.
-    quantity : {"p_sgd", "p_b"}
-        What it estimates: P_SGD(f|S) or P_B(f|S) (the report pairs one with the other).
-    kind : {"sampler", "scorer"}
-        Samplers produce counts; scorers evaluate log P on the functions the samplers found.
+        The method name configs use; set by :func:`register_estimator`.
+    quantity : {"p_b", "p_sgd"}, default "p_b"
+    kind : {"sampler", "scorer"}, default "sampler"
     Options : type
-        Its frozen :class:`Options` dataclass.
+        Its :class:`Options`.
     needs_kernel : bool
-        Whether it uses the case's NNGP kernel on S then E: then its default :meth:`fits` has
-        ``"kernel"`` and its default :meth:`memory` is that of the kernel.
+        It uses the case's NNGP kernel on S then E: the default :meth:`fits` and :meth:`memory`
+        are the kernel's.
     has_error_bars : bool
         A scorer whose standard errors certify it: the report checks every scorer without error
         bars against it (``z`` scores, a figure with error bars).
@@ -269,7 +232,7 @@ class Estimator:
         The finite network's own P_B, exact up to Monte Carlo error: sweep figures draw its
         log P(S) (extras ``log_p_s_prior``, ``p_s_prior_ci``) beside the NNGP limit.
     summary_rows : tuple of (str, str)
-        ``(extras key, title)`` of its extras the summary table shows (where the summary has them).
+        ``(extras key, title)`` of its extras the summary table shows.
     """
 
     name: ClassVar[str] = ""
@@ -281,12 +244,7 @@ class Estimator:
     reference: ClassVar[bool] = False
     summary_rows: ClassVar[tuple[tuple[str, str], ...]] = ()
 
-    def options(self, label: str, table: Mapping[str, Any]) -> Options:
-        """Validated options from a config table (``method`` removed)."""
-        return self.Options.from_table(label, table)
-
     def plan(self, case, options, functions: Sequence[str] | None = None) -> list[dict]:
-        """Shard parameters for ``case`` (small, picklable); scorers get the ``functions`` to score."""
         raise NotImplementedError
 
     def run_shard(self, case, options, shard: Mapping[str, Any], progress: Callable[[int, int], None] | None = None
@@ -295,11 +253,10 @@ class Estimator:
         raise NotImplementedError
 
     def extend(self, case, options, result: EstimatorResult) -> list[dict]:
-        """More shards once the planned ones are done (default: none)."""
         return []
 
     def extras(self, case, options, result: EstimatorResult) -> dict[str, Any]:
-        """Per-case numbers for the summary and report (JSON-able; default: none)."""
+        """Per-case numbers for the summary and report (JSON-able)."""
         return {}
 
     def items(self, shard: Mapping[str, Any]) -> int:
@@ -307,17 +264,13 @@ class Estimator:
         return int(shard.get("items", 1))
 
     def fits(self, case, options) -> tuple[str, ...]:
-        """Names of the per-case fits its shards and extras read with ``case.fit(name)``, in the
-        order they are made (a later one may read an earlier one). The pipeline makes each name
-        once per case, before any shard, with this estimator's :meth:`resources`; estimators
-        that declare the same name share the fit, made by the first (default: the kernel, if
-        :attr:`needs_kernel`)."""
+        """Names of the per-case fits, in the order they are made (a later one may read an earlier
+        one); estimators that declare the same name share the fit, made by the first."""
         return ("kernel",) if self.needs_kernel else ()
 
     def make_fit(self, case, options, name: str) -> Any:
-        """Compute the fit ``name`` of :meth:`fits` (saved by ``torch.save``; default: ``"kernel"``,
-        :func:`nngp.kernel_for` on S then E, analytic where a closed form exists, else Monte Carlo
-        over ``nngp.DEFAULT_MC_SAMPLES`` networks of seed 0)."""
+        """Compute the fit ``name`` (saved by ``torch.save``); ``"kernel"``: :func:`nngp.kernel_for`
+        on S then E (analytic where a closed form exists, else Monte Carlo)."""
         if name != "kernel":
             raise ValueError(f"{type(self).__name__} makes no fit named {name!r}")
         split = case.split()
@@ -325,7 +278,7 @@ class Estimator:
 
     def memory(self, case, options) -> tuple[int, str]:
         """Estimated peak memory of one shard on its device (bytes) and what sets it, naming the
-        config keys (default: the kernel's :data:`KERNEL_COPIES` matrices if :attr:`needs_kernel`)."""
+        config keys."""
         if not self.needs_kernel:
             return 0, ""
         n = case.data.n_train + case.data.n_test
@@ -333,9 +286,8 @@ class Estimator:
                 f"{KERNEL_COPIES} float64 kernel-sized matrices of (data.n_train + data.n_test)^2 = {n}^2 entries")
 
     def resources(self, case, options) -> Resources:
-        """What one shard needs: the device from ``options.device`` (``cpu`` without one), one
-        GPU for ``cuda`` and for ``auto`` (optional: none where the cluster has none), and
-        :meth:`memory`. Every estimator gets its GPU from this one rule."""
+        """The one GPU rule: ``options.device`` (``cpu`` without one); one GPU for ``cuda`` and
+        ``auto`` (optional for ``auto``)."""
         device = str(getattr(options, "device", "cpu"))
         need, what = self.memory(case, options)
         return Resources(device=device, num_gpus=0.0 if device == "cpu" else 1.0, gpu_optional=device == "auto",
@@ -348,11 +300,8 @@ _REGISTRY: dict[str, type[Estimator]] = {}
 
 
 def register_estimator(name: str):
-    """Class decorator: register an :class:`Estimator` subclass under the method ``name``.
-
-    A name may be registered once; a test or a user module registers its own estimators the same
-    way as the built-ins, and configs can use them as soon as the module is imported.
-    """
+    """Class decorator: register an :class:`Estimator` subclass under the method ``name`` (once;
+    configs can use it as soon as its module is imported)."""
     if not isinstance(name, str) or not re.fullmatch(LABEL_PATTERN, name):
         raise ValueError(f"estimator name must match {LABEL_PATTERN}, got {name!r}")
 
@@ -370,13 +319,11 @@ def register_estimator(name: str):
     return decorate
 
 
-def estimator_names() -> tuple[str, ...]:
-    """Registered method names, in registration order."""
+def estimator_names() -> tuple[str, ...]:  # in registration order
     return tuple(_REGISTRY)
 
 
 def get_estimator(name: str) -> Estimator:
-    """An instance of the estimator registered as ``name``."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown estimator method {name!r}; registered: {list(_REGISTRY)}"
                          f"{did_you_mean(str(name), _REGISTRY)}")

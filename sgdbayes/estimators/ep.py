@@ -3,11 +3,7 @@
 k-dimensional orthant of the EP posterior on E (thousands of f at large m); ``ep`` runs one joint
 EP on S and E per function, the paper's way (about 100x slower). EP has no standard error:
 ``log_p_se`` is nan; the ``tilting`` estimator says how far EP is from an unbiased estimate.
-
 Per-case extras: log P(S) (EP), the GP posterior mean's test error, EP's convergence.
-
-Run it: ``sgdbayes run configs/default.toml`` (``[estimators.ep] method = "ep-conditional"``);
-``--set estimators.ep.method=ep`` for the per-function EP.
 """
 
 from __future__ import annotations
@@ -25,10 +21,9 @@ from .scoring import Scorer, ScorerOptions
 
 
 class EPOptions(ScorerOptions):
-    """``top``, ``min_count``, ``group`` (see :class:`ScorerOptions`); one EP fit on S per case
-    (made once into the run folder) serves every shard, so large groups amortise nothing more: 2000 keeps shards small for Ray."""
+    """:class:`ScorerOptions` and ``device``. One EP fit on S per case serves every shard, so larger
+    groups than 2000 amortise nothing more: that keeps shards small for Ray."""
 
-    group: int = Field(2000, ge=1)
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu", description="where the kernel and the EP on S run (float64); 'auto' takes a GPU where there is one")
 
@@ -44,8 +39,8 @@ class _EP(Scorer):
         return (() if nngp.has_analytic_kernel(case.arch) else ("kernel",)) + ("posterior",)
 
     def make_fit(self, case, options, name):
-        """``"posterior"``: the EP fit on S (:func:`nngp.train_posterior`), on ``options.device``;
-        the fit is saved on the CPU. Estimators of the same case share it (the first one's device)."""
+        """``"posterior"``: the EP fit on S (:func:`nngp.train_posterior`) on ``options.device``, saved
+        on the CPU."""
         if name != "posterior":
             return super().make_fit(case, options, name)
         K = None if nngp.has_analytic_kernel(case.arch) else case.fit("kernel").K

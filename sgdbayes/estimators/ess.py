@@ -4,10 +4,7 @@ constrained to reproduce S (:func:`nngp.ess_sample`); counts of the functions on
 One shard (R-hat needs every chain). Standard errors come from the independent chains: for each
 function, the spread of its frequency over chains, ``std / sqrt(n_chains)``, by the delta method on
 the log (honest under autocorrelation, unlike a binomial error, which ESS states too small).
-
 Per-case extras: proposals per step, R-hat max and bulk ESS min over E's bits, seconds.
-
-Run it: ``sgdbayes run configs/paper/boolean.toml`` (``[estimators.ess] method = "ess"``).
 """
 
 from __future__ import annotations
@@ -25,14 +22,13 @@ from .base import Estimator, Options, register_estimator, shard_table
 
 
 class ESSOptions(Options):
-    """Options of ``ess``: kept states in all (``n_samples``), chains, discarded first steps,
-    thinning, seed and device. Long chains matter more than many (on ``weight6`` with |S| = 64,
-    thinning 5 left R-hat ~1.2 and a biased tail; thinning 25, R-hat 1.05)."""
+    """Options of ``ess``. Long chains matter more than many (on ``weight6`` with |S| = 64, thinning
+    5 left R-hat ~1.2 and a biased tail; thinning 25, R-hat 1.05)."""
 
-    n_samples: int = Field(8192, ge=1)
-    n_chains: int = Field(64, ge=1)
-    burn_in: int = Field(500, ge=0)
-    thin: int = Field(25, ge=1)
+    n_samples: int = Field(8192, ge=1, description="Kept states in all.")
+    n_chains: int = Field(64, ge=1, description="Independent chains.")
+    burn_in: int = Field(500, ge=0, description="First steps of each chain discarded.")
+    thin: int = Field(25, ge=1, description="Steps per kept state.")
     seed: int = Field(0, ge=0)
     device: Literal[DEVICES] = "cpu"
 
@@ -41,8 +37,6 @@ class ESSOptions(Options):
 class ESSEstimator(Estimator):
     """Elliptical slice sampling of the GP posterior (module docstring)."""
 
-    quantity = "p_b"
-    kind = "sampler"
     Options = ESSOptions
     needs_kernel = True
 

@@ -4,8 +4,6 @@ counts of the functions on E of the draws that reproduce S. Slow (pyro): small n
 
 One shard (R-hat needs every chain). Standard errors are binomial and so too small for
 autocorrelated draws; the extras give arviz's R-hat, bulk ESS and divergences to judge them.
-
-Run it: ``sgdbayes run configs/paper/boolean_nuts.toml``.
 """
 
 from __future__ import annotations
@@ -18,24 +16,21 @@ from .base import Estimator, Options, register_estimator, shard_table
 
 
 class NUTSOptions(Options):
-    """Options of ``nuts``: kept draws and warm-up steps per chain, chains, likelihood
-    temperature (> 0, output units), seed, NUTS tree depth and target acceptance."""
+    """Options of ``nuts``."""
 
-    n_samples: int = Field(200, ge=1)
-    n_warmup: int = Field(200, ge=1)
+    n_samples: int = Field(200, ge=1, description="Kept draws per chain.")
+    n_warmup: int = Field(200, ge=1, description="Warm-up steps per chain.")
     n_chains: int = Field(4, ge=1)
-    temperature: float = Field(0.1, gt=0.0)
+    temperature: float = Field(0.1, gt=0.0, description="Likelihood temperature, in output units.")
     seed: int = Field(0, ge=0)
-    max_tree_depth: int = Field(6, ge=1)
-    target_accept: float = Field(0.8, gt=0.0, le=1.0)
+    max_tree_depth: int = Field(6, ge=1, description="NUTS tree depth.")
+    target_accept: float = Field(0.8, gt=0.0, le=1.0, description="NUTS target acceptance rate.")
 
 
 @register_estimator("nuts")
 class NUTSEstimator(Estimator):
     """NUTS over the finite network's weights (module docstring)."""
 
-    quantity = "p_b"
-    kind = "sampler"
     Options = NUTSOptions
 
     def plan(self, case, options, functions=None):

@@ -2,16 +2,11 @@
 initialisations, keep those that reproduce every label of S, count their functions on E. Exact up
 to Monte Carlo error: the ground truth where P(S) is not tiny (the Boolean n = 7 system).
 
-Each shard is :func:`sampler.prior.prior_shard`, the unit of work of :func:`sampler.sample_prior`:
-sample j is a pure function of ``(method, seed, block_size = sampler.prior.BLOCK_SIZE, j)``, so the
-counts are those of :func:`sampler.sample_prior` with the same method, seed and number of samples. Shards are chunks of
-``chunk`` samples, drawn until ``min_fit`` samples fit S or ``n_samples`` were drawn
-(negative-binomial stopping, bias on P(S) O(1 / n_fit)); :meth:`PriorEstimator.extend` makes that
-decision from the finished shards, so a resumed run makes the same one.
-
-Per-case extras: P(S) with its exact binomial (Clopper-Pearson) interval, log P(S) and its error.
-
-Run it: ``sgdbayes run configs/paper/boolean.toml`` (``[estimators.prior] method = "prior"``).
+Each shard is :func:`sampler.prior.prior_shard`, a chunk of :func:`sampler.sample_prior`'s samples
+(same method, seed and samples, same counts). Chunks are drawn until ``min_fit`` samples fit S or
+``n_samples`` were drawn (negative-binomial stopping, bias on P(S) O(1 / n_fit));
+:meth:`PriorEstimator.extend` decides from the finished shards, so a resumed run decides the same.
+Extras: P(S) with its exact binomial (Clopper-Pearson) interval, log P(S) and its error.
 """
 
 from __future__ import annotations
@@ -27,31 +22,18 @@ from .base import Estimator, Options, register_estimator
 
 
 class PriorOptions(Options):
-    """Options of ``prior``.
+    """Options of ``prior``."""
 
-    Attributes
-    ----------
-    n_samples : int
-        At most this many samples in all.
-    min_fit : int
-        Stop once this many samples fit S.
-    chunk : int
-        Samples per shard, a multiple of ``sampler.prior.BLOCK_SIZE`` (4096).
-    batch_size : int
-        Networks per batched forward pass; does not change the samples (0: the sampler's default).
-    draw : {"auto", "weights", "preactivations"}
-        How networks are drawn (``method`` of :func:`sampler.sample_prior`): the same distribution of
-        functions, not the same draws for a seed; ``auto`` draws FCNs' pre-activations on the
-        split's points (faster) and builds other networks from weights.
-    seed : int
-    device : {"cpu", "cuda", "auto"}
-    """
-
-    n_samples: int = Field(1 << 21, ge=1)
-    min_fit: int = Field(50_000, ge=1)
-    chunk: int = Field(1 << 18, ge=BLOCK_SIZE, multiple_of=BLOCK_SIZE)
-    batch_size: int = Field(0, ge=0)
-    draw: Literal[METHODS] = "auto"
+    n_samples: int = Field(1 << 21, ge=1, description="At most this many samples in all.")
+    min_fit: int = Field(50_000, ge=1, description="Stop once this many samples fit S.")
+    chunk: int = Field(1 << 18, ge=BLOCK_SIZE, multiple_of=BLOCK_SIZE, description="Samples per shard, a multiple "
+                       "of ``sampler.prior.BLOCK_SIZE`` (4096).")
+    batch_size: int = Field(0, ge=0, description="Networks per batched forward pass; does not change the samples "
+                            "(0: the sampler's default).")
+    draw: Literal[METHODS] = Field("auto", description=(
+        "How networks are drawn (``method`` of :func:`sampler.sample_prior`): the same distribution of functions, "
+        "not the same draws for a seed; ``auto`` draws FCNs' pre-activations on the split's points (faster) and "
+        "builds other networks from weights."))
     seed: int = Field(0, ge=0)
     device: Literal[DEVICES] = "cpu"
 
@@ -60,8 +42,6 @@ class PriorOptions(Options):
 class PriorEstimator(Estimator):
     """Rejection sampling of the finite network's prior (module docstring)."""
 
-    quantity = "p_b"
-    kind = "sampler"
     Options = PriorOptions
     reference = True
 

@@ -1,17 +1,11 @@
 """``sgd``: P_SGD(f|S) by training many networks from fresh random initialisations to 100% training
-accuracy (vectorised over an ensemble) and counting their functions: each shard is
-:func:`sampler.sgd.sgd_shard`, the unit of work of :func:`sampler.sample_sgd`.
+accuracy (vectorised over an ensemble) and counting their functions; each shard is
+:func:`sampler.sgd.sgd_shard`, runs ``[start, stop)`` of :func:`sampler.sample_sgd`.
 
-Options are the sampling knobs (``n_runs``, ``ensemble``, ``seed``, ``device``, ``shard_size``) and
-the fields of :class:`sampler.TrainSpec` (``optimizer``, ``lr``, ``batch_size``, ``loss``,
-``momentum``, ``max_epochs``, ``epochs_after_fit``, ``check_every``), taken from TrainSpec itself
-(types, defaults, docs and checks) so that they are declared once; ``check_every = 0`` in a table
-stands for TrainSpec's None (check at each epoch's end), TOML having no null. Run i is a pure
-function of (seed, i): a shard is runs ``[start, stop)``, and the counts do not depend on
-``shard_size``, ``ensemble`` or the executor. Runs that never fit S count in ``n_samples`` and in
-no function.
-
-Run it: ``sgdbayes run configs/default.toml`` (``[estimators.sgd] method = "sgd"``).
+Options: the sampling knobs and the fields of :class:`sampler.TrainSpec`, taken from TrainSpec itself
+(types, defaults, docs and checks) so that they are declared once; ``check_every = 0`` in a table is
+TrainSpec's None (TOML has no null). Run i is a pure function of (seed, i): the counts do not depend
+on ``shard_size``, ``ensemble`` or the executor. Runs that never fit S count in ``n_samples`` only.
 """
 
 from __future__ import annotations
@@ -39,8 +33,8 @@ BYTES_PER_PARAMETER = 16
 
 
 def n_parameters(arch, input_shape) -> int:
-    """Parameters of one network of ``arch`` on inputs of ``input_shape``, counted on the meta
-    device (nothing is allocated, so a width of 10^6 costs nothing to count)."""
+    """Parameters of one network of ``arch`` on ``input_shape``, counted on the meta device (nothing
+    is allocated)."""
     with torch.device("meta"):
         module = arch._make(tuple(input_shape))  # the architecture's own module, uninitialised
     return sum(p.numel() for p in module.parameters())
@@ -70,7 +64,6 @@ class _SamplingOptions(Options):
         return self
 
     def train_spec(self) -> TrainSpec:
-        """The :class:`sampler.TrainSpec` these options describe."""
         return TrainSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSpec)})
 
 
@@ -87,7 +80,6 @@ class SGDEstimator(Estimator):
     """P_SGD by counting the functions of ``n_runs`` independently trained networks."""
 
     quantity = "p_sgd"
-    kind = "sampler"
     Options = SGDOptions
     summary_rows = (("sgd_mean_epochs", "mean epochs to fit"),)
 

@@ -16,10 +16,7 @@ dominates there, measured with a cold cache). 2000 is the default: its error is 
 P_SGD's counting noise on the same functions, and the 50 most frequent functions (``top = 50`` in
 ``configs/default.toml``) cost about 25 s of a ``make run``. There EP sat within the tilting error
 (median |EP - tilting| = 0.42 standard errors).
-
 Per-case extras: log P(S) by tilting with its standard error.
-
-Run it: ``sgdbayes run configs/default.toml`` (``[estimators.tilting] method = "tilting"``).
 """
 
 from __future__ import annotations
@@ -39,18 +36,11 @@ from .scoring import Scorer, ScorerOptions
 
 
 class TiltingOptions(ScorerOptions):
-    """``top`` (default 50), ``min_count``, ``group`` (default 10 functions per shard), and:
-
-    Attributes
-    ----------
-    n_samples : int
-        Importance samples per orthant probability (>= 2).
-    seed : int
-    """
+    """:class:`ScorerOptions` (top 50, 10 per shard), the importance samples and their seed."""
 
     top: int = Field(50, ge=0)
     group: int = Field(10, ge=1)
-    n_samples: int = Field(2000, ge=2)
+    n_samples: int = Field(2000, ge=2, description="Importance samples per orthant probability (>= 2).")
     seed: int = Field(0, ge=0)
 
 
