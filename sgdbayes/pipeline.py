@@ -44,8 +44,8 @@ from .report import make_report, summary_lines, summary_rows
 
 @dataclass(frozen=True)
 class ExperimentResult:
-    """A finished (or re-analysed) run folder: its path, ``summary.json``'s contents, ``report.md``,
-    and the rows of its summary table (:func:`sgdbayes.report.summary_rows`)."""
+    """A finished run folder: its path, ``summary.json``'s contents, ``report.md`` and the rows of
+    its summary table (:func:`sgdbayes.report.summary_rows`)."""
 
     folder: Path
     summary: dict
@@ -160,10 +160,9 @@ def _gb(n: float) -> str:
 
 
 def check_resources(cases, *, executor: str = "local") -> None:
-    """The one memory check, before anything is written: each estimator's declared need
-    (:meth:`Estimator.resources`) against what its device has on this machine (local executor
-    only: workers' machines are not this one), one error naming the estimator, the keys that set
-    the size and both numbers."""
+    """The one memory check, before anything is written: each estimator's declared need against
+    what its device has here (local executor only: workers' machines are not this one); the
+    error names the estimator, the keys that set the size and both numbers."""
     if executor != "local":
         return
     for case in cases:
@@ -197,8 +196,7 @@ def plan(case: Case, spec, functions=None) -> list[dict]:
 
 
 def plan_samplers(cases) -> dict[tuple[str, str], list[dict]]:
-    """Every sampler's planned shards, ``{(case, label): shards}`` (checks each case's options
-    against its data, e.g. a batch larger than S, before anything is written)."""
+    """Every sampler's planned shards, ``{(case, label): shards}``: options checked against the data."""
     return {(c.name, s.label): plan(c, s) for c in cases for s in c.estimators if s.estimator.kind == "sampler"}
 
 
