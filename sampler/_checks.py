@@ -7,6 +7,7 @@ expected and what came, so that the command line can print it as one line.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 from typing import Iterable
 
@@ -14,42 +15,36 @@ import numpy as np
 import torch
 
 
-def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """Return ``value`` as ``int`` if it is an integer within ``[minimum, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {name}={value}")
+def _in_range(name: str, value, minimum, maximum, strict_minimum: bool = False):
+    if minimum is not None and (value <= minimum if strict_minimum else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict_minimum else '>='} {minimum}, got {name}={value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {name}={value}")
     return value
 
 
-def check_float(
-    name: str,
-    value,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    strict_minimum: bool = False,
-) -> float:
-    """Return ``value`` as ``float`` if it is a finite real number in range.
+def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as ``int`` if it is an integer within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return _in_range(name, int(value), minimum, maximum)
 
-    ``strict_minimum`` makes the lower bound exclusive (``value > minimum``).
-    """
+
+def check_float(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+                strict_minimum: bool = False) -> float:
+    """Return ``value`` as ``float`` if it is a finite real number within ``[minimum, maximum]``
+    (``(minimum, maximum]`` with ``strict_minimum``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value := float(value)):
         raise ValueError(f"{name} must be finite, got {name}={value}")
-    if minimum is not None:
-        if strict_minimum and value <= minimum:
-            raise ValueError(f"{name} must be > {minimum}, got {name}={value}")
-        if not strict_minimum and value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {name}={value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {name}={value}")
+    return _in_range(name, value, minimum, maximum, strict_minimum)
+
+
+def check_plain_name(what: str, value) -> str:
+    """Return ``value`` if it is a plain file name: not empty, no ``/``, no leading ``.``."""
+    if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+        raise ValueError(f"{what} must be a plain name, got {value!r}")
     return value
 
 
@@ -76,16 +71,12 @@ def check_real_array(name: str, value, *, ndim: int | None = None, allow_empty: 
     probabilities computed here: pass float32 or float64), NaN and inf, a wrong number of
     dimensions, and (unless ``allow_empty``) zero-size arrays, naming ``name`` each time.
     """
-    if isinstance(value, torch.Tensor):
-        if value.dtype in (torch.float16, torch.bfloat16):
-            raise TypeError(f"{name} must be float32 or float64, got {value.dtype} (too coarse for these computations)")
-        arr = value.detach().cpu().numpy()
-    else:
-        if isinstance(value, (str, bytes, dict, set)) or value is None:
-            raise TypeError(f"{name} must be an array of real numbers, got {type(value).__name__}")
-        arr = np.asarray(value)
-    if arr.dtype == np.float16:
-        raise TypeError(f"{name} must be float32 or float64, got float16 (too coarse for these computations)")
+    if isinstance(value, (str, bytes, dict, set)) or value is None:
+        raise TypeError(f"{name} must be an array of real numbers, got {type(value).__name__}")
+    dtype = value.dtype if isinstance(value, torch.Tensor) else np.asarray(value).dtype
+    if dtype in (torch.float16, torch.bfloat16, np.float16):
+        raise TypeError(f"{name} must be float32 or float64, got {dtype} (too coarse for these computations)")
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} must be real, got complex values ({arr.dtype})")
     if arr.dtype.kind not in "biuf":

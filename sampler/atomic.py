@@ -13,19 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some file systems cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename, fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,7 +27,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # some file systems cannot open folders; the rename is still atomic
+        return path
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return path
 
 
@@ -52,7 +48,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-def _json_default(obj):
+def _json_default(obj):  # numpy and torch scalars, paths
     if hasattr(obj, "item"):
         return obj.item()
     if isinstance(obj, Path):

@@ -19,10 +19,8 @@ process cannot be probed).
 One shard format (:func:`shard_table`) and one resume path (:meth:`RunFolder.collect_shards`) serve
 the library (``sample_sgd``, ``sample_prior``) and the pipeline alike. Each shard file records its
 ``index``, the ``fingerprint`` of what determines its numbers and its planned parameters ``shard``
-(e.g. ``{"start": 0, "stop": 1024}``); :meth:`RunFolder.check_shards` refuses shards that are
-foreign, misnamed, copied over another, or that overlap another's samples, naming the files, and
-moves unreadable ones aside (``NNNNNN.parquet.corrupt``) so that they are redone. Count shards
-merge exactly with :func:`merge_shards`.
+(e.g. ``{"start": 0, "stop": 1024}``), which :meth:`RunFolder.check_shards` checks before a shard
+is trusted. Count shards merge exactly with :func:`merge_shards`.
 """
 
 from __future__ import annotations
@@ -49,20 +47,21 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_int
+from ._checks import check_int, check_plain_name
 from .atomic import _json_default, atomic_write_bytes, atomic_write_json, atomic_write_table, atomic_write_text
 from .functions import FunctionCounts
 
 __all__ = ["RunFolder", "FolderLock", "FolderBusyError", "ShardError", "fingerprint", "split_digest",
            "SHARD_SCHEMA", "shard_table", "count_table", "shard_meta", "merge_shards", "run_shards", "ShardProgress",
-           "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "atomic_write_text",
-           "git_revision", "package_versions", "host_info"]
+           "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "atomic_write_text", "read_json"]
 
 SHARD_DIGITS = 6
 LOCK_NAME = ".lock"
 #: Seconds without a heartbeat after which another host's lock counts as stale.
 STALE_AFTER_S = 600.0
 HEARTBEAT_S = 30.0
+#: Installed packages whose versions the manifest records: those that shape the numbers.
+VERSIONED = ("sgd-bayes", "torch", "numpy", "scipy", "pyro-ppl", "gpytorch", "arviz", "pyarrow", "matplotlib")
 
 
 class FolderBusyError(RuntimeError):
@@ -85,6 +84,34 @@ def split_digest(split) -> str:
     for t in (split.x_train, split.y_train, split.x_test, split.y_test):
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def read_json(path: Path, *, advice: str) -> Any:
+    """The JSON file ``path``; one ``ValueError`` naming it, and ``advice``, if it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); {advice}") from None
+
+
+def _with_metadata(table: pa.Table, **meta) -> pa.Table:
+    """``table`` with ``meta`` added to its schema metadata, each value as JSON."""
+    old = dict(table.schema.metadata or {})
+    old.update({k.encode(): json.dumps(v, default=_json_default).encode() for k, v in meta.items()})
+    return table.replace_schema_metadata(old)
+
+
+def _metadata(schema_metadata) -> dict[str, Any]:
+    """A Parquet schema's metadata, JSON values decoded (pyarrow's and pandas' own keys left out)."""
+    meta = {}
+    for k, v in (schema_metadata or {}).items():
+        key = k.decode()
+        if not (key.startswith("ARROW:") or key == "pandas"):
+            try:
+                meta[key] = json.loads(v.decode())
+            except json.JSONDecodeError:
+                meta[key] = v.decode()
+    return meta
 
 
 # --- the shard format ---------------------------------------------------------------------------
@@ -126,7 +153,7 @@ def shard_table(functions: Sequence[str], *, counts: Sequence[int] | None = None
         "log_p_se": (pa.array(np.asarray(log_p_se, float)) if log_p_se is not None
                      else (pa.array(np.full(n, np.nan)) if log_p is not None else nulls_f)),
     }, schema=SHARD_SCHEMA)
-    return table.replace_schema_metadata({"n_samples": json.dumps(n_samples), "info": json.dumps(dict(info or {}))})
+    return _with_metadata(table, n_samples=n_samples, info=dict(info or {}))
 
 
 def count_table(counts: Mapping[str, int], *, n_samples: int, info: Mapping[str, Any] | None = None) -> pa.Table:
@@ -137,11 +164,11 @@ def count_table(counts: Mapping[str, int], *, n_samples: int, info: Mapping[str,
 
 def shard_meta(table: pa.Table) -> tuple[int | None, dict]:
     """``(n_samples, info)`` of a shard table (read back from its schema metadata)."""
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    meta = _metadata(table.schema.metadata)
     if "n_samples" not in meta:
         raise ValueError(f"shard table has no n_samples in its metadata (keys {sorted(meta)}): not written by "
                          f"shard_table of this version")
-    return json.loads(meta["n_samples"]), json.loads(meta.get("info", "{}"))
+    return meta["n_samples"], meta.get("info", {})
 
 
 def merge_shards(tables: Sequence[pa.Table]) -> FunctionCounts:
@@ -208,15 +235,10 @@ def _size(table: pa.Table) -> tuple[int, int]:
     return int(n or 0), int(pc.sum(table.column("count")).as_py() or 0)
 
 
-def run_shards(run_folder, kind: str, plan: Sequence[Mapping[str, Any]],
-               compute: Callable[[Mapping[str, Any], Callable[[int, int], None]], pa.Table], *,
-               fingerprint: str, progress: ShardProgress | None = None) -> list[pa.Table]:
+def run_shards(run_folder, kind: str, plan: Sequence[Mapping[str, Any]], compute: Callable, *, fingerprint: str,
+               progress: ShardProgress | None = None) -> list[pa.Table]:
     """The shard tables of ``plan``, in plan order: computed in memory (``run_folder`` None), or
-    through :meth:`RunFolder.collect_shards` of ``run_folder`` (a path or :class:`RunFolder`).
-
-    ``compute(params, progress)`` returns the :func:`shard_table` of one shard's ``params``, calling
-    ``progress(n_done, n_fit)`` along the way if it likes.
-    """
+    through :meth:`RunFolder.collect_shards` (same arguments) of ``run_folder`` (a path or :class:`RunFolder`)."""
     progress = progress if progress is not None else ShardProgress()
     if run_folder is None:
         return [_compute(compute, params, progress) for params in plan]
@@ -239,7 +261,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
+        pass
     return True
 
 
@@ -276,17 +298,14 @@ class FolderLock:
             return {"host": "?", "pid": -1, "started": "?", "unreadable": text[:80]}
 
     def _stale(self, info: dict[str, Any]) -> str | None:
+        """Why the lock of holder ``info`` is stale, or None while its holder lives."""
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return "gone"
         if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
-            if not _pid_alive(info["pid"]):
-                return f"its process {info['pid']} is gone"
-            return None
-        if age > self.stale_after:
-            return f"no heartbeat for {age:.0f} s (> {self.stale_after:.0f} s)"
-        return None
+            return None if _pid_alive(info["pid"]) else f"its process {info['pid']} is gone"
+        return f"no heartbeat for {age:.0f} s (> {self.stale_after:.0f} s)" if age > self.stale_after else None
 
     def acquire(self) -> "FolderLock":
         """Take the lock, breaking a stale one; :class:`FolderBusyError` names a live holder."""
@@ -315,10 +334,9 @@ class FolderLock:
                 warnings.warn(f"broke the stale lock {self.path} of pid {info.get('pid')} on host "
                               f"{info.get('host')}: {why}", RuntimeWarning, stacklevel=3)
                 continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(record)
-                fh.flush()
-                os.fsync(fh.fileno())
+            os.write(fd, record.encode())
+            os.fsync(fd)
+            os.close(fd)
             self._held = True
             self._stop.clear()
             self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.path}", daemon=True)
@@ -345,42 +363,30 @@ class FolderLock:
             self.path.unlink(missing_ok=True)
         self._held = False
 
-    def __enter__(self) -> "FolderLock":
-        return self.acquire()
+    __enter__ = acquire
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
-def git_revision(directory: str | Path | None = None) -> str | None:
-    """The git commit of ``directory`` (default: this package's source), or None outside git."""
-    where = Path(directory) if directory else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape the numbers."""
-    names = ["sgd-bayes", "torch", "numpy", "scipy", "pyro-ppl", "gpytorch", "arviz", "pyarrow", "matplotlib"]
+def _provenance() -> dict[str, Any]:
+    """What the manifest records of this process: package versions, host and git revision."""
     versions = {}
-    for name in names:
+    for name in VERSIONED:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return versions
-
-
-def host_info() -> dict[str, Any]:
-    """Host name, platform, Python, CPU count and CUDA device (if any) of this process."""
-    info = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count()}
-    info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    info["torch_threads"] = torch.get_num_threads()
-    return info
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+        revision = git.stdout.strip() if git.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        revision = None  # no git, or not a checkout
+    host = {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {"versions": versions, "host": host, "git_revision": revision}
 
 
 class RunFolder:
@@ -393,18 +399,10 @@ class RunFolder:
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"run folder path {self.path} exists and is not a folder")
         self.path.mkdir(parents=True, exist_ok=True)
+        self.config_path, self.manifest_path = self.path / "config.toml", self.path / "manifest.json"
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
-
-    # config and manifest ------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.toml"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
 
     def lock(self, *, stale_after: float = STALE_AFTER_S, heartbeat: float = HEARTBEAT_S) -> FolderLock:
         """The folder's writer lock (``with folder.lock(): ...``); see :class:`FolderLock`."""
@@ -414,19 +412,19 @@ class RunFolder:
         """The manifest as a dict ({} when there is none yet)."""
         if not self.manifest_path.is_file():
             return {}
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{self.manifest_path} is not valid JSON ({exc}); move it aside to go on") from None
+        return read_json(self.manifest_path, advice="move it aside to go on")
 
-    def update_manifest(self, **fields) -> dict[str, Any]:
+    def update_manifest(self, *, _new: bool = False, **fields) -> dict[str, Any]:
         """Merge ``fields`` into the manifest (dicts one level deep) and write it atomically; the same
         fields go into the latest entry of ``invocations`` (the history of every run of the folder).
-
-        Only the driver process updates the manifest; workers report through their shards.
-        """
+        Only the driver updates the manifest; workers report through their shards."""
         manifest = self.read_manifest()
-        history = manifest.setdefault("invocations", [{}])
+        history = manifest.setdefault("invocations", [])
+        if _new or not history:
+            history.append({})
+        if _new:
+            for key in ("timings", "nodes", "finished"):  # the previous invocation's, kept in its entry
+                manifest.pop(key, None)
         for target in (manifest, history[-1]):
             for key, value in fields.items():
                 if isinstance(value, dict) and isinstance(target.get(key), dict):
@@ -437,67 +435,35 @@ class RunFolder:
         return manifest
 
     def start_manifest(self, *, seeds: dict[str, int], device: str, **fields) -> dict[str, Any]:
-        """Record versions, host, git revision, seeds and the start time, opening a new entry of
-        the manifest's ``invocations`` (earlier ones are kept)."""
-        manifest = self.read_manifest()
-        manifest.setdefault("invocations", []).append({})
-        for key in ("timings", "nodes", "finished"):  # the previous invocation's, kept in its entry
-            manifest.pop(key, None)
-        atomic_write_json(self.manifest_path, manifest)
-        return self.update_manifest(
-            versions=package_versions(), host=host_info(), git_revision=git_revision(), seeds=seeds,
-            device=device, pid=os.getpid(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
+        """Open a new entry of the manifest's ``invocations`` (earlier ones are kept) recording
+        versions, host, git revision, seeds and the start time."""
+        return self.update_manifest(_new=True, **_provenance(), seeds=seeds, device=device, pid=os.getpid(),
+                                    started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
 
     # shards ---------------------------------------------------------------------------------
     def shard_dir(self, kind: str) -> Path:
-        if not kind or "/" in kind or kind.startswith("."):
-            raise ValueError(f"shard kind must be a plain name, got {kind!r}")
-        return self.path / "shards" / kind
+        return self.path / "shards" / check_plain_name("shard kind", kind)
 
     def shard_path(self, kind: str, index: int) -> Path:
         index = check_int("shard index", index, minimum=0)
         return self.shard_dir(kind) / f"{index:0{SHARD_DIGITS}d}.parquet"
 
-    def has_shard(self, kind: str, index: int) -> bool:
-        """Whether shard ``index`` of ``kind`` is finished (written whole)."""
-        return self.shard_path(kind, index).is_file()
-
     def shard_indices(self, kind: str) -> list[int]:
         """Indices of the finished shards of ``kind``, sorted."""
         d = self.shard_dir(kind)
-        if not d.is_dir():
-            return []
-        return sorted(int(p.stem) for p in d.glob("*.parquet") if p.stem.isdigit())
+        return sorted(int(p.stem) for p in d.glob("*.parquet") if p.stem.isdigit()) if d.is_dir() else []
 
     def write_shard(self, kind: str, index: int, table, *, fingerprint: str | None = None, **meta: Any) -> Path:
-        """Write one finished shard atomically; ``meta`` (JSON-able) goes into the table metadata,
-        with the shard's ``index`` and, if given, the ``fingerprint`` of what determines it.
-
-        A shard that exists already is left untouched (a resumed or duplicated task writes
-        nothing), so no run can be counted twice.
-        """
+        """Write one finished shard atomically, with ``meta`` (JSON-able), its ``index`` and its
+        ``fingerprint`` in the table metadata. A shard that exists is left untouched (a resumed or
+        duplicated task writes nothing), so no run can be counted twice."""
         path = self.shard_path(kind, index)
         if path.is_file():
             return path
         meta = {**meta, "index": index, **({} if fingerprint is None else {"fingerprint": fingerprint})}
-        old = dict(table.schema.metadata or {})
-        old.update({k.encode(): json.dumps(v, default=_json_default).encode() for k, v in meta.items()})
-        return atomic_write_table(table.replace_schema_metadata(old), path)
+        return atomic_write_table(_with_metadata(table, **meta), path)
 
-    @staticmethod
-    def _meta(schema_metadata) -> dict[str, Any]:
-        meta = {}
-        for k, v in (schema_metadata or {}).items():
-            key = k.decode()
-            if key.startswith("ARROW:") or key == "pandas":
-                continue
-            try:
-                meta[key] = json.loads(v.decode())
-            except json.JSONDecodeError:
-                meta[key] = v.decode()
-        return meta
-
-    def _set_aside(self, path: Path, exc: Exception) -> Path:
+    def _set_aside(self, path: Path, exc: Exception) -> None:
         aside = path.with_name(path.name + ".corrupt")
         n = 1
         while aside.exists():
@@ -506,27 +472,28 @@ class RunFolder:
         os.replace(path, aside)
         warnings.warn(f"shard file {path} is corrupt ({type(exc).__name__}: {exc}); moved it aside to {aside.name} "
                       f"and it will be redone", RuntimeWarning, stacklevel=3)
-        return aside
 
-    def check_shards(self, kind: str, fingerprint: str | None = None, *, expected: dict[int, Any] | None = None,
-                     identity: str = "shard") -> list[int]:
+    def check_shards(self, kind: str, fingerprint: str | None = None, *,
+                     plan: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         """Check every shard file of ``kind`` before it is trusted; return the good indices.
 
         An unreadable file is moved aside (``.corrupt``) with a warning naming it, so that its shard
         is redone. A :class:`ShardError` naming the files is raised for a shard whose recorded
         ``index`` is not its file's (copied under another name), whose ``fingerprint`` differs from
-        ``fingerprint`` (written by another config), whose ``identity`` metadata differs from
-        ``expected[index]`` (copied over another shard, or planned otherwise) or that repeats or
-        overlaps another shard's samples (``start``/``stop`` of its ``identity`` metadata).
+        ``fingerprint`` (written by another config), whose parameters (metadata ``shard``) differ
+        from ``plan[index]`` (copied over another shard, or planned otherwise) or that repeats or
+        overlaps another shard's samples (``start``/``stop`` of its parameters).
         """
+        expected = dict(enumerate(json.loads(json.dumps(list(plan or []), default=_json_default))))
         good, spans = [], []
         for index in self.shard_indices(kind):
             path = self.shard_path(kind, index)
             try:
-                meta = self._meta(pq.read_schema(path).metadata)
+                meta = _metadata(pq.read_schema(path).metadata)
             except (pa.ArrowException, OSError) as exc:
                 self._set_aside(path, exc)
                 continue
+            shard = meta.get("shard")
             if "index" in meta and meta["index"] != index:
                 raise ShardError(f"shard file {path} holds shard {meta['index']} of {kind!r}, not {index}: it was "
                                  f"copied or renamed; delete it (its runs are in "
@@ -535,13 +502,12 @@ class RunFolder:
                 raise ShardError(f"shard file {path} was written by another config (fingerprint "
                                  f"{meta.get('fingerprint')}, this run's is {fingerprint}): it does not belong in "
                                  f"this run folder; use another run folder (--out), or delete {self.shard_dir(kind)}")
-            if expected is not None and index in expected and meta.get(identity) != expected[index]:
-                raise ShardError(f"shard file {path} holds {meta.get(identity)!r}, this run plans "
-                                 f"{expected[index]!r} for shard {index} of {kind!r}: it was copied over, or "
-                                 f"written with another plan (shard size, number of samples); delete it or use "
-                                 f"another run folder")
-            if isinstance(meta.get(identity), dict) and isinstance(meta[identity].get("start"), int):
-                spans.append((meta[identity]["start"], meta[identity]["stop"], path))
+            if index in expected and shard != expected[index]:
+                raise ShardError(f"shard file {path} holds {shard!r}, this run plans {expected[index]!r} for shard "
+                                 f"{index} of {kind!r}: it was copied over, or written with another plan (shard size, "
+                                 f"number of samples); delete it or use another run folder")
+            if isinstance(shard, dict) and isinstance(shard.get("start"), int):
+                spans.append((shard["start"], shard["stop"], path))
             good.append(index)
         spans.sort(key=lambda t: (t[0], t[1]))
         for (a0, a1, pa_), (b0, b1, pb_) in zip(spans, spans[1:]):
@@ -550,26 +516,13 @@ class RunFolder:
                                  f"one is a copy; delete it")
         return good
 
-    def read_shard(self, kind: str, index: int):
-        """The shard's ``(pyarrow.Table, meta dict)``; a :class:`ShardError` names an unreadable file."""
-        path = self.shard_path(kind, index)
-        if not path.is_file():
-            raise FileNotFoundError(f"shard {index} of {kind!r} is not finished: no file {path}")
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise ShardError(f"shard file {path} is corrupt ({type(exc).__name__}: {exc}); rerun to redo it") from None
-        return table, self._meta(table.schema.metadata)
-
     def collect_shards(self, kind: str, plan: Sequence[Mapping[str, Any]], compute=None, *, fingerprint: str,
                        progress: ShardProgress | None = None) -> list[pa.Table]:
         """The tables of shards ``0 .. len(plan) - 1`` of ``kind``, in plan order, each counted once.
 
-        First :meth:`check_shards` against ``fingerprint`` and ``plan``: foreign, copied, misnamed
-        or overlapping shard files are refused naming them; unreadable ones are moved aside. Then,
-        with ``compute`` and under the folder's :meth:`lock`, each missing shard ``i`` is computed
-        as ``compute(plan[i], callback)`` and written atomically with its ``fingerprint``, its
-        parameters (metadata ``shard``), wall time and host before the next one starts, so an
+        First :meth:`check_shards` against ``fingerprint`` and ``plan``. Then, with ``compute`` and
+        under the folder's :meth:`lock`, each missing shard is computed and written (with its
+        parameters as metadata ``shard``, wall time and host) before the next one starts, so an
         interrupted call resumes at the first missing shard. Without ``compute`` (the pipeline,
         whose workers write the shards) a missing shard is a :class:`ShardError` naming its file.
 
@@ -591,8 +544,8 @@ class RunFolder:
         plan = json.loads(json.dumps(list(plan), default=_json_default))  # as the metadata holds it
         progress = progress if progress is not None else ShardProgress()
         with self.lock() if compute is not None else contextlib.nullcontext():
-            self.check_shards(kind, fingerprint, expected=dict(enumerate(plan)))
-            tables: dict[int, pa.Table] = {}
+            self.check_shards(kind, fingerprint, plan=plan)
+            tables: dict[int, pa.Table | None] = {}
             for index in range(len(plan)):
                 path = self.shard_path(kind, index)
                 try:

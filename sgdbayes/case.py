@@ -1,12 +1,11 @@
 """A case: one split and one architecture on which every estimator of an experiment runs.
 
-An experiment without a ``[sweep]`` has one case, named ``main``; a sweep has one case per point,
-named after the keys the point sets (``target=weight6,n_train=32``). Estimators get the
-:class:`Case` and read what they need from it: its split, its architecture and its *fits*, the
-expensive per-case state (the NNGP kernel, the EP fit on S) that the pipeline makes once per case
-into the run folder, ``cases/<case>/fits/<name>.pt``, before any shard (:meth:`Case.fit`). The
-pipeline hands shards a prepared case (:meth:`Case.prepared`): frozen, picklable, its split
-loaded and its folder set, so a worker neither re-reads the config nor re-loads the data.
+Without a ``[sweep]`` there is one case, ``main``; a sweep has one per point, named after the keys
+the point sets (``target=weight6,n_train=32``). Estimators read from the :class:`Case` its split,
+its architecture and its *fits*: the expensive per-case state (the NNGP kernel, the EP fit on S)
+that the pipeline makes once per case into ``cases/<case>/fits/<name>.pt`` before any shard.
+Shards get a prepared case (:meth:`Case.prepared`): frozen, picklable, its split loaded and its
+folder set, so a worker neither re-reads the config nor re-loads the data.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import torch
 import nngp
 from sampler.architectures import Architecture
 from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
+from sampler._checks import check_plain_name
 from sampler.seeding import make_generator
 from sampler.store import ShardError, atomic_write_bytes, fingerprint
 
@@ -78,8 +78,7 @@ class DataConfig:
 
 
 def split_for(data: DataConfig) -> Split:
-    """The split ``data`` describes (label corruption included), loaded now (a prepared
-    :class:`Case` carries it, so that a run loads each case's data once)."""
+    """The split ``data`` describes, label corruption included, loaded now."""
     if data.dataset == "arrays":
         split = load_arrays(data.path, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
                             binarize=data.binarize)
@@ -129,7 +128,7 @@ class Case:
         return replace(self, folder=str(folder), loaded_split=self.split())
 
     def split(self) -> Split:
-        """The case's split (the loaded one of a prepared case)."""
+        """The loaded split of a prepared case; otherwise loaded now."""
         return self.loaded_split if self.loaded_split is not None else split_for(self.data)
 
     def estimator(self, label: str):
@@ -145,9 +144,7 @@ class Case:
         """Where the fit ``name`` lives: ``<folder>/fits/<name>.pt``."""
         if not self.folder:
             raise ValueError(f"case {self.name!r} has no run folder: fits live in one (Case.prepared(folder))")
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"fit name must be a plain file name, got {name!r}")
-        return Path(self.folder) / "fits" / f"{name}.pt"
+        return Path(self.folder) / "fits" / f"{check_plain_name('fit name', name)}.pt"
 
     def _fingerprint(self, name: str) -> str:
         return fingerprint({"fit": name, "data": vars(self.data), "arch": self.arch.to_dict()})
@@ -162,8 +159,8 @@ class Case:
         return path
 
     def fit(self, name: str, *, types: tuple = FIT_TYPES) -> Any:
-        """The fit ``name``, as its maker returned it (``torch.load`` with ``weights_only``,
-        allowing ``types``); a missing fit or one made for another case is an error naming it."""
+        """The fit ``name`` as its maker returned it (``torch.load`` with ``weights_only``, allowing
+        ``types``); a missing fit, or one made for another case, is an error naming it."""
         path = self.fit_path(name)
         if not path.is_file():
             raise FileNotFoundError(f"fit {path} is not made yet: the pipeline makes a case's fits before its "
@@ -176,10 +173,9 @@ class Case:
 
 
 def check_case(case: Case) -> None:
-    """What a case needs before its first shard runs, as one ``ValueError``/``TypeError`` line:
-    the data load and validate (the split), and the architecture builds on the split's input
-    shape (a ``module`` spec's factory imports, returns a supported module with the right output
-    shape). Memory is checked with every estimator's resources (:func:`sgdbayes.pipeline.check_resources`)."""
+    """Before a case's first shard, as one ``ValueError``/``TypeError`` line: its data load, and its
+    architecture builds on the split's input shape (a ``module`` factory imports and returns a
+    supported module with the right output shape)."""
     where = f"case {case.name}: " if case.settings else ""
     split = case.split()
     try:

@@ -4,8 +4,8 @@
 [--set key=value ...] [--out DIR] [--executor local|ray]`` runs the estimators a config names over
 its cases (a ``[sweep]`` makes one case per point) into a run folder (no CONFIG: the default
 experiment, ``configs/default.toml``); ``sgdbayes analyze RUN_DIR`` re-makes its report;
-``sgdbayes estimators`` lists the registered estimators and their options. Bad input becomes one line on stderr and exit status 2, never a traceback (set
-``SGDBAYES_TRACEBACK=1`` to see one).
+``sgdbayes estimators`` lists the registered estimators and their options. Bad input becomes one
+line on stderr and exit status 2, never a traceback (set ``SGDBAYES_TRACEBACK=1`` to see one).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import typing
 from pathlib import Path
 
 from sampler.data import load_split
-
 from sampler.store import FolderBusyError
 
 from .config import load_config
 from .estimators import estimator_names, get_estimator
+from .fanout import EXECUTORS
 from .pipeline import analyze_run, run_experiment
 
 EXIT_BAD_INPUT = 2
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set estimators.sgd.n_runs=64 (repeatable)")
     r.add_argument("--out", default=None, help="run folder (default: runs/<config name>-<time>)")
-    r.add_argument("--executor", default="local", choices=["local", "ray"], help="where shards run")
+    r.add_argument("--executor", default="local", choices=EXECUTORS, help="where shards run")
     r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -79,15 +79,15 @@ def _cmd_run(args) -> int:
     if out is None:
         name = Path(args.config).stem if args.config else "default"
         out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
-                            address=args.address, progress=not args.no_progress)
-    print(result.summary_text())
-    print(f"report: {result.report_path}")
-    return 0
+    return _print(run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
+                                 address=args.address, progress=not args.no_progress))
 
 
 def _cmd_analyze(args) -> int:
-    result = analyze_run(args.run_dir, overrides=args.overrides)
+    return _print(analyze_run(args.run_dir, overrides=args.overrides))
+
+
+def _print(result) -> int:
     print(result.summary_text())
     print(f"report: {result.report_path}")
     return 0
@@ -113,10 +113,8 @@ def os_error_line(exc: OSError) -> str:
     where = f" {exc.filename}" if exc.filename else ""
     if exc.filename2:
         where += f" -> {exc.filename2}"
-    advice = {errno.ENOSPC: "free some space or pass another --out",
-              errno.EDQUOT: "free some space or pass another --out",
-              errno.EACCES: "pass a folder you may write to with --out",
-              errno.EPERM: "pass a folder you may write to with --out",
+    full, denied = "free some space or pass another --out", "pass a folder you may write to with --out"
+    advice = {errno.ENOSPC: full, errno.EDQUOT: full, errno.EACCES: denied, errno.EPERM: denied,
               errno.EROFS: "the file system is read-only: pass another --out",
               errno.ENOTDIR: "a path component is a file, not a folder: pass another --out"}.get(exc.errno, "")
     line = (exc.strerror or str(exc)) + (f":{where}" if where else "")
@@ -138,31 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze,
-               "estimators": _cmd_estimators}[args.command]
+    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze, "estimators": _cmd_estimators}
     previous = None
     if threading.current_thread() is threading.main_thread():  # only it may set signal handlers
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return handler(args)
-    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, FolderBusyError) as exc:
+        return handler[args.command](args)
+    except (ValueError, TypeError, OSError, NotImplementedError, FolderBusyError) as exc:
         if os.environ.get("SGDBAYES_TRACEBACK"):
             raise
-        print(f"sgdbayes {args.command}: error: {exc}", file=sys.stderr)
+        # disk full, read-only or non-folder --out, unreadable file: say which (ours name their file)
+        line = os_error_line(exc) if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else exc
+        print(f"sgdbayes {args.command}: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except OSError as exc:  # disk full, read-only or non-folder --out, unreadable file: say which
-        if os.environ.get("SGDBAYES_TRACEBACK"):
-            raise
-        print(f"sgdbayes {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"sgdbayes {args.command}: interrupted; finished shards are kept, rerun to resume",
-              file=sys.stderr)
-        return 130
-    except _Terminated:
-        print(f"sgdbayes {args.command}: terminated (SIGTERM); finished shards are kept, rerun to resume",
-              file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except (KeyboardInterrupt, _Terminated) as exc:
+        term = isinstance(exc, _Terminated)
+        how, status = ("terminated (SIGTERM)", 128 + signal.SIGTERM) if term else ("interrupted", 130)
+        print(f"sgdbayes {args.command}: {how}; finished shards are kept, rerun to resume", file=sys.stderr)
+        return status
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

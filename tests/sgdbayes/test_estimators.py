@@ -170,7 +170,7 @@ def test_every_estimator_asks_ray_for_its_gpu(label, tmp_path):
     """Guards: only sgd and prior asked Ray for a GPU; ep and ess with device = "cuda" asked for
     none (a GPU shard on a CPU slot). device = "auto" asks for one only where the cluster has one."""
     from sgdbayes.fanout import ray_num_gpus
-    from sgdbayes.pipeline import _task
+    from sgdbayes.pipeline import shard_task
 
     for device, optional in (("auto", True), ("cuda", False), ("cpu", False)):
         config = load_config(None, BOOLEAN + ["estimators.sgd.batch_size=4", "estimators.ess.method=ess",
@@ -178,7 +178,7 @@ def test_every_estimator_asks_ray_for_its_gpu(label, tmp_path):
         case = config.cases()[0].prepared(tmp_path)
         spec = case.estimator(label)
         shards = spec.estimator.plan(case, spec.options, {"0" * 8: 2})
-        task = _task(case, spec, 0, shards[0])
+        task = shard_task(case, spec, 0, shards[0])
         assert task.gpu_optional is optional
         assert ray_num_gpus(task, cluster_gpus=0) == (1.0 if device == "cuda" else 0.0)
         assert ray_num_gpus(task, cluster_gpus=2) == (0.0 if device == "cpu" else 1.0)

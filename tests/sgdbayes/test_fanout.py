@@ -11,7 +11,7 @@ import pytest
 from sampler import RunFolder
 from sgdbayes.config import load_config
 from sgdbayes.fanout import execute, run_task
-from sgdbayes.pipeline import _task, case_folder, read_result
+from sgdbayes.pipeline import prepare_cases, read_result, shard_task
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -24,22 +24,21 @@ SMALL = ["data.dataset=boolean", "data.n_train=32", "data.n_test=32", "data.targ
 
 def sgd_tasks(config, out):
     """The sgd estimator's shard tasks of the (only) case, as the pipeline makes them."""
-    case = config.cases()[0]
-    case = case.prepared(case_folder(out, case).path)
+    case = prepare_cases(config.cases()[:1], out)[0]
     spec = case.estimator("sgd")
-    return [_task(case, spec, i, shard) for i, shard in enumerate(spec.estimator.plan(case, spec.options))]
+    return [shard_task(case, spec, i, shard) for i, shard in enumerate(spec.estimator.plan(case, spec.options))]
 
 
 def merge_counts(config, out):
     """(functions -> count, n_samples, n_fit) of the sgd shards on disk."""
-    case = config.cases()[0]
-    tasks = sgd_tasks(config, out)
-    r = read_result(case_folder(out, case), case.estimator("sgd"), len(tasks))
+    case = prepare_cases(config.cases()[:1], out)[0]
+    spec = case.estimator("sgd")
+    r = read_result(case, spec, list(spec.estimator.plan(case, spec.options)))
     return dict(zip(r.functions, r.counts.tolist())), r.n_samples, r.n_fit
 
 
 def shard_indices(config, out):
-    return case_folder(out, config.cases()[0]).shard_indices("sgd")
+    return RunFolder(prepare_cases(config.cases()[:1], out)[0].folder).shard_indices("sgd")
 
 
 @pytest.fixture(scope="module")
