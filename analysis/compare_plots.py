@@ -33,8 +33,7 @@ class Series:
     extra: str = ""
 
     def __post_init__(self):
-        x = np.asarray(self.log_x, dtype=float)
-        y = np.asarray(self.log_y, dtype=float)
+        x, y = (np.asarray(v, dtype=float) for v in (self.log_x, self.log_y))
         if x.ndim != 1 or x.shape != y.shape:
             raise ValueError(f"series {self.label!r}: log_x and log_y must be 1-d of the same length, got shapes "
                              f"{x.shape} and {y.shape}")

@@ -39,7 +39,6 @@ def _check_int(name, value, **kw) -> int:
     return check_int(name, value, **kw)
 
 
-# --- Lempel-Ziv complexity -----------------------------------------------------------------------
 def lz76_phrases(bits: str) -> int:
     """Number of phrases of the Lempel-Ziv (1976) exhaustive-history parsing of ``bits``.
 
@@ -82,7 +81,6 @@ def lz_complexity(bits: str) -> float:
     return math.log2(n) * (lz76_phrases(s) + lz76_phrases(s[::-1])) / 2.0
 
 
-# --- Simple measures of a bitstring --------------------------------------------------------------
 def entropy(bits: str) -> float:
     """Binary entropy, in bits, of the fraction of ones: ``H(p) = -p log2 p - (1-p) log2(1-p)``,
     ``p = (number of '1') / len(bits)``; 0 for a constant string, 1 for a balanced one."""
@@ -109,7 +107,6 @@ def test_error(f: str, y_test) -> float:
     return float(np.mean(bits != y.astype(np.uint8)))
 
 
-# --- Boolean functions (full truth tables) -------------------------------------------------------
 def _truth_table(bits: str, n: int) -> np.ndarray:
     s = _check_bits("bits", bits)
     n = _check_int("n", n, minimum=1, maximum=16)
@@ -155,11 +152,11 @@ def boolean_expression_complexity(bits: str, *, n: int = 7) -> int:
     return int(sum(len(term.args) if isinstance(term, sympy.And) else 1 for term in terms))
 
 
-# --- Critical sample ratio of a trained network (Arpit et al. 2017, with a gradient-sign search) ---
 def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[float, float] | None = None,
                      batch_size: int = 1024, device=None) -> "torch.Tensor":
-    """Which inputs are critical: a gradient-sign perturbation within the L-inf box of ``radius``
-    around the input changes the predicted label.
+    """Which inputs are critical (Arpit et al. 2017), as an (N,) bool tensor on the CPU: a
+    gradient-sign perturbation within the L-inf box of ``radius`` around the input changes the
+    predicted label.
 
     For each input ``x`` with label ``y = model(x) > 0`` the search takes ``n_steps`` steps of size
     ``radius / n_steps`` along ``-sign(grad model(x'))`` if ``y`` is 1, ``+sign(...)`` if 0 (pushing
@@ -185,11 +182,6 @@ def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[f
         Valid input range (e.g. pixel range); perturbed points are kept inside it.
     device : torch.device or str, optional
         Where to compute; default the device of the model's parameters (CPU if it has none).
-
-    Returns
-    -------
-    (N,) bool torch tensor, on CPU
-        True where the input is critical.
     """
     import torch  # slow to import; only this function needs it
 

@@ -60,8 +60,7 @@ def _sizes(counts: np.ndarray | None, n: int) -> np.ndarray:
 
 def _label(ax, xlabel: str, ylabel: str, title: str, dropped: int = 0, **grid) -> None:
     """Axis labels, title and grid; a note of the ``dropped`` (non-finite) points not drawn."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3, **grid)
     if dropped:
@@ -87,7 +86,8 @@ def save_figure(fig, path) -> Path:
 def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_label: str = "",
                       yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
                       xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)"):
-    """P_SGD against P_B on log10 axes with the diagonal P_SGD = P_B.
+    """P_SGD against P_B on log10 axes with the diagonal P_SGD = P_B; the scatter is
+    ``fig.axes[0].collections[0]``.
 
     Parameters
     ----------
@@ -102,13 +102,6 @@ def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_labe
     yerr, xerr : (n,) or (2, n) arrays, optional
         Error bar half-widths in natural-log units (symmetric, or lower and upper rows); drawn in
         log10 units.
-    diagonal : bool
-        Draw y = x.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Axes 0 holds the scatter as its first collection (``fig.axes[0].collections[0]``).
     """
     x = _arr("log_p_b", log_p_b)
     n = x.size
@@ -145,8 +138,7 @@ def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_labe
 def plot_psgd_vs_pb(log_p_sgd, log_p_b, path, *, counts=None, color=None, color_label: str = "",
                     yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
                     xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)") -> Path:
-    """Write :func:`figure_psgd_vs_pb` (which documents the parameters) as PNG to ``path``;
-    returns the path."""
+    """Write :func:`figure_psgd_vs_pb` (parameters documented there) as PNG to ``path``; returns it."""
     return save_figure(figure_psgd_vs_pb(log_p_sgd, log_p_b, counts=counts, color=color, color_label=color_label,
                                          yerr=yerr, xerr=xerr, title=title, diagonal=diagonal, xlabel=xlabel,
                                          ylabel=ylabel), path)
@@ -176,7 +168,8 @@ def _figure_p_vs(value, log_p_sgd, log_p_b, *, xlabel: str, title: str, counts=N
 
 def figure_p_vs_complexity(complexity, log_p_sgd, log_p_b=None, *, counts=None, yerr_b=None,
                            complexity_label: str = "LZ complexity", title: str = "P(f|S) vs complexity"):
-    """P_SGD (circles) and P_B (squares) of each function against its complexity, log10 y axis.
+    """P_SGD (circles) and P_B (squares) of each function against its complexity, log10 y axis; one
+    scatter collection per series in ``fig.axes[0].collections`` (P_SGD first).
 
     Parameters
     ----------
@@ -188,11 +181,6 @@ def figure_p_vs_complexity(complexity, log_p_sgd, log_p_b=None, *, counts=None, 
         SGD counts for the marker area.
     yerr_b : (n,) or (2, n) array, optional
         Error bars of log P_B in natural-log units.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One scatter collection per series in ``fig.axes[0].collections`` (P_SGD first).
     """
     return _figure_p_vs(complexity, log_p_sgd, log_p_b, xlabel=complexity_label, title=title, counts=counts,
                         yerr_b=yerr_b)

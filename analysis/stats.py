@@ -48,15 +48,12 @@ def _cumulative(p: np.ndarray, log_p_b: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.cumsum(p[np.argsort(-log_p_b, kind="stable")]), np.cumsum(np.sort(p)[::-1])
 
 
-# --- Correlation of log P_SGD with log P_B -------------------------------------------------------
 @dataclass(frozen=True)
 class Correlation:
     """Correlation of log P_SGD (y) with log P_B (x) over n functions, natural logs.
 
     Attributes
     ----------
-    n : int
-        Number of functions (points).
     pearson, spearman : float
         Pearson r; Spearman rho (ties get average ranks).
     pearson_pvalue, spearman_pvalue : float
@@ -130,10 +127,6 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
         finite: filter out functions with an unknown or zero probability first.
     n_boot : int
         Paired bootstrap resamples of the n functions (0: no intervals).
-    seed : int or numpy.random.Generator
-        Randomness of the bootstrap.
-    ci : float
-        Confidence level in (0, 1).
 
     Notes
     -----
@@ -160,8 +153,7 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
     nan = math.nan
     x_var, y_var = bool(np.ptp(x) > 0), bool(np.ptp(y) > 0)
     if x_var and y_var:
-        pr = sps.pearsonr(x, y)
-        sr = sps.spearmanr(x, y)
+        pr, sr = sps.pearsonr(x, y), sps.spearmanr(x, y)
         pearson, pearson_p = float(pr.statistic), float(pr.pvalue)
         spearman, spearman_p = float(sr.statistic), float(sr.pvalue)
     else:
@@ -175,8 +167,7 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
         slope = intercept = nan
         notes.append("log_p_b is constant: the log-log slope is undefined (nan)")
 
-    cis = [(nan, nan)] * 3
-    n_used = 0
+    cis, n_used = [(nan, nan)] * 3, 0
     if n_boot == 0:
         notes.append("n_boot=0: no bootstrap confidence intervals (nan)")
     else:
@@ -198,7 +189,6 @@ def correlate(log_p_sgd, log_p_b, *, n_boot: int = 1000, seed: int | np.random.G
                        spearman_pvalue=spearman_p, ci=ci, n_boot=n_boot, n_boot_used=n_used, notes=tuple(notes))
 
 
-# --- Distances between P_SGD and P_B -------------------------------------------------------------
 @dataclass(frozen=True)
 class Distances:
     """How close P_SGD is to P_B on their shared support (the functions positive under both), each
@@ -238,13 +228,10 @@ class Distances:
     top_share_by_sgd: Mapping[int, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat plain-Python dict: the scalar fields, then ``top{N}_share`` and
-        ``top{N}_share_by_sgd`` for each N."""
+        """Flat plain-Python dict: scalar fields, then ``top{N}_share`` and ``top{N}_share_by_sgd``."""
         out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if not isinstance(v, Mapping)}
-        for k, v in self.top_share.items():
-            out[f"top{k}_share"] = v
-        for k, v in self.top_share_by_sgd.items():
-            out[f"top{k}_share_by_sgd"] = v
+        out.update({f"top{k}_share": v for k, v in self.top_share.items()})
+        out.update({f"top{k}_share_by_sgd": v for k, v in self.top_share_by_sgd.items()})
         return out
 
 
@@ -254,9 +241,7 @@ def _to_log_arrays(p_sgd, p_b, log: bool) -> tuple[np.ndarray, np.ndarray]:
         raise TypeError(f"p_sgd and p_b must both be mappings (function -> p) or both arrays, got "
                         f"{type(p_sgd).__name__} and {type(p_b).__name__}")
     if isinstance(p_sgd, Mapping):
-        keys = list(p_sgd)
-        extra = [k for k in p_b if k not in p_sgd]
-        keys += extra
+        keys = list(p_sgd) + [k for k in p_b if k not in p_sgd]
         fill = -math.inf if log else 0.0
         a = np.array([p_sgd.get(k, fill) for k in keys], dtype=float)
         b = np.array([p_b.get(k, fill) for k in keys], dtype=float)
@@ -264,16 +249,13 @@ def _to_log_arrays(p_sgd, p_b, log: bool) -> tuple[np.ndarray, np.ndarray]:
         a, b = _pair("p_sgd", p_sgd, "p_b", p_b)
     out = []
     for name, arr in (("p_sgd", a), ("p_b", b)):
-        if log:
-            if np.isnan(arr).any() or (arr == np.inf).any():
-                raise ValueError(f"{name} (natural logs, log=True) must be finite or -inf, got NaN or +inf")
-            out.append(arr)
-        else:
-            if not np.isfinite(arr).all() or (arr < 0).any():
-                raise ValueError(f"{name} must hold finite probabilities >= 0, got "
-                                 f"{arr[~np.isfinite(arr) | (arr < 0)][:3].tolist()} (pass log=True for logs)")
-            with np.errstate(divide="ignore"):
-                out.append(np.log(arr))
+        if log and (np.isnan(arr).any() or (arr == np.inf).any()):
+            raise ValueError(f"{name} (natural logs, log=True) must be finite or -inf, got NaN or +inf")
+        if not log and (not np.isfinite(arr).all() or (arr < 0).any()):
+            raise ValueError(f"{name} must hold finite probabilities >= 0, got "
+                             f"{arr[~np.isfinite(arr) | (arr < 0)][:3].tolist()} (pass log=True for logs)")
+        with np.errstate(divide="ignore"):
+            out.append(arr if log else np.log(arr))
     return out[0], out[1]
 
 
@@ -314,8 +296,7 @@ def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int]
     # Renormalise in log space so that tiny probabilities keep their ratios.
     la, lb = la - logsumexp(la), lb - logsumexp(lb)
     pa, pb = np.exp(la), np.exp(lb)
-    kl = float(np.sum(pa * (la - lb)))
-    kl_rev = float(np.sum(pb * (lb - la)))
+    kl, kl_rev = float(np.sum(pa * (la - lb))), float(np.sum(pb * (lb - la)))
     tv = float(0.5 * np.abs(pa - pb).sum())
     lm = np.logaddexp(la, lb) - math.log(2.0)
     js = float(0.5 * np.sum(pa * (la - lm)) + 0.5 * np.sum(pb * (lb - lm)))
@@ -327,7 +308,6 @@ def compare_distributions(p_sgd, p_b, *, log: bool = False, top_n: Sequence[int]
                      js=min(max(js, 0.0), math.log(2.0)), top_share=top, top_share_by_sgd=top_a)
 
 
-# --- Cumulative mass and function selection ------------------------------------------------------
 @dataclass(frozen=True)
 class CumulativeMass:
     """Cumulative P_SGD mass of functions ranked by P_B and by P_SGD (:func:`cumulative_mass`).
@@ -361,8 +341,6 @@ def cumulative_mass(log_p_sgd, log_p_b, *, normalise: bool = False) -> Cumulativ
         Natural log of P_SGD for each function; -inf allowed (contributes 0).
     log_p_b : (n,) array
         Natural log of P_B for the same functions (only their order matters); -inf ranks last.
-    normalise : bool
-        Renormalise P_SGD to sum to 1 over these functions.
     """
     ls, lb = _pair("log_p_sgd", log_p_sgd, "log_p_b", log_p_b)
     if ls.size == 0:
@@ -390,17 +368,14 @@ def select_functions(counts: "FunctionCounts", min_count: int = 1) -> list[str]:
     return [f for f, _ in items]
 
 
-# --- Is a sample consistent with a distribution, or with another sample? -------------------------
 @dataclass(frozen=True)
 class FitTest:
     """A chi-square test of counts over functions.
 
     Attributes
     ----------
-    statistic : float
-        Pearson's chi-square.
-    dof : int
-        Degrees of freedom (cells - 1).
+    statistic, dof : float, int
+        Pearson's chi-square and its degrees of freedom (cells - 1).
     pvalue : float
         Probability of a statistic at least this large under the null (nan when fewer than 2
         cells remain).
@@ -485,9 +460,6 @@ def homogeneity(counts_a, counts_b, *, min_expected: float = 5.0) -> FitTest:
     return FitTest(float(res.statistic), int(res.dof), float(res.pvalue), int(table.shape[1]))
 
 
-# --------------------------------------------------------------------------------------------
-# Does an estimate agree with a reference that has standard errors?
-# --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ZScores:
     """An estimate against a reference with standard errors, function by function.

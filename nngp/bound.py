@@ -18,7 +18,8 @@ def pac_bayes_bound(log_ps: float, m: int, *, delta: float = 0.05) -> float:
 
         -ln(1 - eps) <= (ln(1 / P(S)) + ln(2 m / delta)) / (m - 1)
 
-    so this returns ``eps = 1 - exp(-(-log_ps + ln(2 m / delta)) / (m - 1))`` (in [0, 1]).
+    so this returns the error bound ``eps = 1 - exp(-(-log_ps + ln(2 m / delta)) / (m - 1))`` in
+    [0, 1] (a fraction of E misclassified, in expectation over the posterior).
 
     Parameters
     ----------
@@ -29,11 +30,6 @@ def pac_bayes_bound(log_ps: float, m: int, *, delta: float = 0.05) -> float:
         Training set size (>= 2).
     delta : float
         Confidence parameter in (0, 1).
-
-    Returns
-    -------
-    float
-        The error bound eps (a fraction of E misclassified, in expectation over the posterior).
     """
     m = check_int("m", m, minimum=2)
     delta = check_float("delta", delta, minimum=0.0, maximum=1.0, strict_minimum=True)

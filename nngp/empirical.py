@@ -54,8 +54,6 @@ def empirical_kernel(
 
     Parameters
     ----------
-    arch : sampler.Architecture
-        Any spec.
     x : tensor or array, shape (n, d)
         Flattened inputs.
     n_samples : int
@@ -73,13 +71,11 @@ def empirical_kernel(
         See the module docstring; all estimate the same finite-width covariance.
     dtype : torch.dtype
         Of the networks' forward passes; sums are accumulated in float64.
-    return_stderr : bool
-        Also return the entrywise Monte Carlo standard error.
 
     Returns
     -------
     torch.Tensor, float64, shape (n, n)
-        Or ``(kernel, stderr)`` with ``return_stderr=True``.
+        Or ``(kernel, stderr)`` (entrywise Monte Carlo standard error) with ``return_stderr=True``.
     """
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be a sampler architecture spec, got {type(arch).__name__}")
@@ -107,12 +103,10 @@ def empirical_kernel(
         for done in range(0, n_samples, per_chunk):
             params = net.draw(min(per_chunk, n_samples - done), generator=gen)
             if estimator == "readout":
-                h = torch.cat([net.features(params[:-2], xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1)
-                h = h.to(torch.float64)
+                h = torch.cat([net.features(params[:-2], xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1).to(torch.float64)
                 per_net = arch.sigma_b ** 2 + arch.sigma_w ** 2 * (h @ h.transpose(1, 2)) / h.shape[-1]  # type: ignore[attr-defined]
             else:
-                f = torch.cat([net.apply(params, xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1)
-                f = f.to(torch.float64)
+                f = torch.cat([net.apply(params, xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1).to(torch.float64)
                 per_net = f.unsqueeze(2) * f.unsqueeze(1)
             acc.add_(per_net.sum(0))
             if acc2 is not None:
@@ -186,10 +180,6 @@ def kernel_for(
         Seed of the Monte Carlo networks (keyword-only; the global RNG is not touched).
     device : optional
         Where to compute; the Monte Carlo kernel comes back on the CPU.
-
-    Returns
-    -------
-    KernelEstimate
     """
     if has_analytic_kernel(arch):
         return KernelEstimate(kernel(arch, x, input_shape=input_shape, device=device), None, 0, "analytic")

@@ -134,8 +134,7 @@ def _log_z(m, s, mu, var, tau, nu, chol):
     log_zhat, _, _ = truncated_moments(m_c, v_c, s)
     site = log_zhat + 0.5 * m_c * m_c / v_c - 0.5 * mu * mu / var + 0.5 * torch.log1p(tau * v_c)
     logdet = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    w = nu - tau * m
-    return site.sum(-1) + (nu * m - 0.5 * tau * m * m).sum(-1) - logdet + 0.5 * (w * (mu - m)).sum(-1)
+    return site.sum(-1) + (nu * m - 0.5 * tau * m * m).sum(-1) - logdet + 0.5 * ((nu - tau * m) * (mu - m)).sum(-1)
 
 
 def ep_orthant(
@@ -159,10 +158,8 @@ def ep_orthant(
     ----------
     K : torch.Tensor, float64, shape (..., n, n)
         Positive semi-definite covariance; broadcasts against ``y``'s batch shape.
-    y : torch.Tensor, shape (..., n)
-        Required signs as 0/1.
-    mean : torch.Tensor, shape (..., n), optional
-        Prior mean (default 0).
+    y, mean : torch.Tensor, shape (..., n)
+        Required signs as 0/1; prior mean (optional, default 0).
     damping : float in (0, 1]
         Fraction of each new site taken (in natural parameters); 1 is undamped. Parallel
         updates halve it (down to 0.05) whenever the largest marginal change grows 1.5-fold
@@ -212,8 +209,7 @@ def _ep(K, y, mean, damping, max_iter, tol, updates, jitter, init, min_iter):
     kdiag = torch.diagonal(K, dim1=-2, dim2=-1).expand(*batch, n)
     floor = TAU_FLOOR / kdiag.clamp_min(torch.finfo(K.dtype).tiny)
     if init is None:
-        tau = floor.clone()
-        nu = torch.zeros_like(s)
+        tau, nu = floor.clone(), torch.zeros_like(s)
     else:
         tau = torch.maximum(init[0].to(K.dtype).expand(*batch, n), floor).clone()
         nu = init[1].to(K.dtype).expand(*batch, n).clone()
@@ -299,13 +295,10 @@ def ep_predict(result: EPResult, K: torch.Tensor, m: torch.Tensor | None, K_cros
     w = result.nu - result.tau * m  # site natural mean relative to the prior mean
     # (K + S~^-1)^-1 (mu~ - m) = S^1/2 B^-1 S^-1/2 (nu - tau m)
     a = sq * torch.cholesky_solve((w / sq).unsqueeze(-1), result.chol).squeeze(-1)
-    mean = K_cross.T @ a
-    if m_new is not None:
-        mean = mean + m_new
+    mean = K_cross.T @ a if m_new is None else K_cross.T @ a + m_new
     V = torch.linalg.solve_triangular(result.chol, sq.unsqueeze(-1) * K_cross, upper=False)
     cov = K_new - V.T @ V
-    cov = 0.5 * (cov + cov.T)
-    return mean, cov
+    return mean, 0.5 * (cov + cov.T)
 
 
 def warn_unconverged(result: EPResult, what: str) -> None:

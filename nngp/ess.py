@@ -57,8 +57,6 @@ class EssResult:
     rhat_max, ess_bulk_min : float
         Largest rank-normalised split R-hat and smallest bulk effective sample size (arviz) over
         the E bits that vary; ``nan`` when every kept sample has the same function.
-    seconds : float
-        Wall time of the sampling.
     """
 
     test_bits: np.ndarray
@@ -205,8 +203,7 @@ def ess_sample(
         raise ValueError(f"K must have test points after the {n_train} training points, got size {n}")
     t0 = time.perf_counter()
     gen = make_generator(seed, "ess", device=device)
-    s = (2 * y - 1).to(torch.float64)
-    pos = y == 1
+    s, pos = (2 * y - 1).to(torch.float64), y == 1
     g = _initial_states(A, s, pos, m, n_chains, gen)
     n_kept = math.ceil(n_samples / n_chains)
     kept = torch.empty((n_chains, n_kept, k), dtype=torch.uint8, device=device)
@@ -240,9 +237,7 @@ def ess_sample(
     bits = kept.cpu().numpy()
     seconds = time.perf_counter() - t0
     counts = FunctionCounts.from_bits(bits.reshape(-1, k))
-    rhat_max = ess_min = math.nan
-    if diagnostics:
-        rhat_max, ess_min = _bit_diagnostics(bits)
+    rhat_max, ess_min = _bit_diagnostics(bits) if diagnostics else (math.nan, math.nan)
     return EssResult(bits, counts, n_chains, n_kept, burn_in, thin, proposals / (n_steps * n_chains),
                      rhat_max, ess_min, seconds, int(seed))
 
@@ -266,11 +261,8 @@ def _bit_diagnostics(bits: np.ndarray) -> tuple[float, float]:
 
 def ess_posterior(arch, split, n_samples: int, *, seed: int, n_chains: int = 4, burn_in: int = 200,
                   thin: int = 1, K=None, device: str | torch.device = "cpu", **kwargs) -> EssResult:
-    """ESS of the NNGP of ``arch`` on ``split`` (S first, then E).
-
-    ``K`` defaults to ``nngp.kernel_for(arch, split.x_all(), input_shape=split.input_shape).K``; pass
-    it to reuse a kernel. Other keywords go to :func:`ess_sample`.
-    """
+    """ESS of the NNGP of ``arch`` on ``split`` (S first, then E); pass ``K`` to reuse a kernel
+    (default :func:`nngp.kernel_for` on ``split.x_all()``). Other keywords go to :func:`ess_sample`."""
     if K is None:
         K = kernel_for(arch, split.x_all(), input_shape=split.input_shape).K
     return ess_sample(K, split.y_train, split.n_train, n_samples=n_samples, n_chains=n_chains,

@@ -14,9 +14,6 @@ applied ``depth`` times (the last application is the readout). ``E[phi(u) phi(v)
 arc-cosine kernel of order 1 for relu (Cho & Saul 2009) and Williams' (1997) arcsine kernel for
 erf. tanh has no closed form: use :func:`nngp.empirical_kernel`.
 
-Closed forms are registered per spec type (:func:`register_kernel`); every other architecture gets
-the Monte Carlo kernel through its protocol (:func:`nngp.kernel_for`).
-
 CNN (stride 1, zero 'same' padding as ``nn.Conv2d(padding=k // 2)``, ``depth`` conv layers with
 an activation after each): with ``A`` the k x k average over offsets, counting the zero padding
 (an out-of-image position contributes 0 to the sum and the division is always by ``k**2``,
@@ -59,8 +56,6 @@ def as_float64(name: str, x, *, device=None) -> torch.Tensor:
         x = torch.from_numpy(x)
     return x.to(dtype=torch.float64, device=where)
 
-
-# --- E[phi(u) phi(v)] for the activations with closed forms --------------------------------------
 
 def relu_expectation(c: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
     """``E[relu(u) relu(v)]`` for ``(u, v) ~ N(0, [[q1, c], [c, q2]])`` (broadcasting).

@@ -123,9 +123,8 @@ def check_problem(K, y, mean=None) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     if not bool(((y == 0) | (y == 1)).all()):
         raise ValueError(f"y must hold only 0 and 1 (1 means g > 0), got values {sorted(set(y.tolist()))[:5]}")
     y = y.to(torch.float64)
-    if mean is not None:
-        if mean.shape != (n,) or not bool(torch.isfinite(mean).all()):
-            raise ValueError(f"mean must be a finite vector of length n={n}, got shape {tuple(mean.shape)}")
+    if mean is not None and (mean.shape != (n,) or not bool(torch.isfinite(mean).all())):
+        raise ValueError(f"mean must be a finite vector of length n={n}, got shape {tuple(mean.shape)}")
     return K, y, mean
 
 
@@ -289,8 +288,6 @@ def _orthant_genz(K, y, mean, *, seed, maxpts=None, repeats=1):
     return OrthantResult(float(np.mean(vals)), stderr, True, 0, "genz", math.nan, maxpts, 0.0)
 
 
-# --- minimax tilting ----------------------------------------------------------------------------
-
 def _inv_mills_np(z):
     """``phi(z) / Phi(z)`` for arrays (stable for all z)."""
     return math.sqrt(2.0 / math.pi) / special.erfcx(-z / math.sqrt(2.0))
@@ -304,11 +301,9 @@ def _ordered_cholesky(C: np.ndarray, lower: np.ndarray):
     sampler far more efficient. Returns ``(L, perm)``.
     """
     d = C.shape[0]
-    C = C.copy()
-    lower = lower.copy()
+    C, lower = C.copy(), lower.copy()
     perm = np.arange(d)
-    L = np.zeros_like(C)
-    z = np.zeros(d)
+    L, z = np.zeros_like(C), np.zeros(d)
     for j in range(d):
         rest = slice(j, d)
         var = np.diag(C)[rest] - np.sum(L[rest, :j] ** 2, axis=1)
@@ -335,8 +330,7 @@ def _ordered_cholesky(C: np.ndarray, lower: np.ndarray):
 
 def _psi_parts(x, mu, M, lt):
     a = lt - (M @ x) - mu
-    rho = _inv_mills_np(-a)
-    return a, rho
+    return a, _inv_mills_np(-a)
 
 
 def _saddle_system(v, M, lt):
@@ -400,10 +394,8 @@ def _orthant_tilting(K, y, mean, *, seed, n_samples=10000, solve=True, ep_option
     for k in range(d):
         a = lt[k] - z[:, :k] @ M[k, :k] - mu[k]  # lower bound of the standardised tilted variable
         log_mass = special.log_ndtr(-a)
-        u = rng.random(n_samples)
-        # inverse CDF in log space: P(Z > t | Z > a) = u
-        t = -special.ndtri_exp(np.log(u) + log_mass)
-        t = np.maximum(t, a)
+        # inverse CDF in log space: P(Z > t | Z > a) = u, u ~ U(0, 1)
+        t = np.maximum(-special.ndtri_exp(np.log(rng.random(n_samples)) + log_mass), a)
         z[:, k] = mu[k] + t
         logw += 0.5 * mu[k] ** 2 - z[:, k] * mu[k] + log_mass
     top = logw.max()

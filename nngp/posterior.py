@@ -57,10 +57,8 @@ class TrainPosterior:
         EP estimate of ``log P(S)``, the log marginal likelihood under the 0-1 likelihood.
     converged, n_iter, max_change, jitter
         The EP's diagnostics (:class:`nngp.EPResult`); jitter is 0 unless needed.
-    pred_mean : torch.Tensor, float64, shape (k,)
-        Mean of ``q(g_E | S)``.
-    pred_cov : torch.Tensor, float64, shape (k, k)
-        Covariance of ``q(g_E | S)``.
+    pred_mean, pred_cov : torch.Tensor, float64, shapes (k,) and (k, k)
+        Mean and covariance of ``q(g_E | S)``.
     K : torch.Tensor, float64, shape (m + k, m + k)
         NNGP kernel on S then E.
     ep : EPResult
@@ -83,8 +81,7 @@ class TrainPosterior:
 
 
 def fit_fingerprint(arch: Architecture, split: Split) -> str:
-    """A short hash of what a posterior depends on: the architecture's spec and the split's
-    inputs and labels (S and E, in order)."""
+    """A short hash of what a posterior depends on: ``arch``'s spec, x_train, y_train, x_test."""
     h = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode())
     for t in (split.x_train, split.y_train, split.x_test):
         h.update(str(tuple(t.shape)).encode())
@@ -202,7 +199,6 @@ def train_posterior(
     elif tuple(K.shape) != (m + k, m + k):
         raise ValueError(f"K must have shape (m + k, m + k) = ({m + k}, {m + k}), got {tuple(K.shape)}")
     K = K.to(dtype=torch.float64, device=device if device is not None else K.device)
-    on_gpu = K.device.type != "cpu"
     y = split.y_train.to(dtype=torch.float64, device=K.device)
     first, y_s = _first_copy(split.x_train), split.y_train.numpy()
     bad = [(int(a), b) for b, a in enumerate(first) if y_s[a] != y_s[b]]
@@ -227,7 +223,7 @@ def train_posterior(
                              "lie outside its support, so P(S) = 0")
     warn_unconverged(res, "EP on the training set")
     mean, cov = ep_predict(res, K_ss, None, K[keep, m:], K[m:, m:])
-    if on_gpu:
+    if K.device.type != "cpu":
         K, y, keep, mean, cov = (t.cpu() for t in (K, y, keep, mean, cov))
         res = replace(res, **{f.name: getattr(res, f.name).cpu() for f in fields(res)
                               if isinstance(getattr(res, f.name), torch.Tensor)})
@@ -339,8 +335,6 @@ def log_pb_details(
         Bitstrings of length k = ``split.n_test`` in E's order.
     method : {"ep-conditional", "ep"}
         See the module docstring.
-    progress : bool
-        Show a tqdm progress bar over functions.
     posterior : TrainPosterior, optional
         A fit from :func:`train_posterior` for this ``arch`` and ``split`` (not recomputed).
     conditional_method : {"ep", "tilting"}
@@ -348,8 +342,6 @@ def log_pb_details(
         (Monte Carlo standard error per f in ``stderr``; needs ``seed``; slower).
     batch_size : int
         Functions per batched EP (memory ~ 3 * batch_size * k^2 * 8 bytes).
-    damping, max_iter, tol, jitter
-        EP settings.
     seed, n_samples : int
         For ``conditional_method="tilting"``: its seed (required) and samples per function.
     """
@@ -361,10 +353,8 @@ def log_pb_details(
     bits = _function_bits(functions, k)
     post = _fit_or_check(posterior, arch, split, jitter=jitter, damping=damping, max_iter=max_iter, tol=tol)
     n_f = bits.shape[0]
-    out = np.full(n_f, np.nan)
-    conv = np.zeros(n_f, dtype=bool)
-    iters = np.zeros(n_f, dtype=np.int64)
-    stderr = np.full(n_f, np.nan)
+    out, stderr = np.full(n_f, np.nan), np.full(n_f, np.nan)
+    conv, iters = np.zeros(n_f, dtype=bool), np.zeros(n_f, dtype=np.int64)
     with tqdm(total=n_f, desc=f"log P_B ({method})", unit="f", disable=not progress) as bar:
         e_keep = torch.from_numpy(_unique_rows(split.x_test))
         cov_e, mean_e = post.pred_cov[e_keep][:, e_keep], post.pred_mean[e_keep]
@@ -387,11 +377,9 @@ def log_pb_details(
                 out[i], stderr[i], conv[i], iters[i] = r.log_prob, r.stderr, r.converged, r.n_iter
                 bar.update(1)
         else:
-            m = split.n_train
             # distinct inputs of S then E: S's are post.train_keep, E's are those new to S and E
             keep = torch.from_numpy(_unique_rows(split.x_all()))
-            n_s = len(post.train_keep)
-            e_cols = (keep[n_s:] - m).numpy()
+            e_cols = (keep[len(post.train_keep):] - split.n_train).numpy()
             K_all = post.K[keep][:, keep]
             init = (torch.cat([post.ep.tau, torch.zeros(len(e_cols), dtype=torch.float64)]),
                     torch.cat([post.ep.nu, torch.zeros(len(e_cols), dtype=torch.float64)]))

@@ -47,8 +47,6 @@ class Pool:
         Flattened, scaled inputs.
     labels : np.ndarray, int64, shape (N,)
         Class labels ``0..n_classes-1`` (for ``boolean``, already 0/1 target bits).
-    input_shape : tuple of int
-        Shape of one example before flattening.
     source : str
         Where the pool was read from (a path or a description).
     """
@@ -137,10 +135,8 @@ class Split:
 
         Parameters
         ----------
-        x_train : array or tensor, shape (m, d) or (m, *input_shape)
-            Training inputs (real, finite); stored as float32.
-        y_train : array or tensor, shape (m,)
-            Labels in {0, 1} (bool or integers).
+        x_train, y_train : arrays or tensors, shapes (m, d) / (m, *input_shape) and (m,)
+            Training inputs (real, finite; stored as float32) and labels in {0, 1} (bool or integers).
         x_test, y_test : shapes (k, d) / (k, *input_shape) and (k,)
             The test set E, in the order that defines functions as bitstrings.
         input_shape : tuple of int, optional
@@ -202,8 +198,6 @@ class Split:
             f"corrupted   {len(self.corrupted_index)} of S's labels replaced by random bits",
         ])
 
-
-# --- file readers ------------------------------------------------------------------------------
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a numpy array of its stored dtype (uint8)."""
@@ -452,9 +446,7 @@ def load_split(
     seed : int
         Split seed: the same seed gives the same S and E in the same order.
     binarize : {"half", "parity"}
-        Ignored for ``boolean``, whose labels are the target's bits.
-    data_dir : path, optional
-        Folder with the dataset's files (see :func:`load_pool`).
+        Ignored for ``boolean``, whose labels are the target's bits. ``data_dir``: see :func:`load_pool`.
     target : str, optional
         ``boolean`` only: a 128-character bitstring or a name (``parity``, ``majority``, ...;
         default ``parity``).
@@ -464,13 +456,10 @@ def load_split(
 
 
 def corrupt_labels(split: Split, fraction: float, *, seed: int) -> Split:
-    """A copy of ``split`` whose S has ``round(fraction * m)`` labels replaced by random bits.
-
-    Exactly ``round(fraction * m)`` positions of S, chosen uniformly without replacement, get a
-    label drawn uniformly from {0, 1} (so about half of them change); E keeps its true labels, so
-    the test error still measures generalisation. The replaced positions are recorded in
-    ``corrupted_index``. Same seed, same corruption.
-    """
+    """A copy of ``split`` in which ``round(fraction * m)`` positions of S, chosen uniformly without
+    replacement, get a label drawn uniformly from {0, 1} (so about half of them change); E keeps its
+    true labels, so the test error still measures generalisation. The positions are recorded in
+    ``corrupted_index``; same seed, same corruption."""
     fraction = check_float("corrupt_fraction", fraction, minimum=0.0, maximum=1.0)
     seed = check_int("seed", seed, minimum=0)
     m = split.n_train
@@ -519,12 +508,8 @@ def load_arrays(path: str | os.PathLike, *, n_train: int, n_test: int, seed: int
         in order; labels must be in {0, 1}), or ``x`` and ``y`` (a pool split by ``seed``
         like the built-in pools; integer class labels are binarised by ``binarize``).
         Inputs have shape ``(n, d)`` or ``(n, *input_shape)``.
-    seed : int
-        Split seed for a pool (unused for a given split).
-    binarize : {"half", "parity"}
-        For a pool with more than two classes.
-    input_shape : tuple of int, optional
-        Default: the arrays' trailing shape.
+    seed, binarize
+        For a pool only: its split seed, and how class labels (more than two classes) are binarised.
 
     The split is validated as by :meth:`Split.from_arrays` (real, finite inputs; labels in
     {0, 1}); errors name the file and the key.

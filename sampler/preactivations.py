@@ -171,9 +171,8 @@ def plan_fcn(arch: FCN, x: torch.Tensor, *, kinds=None) -> FCNPlan:
     for i, kind in enumerate(kinds):
         check_choice(f"kinds[{i}]", kind, LAYER_KINDS)
     first = input_factor(x, arch.sigma_w, arch.sigma_b)
-    shapes = [(first.shape[1], widths[0])]
-    for kind, fan_in, w in zip(kinds, widths[:-1], widths[1:]):
-        shapes.append((n if kind == "compact" else fan_in + int(bias), w))
+    shapes = [(first.shape[1], widths[0])] + [(n if kind == "compact" else fan_in + int(bias), w)
+                                              for kind, fan_in, w in zip(kinds, widths[:-1], widths[1:])]
     return FCNPlan(arch, first, kinds, tuple(shapes))
 
 
@@ -235,8 +234,7 @@ def _outputs(plan: FCNPlan, first: torch.Tensor, noise: list[torch.Tensor]) -> t
     for kind, g in zip(plan.kinds, noise[1:]):
         fan_in = z.shape[-1]
         if kind == "compact":  # the activations feed only the float64 Gram matrix
-            scale = arch.sigma_w / math.sqrt(fan_in)
-            factor = compact_factor(phi_(z.to(torch.float64)), scale, sigma_b)
+            factor = compact_factor(phi_(z.to(torch.float64)), arch.sigma_w / math.sqrt(fan_in), sigma_b)
             z = torch.bmm(factor.to(z.dtype), g)
             continue
         a = phi_(z)  # 'direct': g holds the weights (rows :fan_in) and the bias (row fan_in), scaled
