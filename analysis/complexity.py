@@ -34,7 +34,7 @@ def _check_bits(name: str, value) -> str:
 # sampler's check, imported lazily here and in stats: importing sampler imports torch (slow), and
 # `import analysis` promises neither torch nor matplotlib.
 def _check_int(name, value, **kw) -> int:
-    from sampler._checks import check_int
+    from sampler.checks import check_int
 
     return check_int(name, value, **kw)
 
@@ -185,7 +185,7 @@ def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[f
     """
     import torch  # slow to import; only this function needs it
 
-    from sampler._checks import check_float, check_int
+    from sampler.checks import check_float, check_int
 
     radius = check_float("radius", radius, minimum=0.0)
     n_steps = check_int("n_steps", n_steps, minimum=1)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sampler._checks import check_choice, check_int
+from sampler.checks import check_choice, check_int
 from sampler.architectures import Architecture
 from sampler.seeding import make_generator
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sampler._checks import check_int
+from sampler.checks import check_int
 from sampler.functions import FunctionCounts, string_to_bits
 from sampler.seeding import make_generator
 

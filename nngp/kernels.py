@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sampler._checks import check_real_array
+from sampler.checks import check_real_array
 from sampler.architectures import CNN, FCN, Architecture
 
 TWO_PI = 2.0 * math.pi

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import optimize, special, stats
 
-from sampler._checks import check_choice, check_float, check_int, check_real_array
+from sampler.checks import check_choice, check_float, check_int, check_real_array
 from sampler.seeding import derive_seed
 
 from .ep import ep_orthant

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 import torch
 
-from sampler._checks import check_choice, check_int
+from sampler.checks import check_choice, check_int
 from sampler.architectures import Architecture
 from sampler.data import Split
 from sampler.functions import strings_to_bits

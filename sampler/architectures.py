@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_float, check_int, did_you_mean
+from .checks import check_choice, check_float, check_int, did_you_mean
 from .data import Split
 from .seeding import forked_torch_rng
 

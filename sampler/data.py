@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_float, check_int, check_real_array
+from .checks import check_choice, check_float, check_int, check_real_array
 from .functions import check_bitstring
 from .seeding import derive_seed
 

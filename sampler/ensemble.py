@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice
+from .checks import check_choice
 from .architectures import Architecture, _check_input_shape, draw_standard, readout
 
 LOSSES = ("ce", "mse")

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from ._checks import check_int
+from .checks import check_int
 
 
 def _bits_array(bits) -> np.ndarray:

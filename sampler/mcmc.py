@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._checks import check_float, check_int
+from .checks import check_float, check_int
 from .architectures import Architecture, check_arch_split, standard_std
 from .data import Split
 from .functions import FunctionCounts

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from ._checks import check_choice, check_float
+from .checks import check_choice, check_float
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adadelta", "rmsprop")
 

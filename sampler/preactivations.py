@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_choice, check_int
+from .checks import check_choice, check_int
 from .architectures import FCN
 
 #: Cost of drawing one N(0, 1) number in float32 multiply-adds, measured on 2 CPU cores

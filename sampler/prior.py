@@ -41,7 +41,7 @@ import pyarrow as pa
 import torch
 
 from . import preactivations as pre
-from ._checks import check_choice, check_int
+from .checks import check_choice, check_int
 from .architectures import Architecture, check_arch_split
 from .data import Split
 from .functions import FunctionCounts

@@ -12,7 +12,7 @@ import hashlib
 
 import torch
 
-from ._checks import check_int
+from .checks import check_int
 
 _MASK63 = (1 << 63) - 1
 

@@ -45,7 +45,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_int
+from .checks import check_choice, check_int
 from .architectures import Architecture, check_arch_split
 from .data import Split
 from .ensemble import LOSSES, pointwise_loss  # noqa: F401 (pointwise_loss: public here too)

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_int, check_plain_name
+from .checks import check_int, check_plain_name
 from .atomic import _json_default, atomic_write_bytes, atomic_write_json, atomic_write_table, atomic_write_text
 from .functions import FunctionCounts
 

@@ -23,7 +23,7 @@ import torch
 import nngp
 from sampler.architectures import Architecture
 from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
-from sampler._checks import check_plain_name
+from sampler.checks import check_plain_name
 from sampler.seeding import make_generator
 from sampler.store import ShardError, atomic_write_bytes, fingerprint
 

@@ -28,7 +28,7 @@ from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Discriminator
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from sampler._checks import check_choice, did_you_mean
+from sampler.checks import check_choice, did_you_mean
 from sampler.architectures import ARCHITECTURES, Architecture
 
 from .case import Case, DataConfig

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from sampler._checks import check_choice
+from sampler.checks import check_choice
 from sampler.store import ShardProgress
 
 EXECUTORS = ("local", "ray")

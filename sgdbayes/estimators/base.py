@@ -31,7 +31,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 import nngp
-from sampler._checks import check_choice, did_you_mean
+from sampler.checks import check_choice, did_you_mean
 from sampler.store import SHARD_SCHEMA, merge_shards, shard_meta, shard_table  # noqa: F401  (shard_table: re-exported)
 
 from ..validation import STRICT, attribute_docs

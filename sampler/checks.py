@@ -1,4 +1,4 @@
-"""Input checks for public boundaries.
+"""Input checks for every layer's public boundaries (public: nngp, analysis and sgdbayes use them too).
 
 Each raises ``TypeError`` or ``ValueError`` with a message that names the parameter, what was
 expected and what came, so that the command line can print it as one line.
