@@ -242,7 +242,9 @@ def test_csr_network_batching_and_no_side_effects():
     assert torch.equal(a, b) and a.dtype == torch.bool and a.shape == (300,)
     assert all(p.grad is None for p in net.parameters()) and net.training
     one = analysis.critical_sample_ratio(net, x, radius=0.2, n_steps=1)
-    assert 0.0 < one < 1.0
+    # the ratio is the mean of the per-point verdicts (whether it lies strictly inside (0, 1) depends on
+    # the unseeded network: 7 of 200 global seeds gave 0 or 1)
+    assert one * len(x) == pytest.approx(int(analysis.critical_samples(net, x, radius=0.2, n_steps=1).sum()))
     assert analysis.critical_sample_ratio(net, x, radius=0.2, n_steps=1) == one  # deterministic
 
 
