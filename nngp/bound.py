@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from sampler._checks import check_float, check_int
+from sampler.checks import check_float, check_int
 
 
 def pac_bayes_bound(log_ps: float, m: int, *, delta: float = 0.05) -> float:
