@@ -138,12 +138,13 @@ PAIR_COLUMNS = [("a", "estimator"), ("b", "reference"), ("n_a", "n seen"), ("n_b
 
 def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str, Any]]:
     """For each scorer ``r`` of ``case`` with error bars (:attr:`Estimator.has_error_bars`) and each
-    scorer ``e`` without: the functions both scored, ``z = (ln P_e - ln P_r) / se_r`` and its median |z|."""
-    scorers = [(s.estimator.has_error_bars, est[s.label]) for s in case.estimators if s.estimator.kind == "scorer"]
+    scorer ``e`` without that estimates the same distribution (:attr:`Estimator.target`): the functions both scored, ``z = (ln P_e - ln P_r) / se_r`` and its median |z|."""
+    scorers = [(s.estimator.has_error_bars, est[s.label], s.estimator.target) for s in case.estimators
+               if s.estimator.kind == "scorer"]
     out = []
-    for r in (r for bars, r in scorers if bars):
+    for r, target in ((r, t) for bars, r, t in scorers if bars):
         lr, se = r.by_function(), r.by_function("log_p_se")
-        for e in (e for bars, e in scorers if not bars):
+        for e in (e for bars, e, t in scorers if not bars and t == target):
             le = e.by_function()
             fs = [f for f in r.functions if f in le and math.isfinite(lr[f]) and math.isfinite(le[f])]
             row = {"log_p": [le[f] for f in fs], "log_p_ref": [lr[f] for f in fs], "se_ref": [se[f] for f in fs]}

@@ -159,6 +159,29 @@ def _draw_finite_width(plt, cases, summaries):
     return fig
 
 
+def _draw_pairs_by_width(plt, cases, summaries):
+    """Per pair of the first case, against width: Pearson of the logs with its bootstrap 95% interval,
+    KL(a||b) and total variation (both on the shared support)."""
+    widths = _axis(cases, "arch.width")
+    order = np.argsort(widths)
+    pairs = [(p["a"], p["b"]) for p in summaries[0].get("pairs", [])] if summaries else []
+    fig, axes, _ = _figure(plt, summaries, 3, (16, 4.2))
+    for a, b in pairs:
+        w = widths[order]
+        r = np.array([pair_value(summaries[i], a, b, "pearson_log") for i in order])
+        ci = np.array([next((p.get("pearson_log_ci") for p in summaries[i].get("pairs", [])
+                             if p.get("a") == a and p.get("b") == b), None) or [math.nan, math.nan]
+                       for i in order], dtype=float)
+        yerr = np.nan_to_num(np.abs(np.vstack([r - ci[:, 0], ci[:, 1] - r])))
+        axes[0].errorbar(w, r, yerr=yerr, fmt="o-", capsize=3, label=f"{a} vs {b}")
+        axes[1].plot(w, [pair_value(summaries[i], a, b, "dist_kl") for i in order], "o-", label=f"{a} vs {b}")
+        axes[2].plot(w, [pair_value(summaries[i], a, b, "dist_tv") for i in order], "o-", label=f"{a} vs {b}")
+    _finish(axes, dict(xscale="log", xlabel="width", ylabel="Pearson r of natural logs (95% CI)", ylim=(-1.05, 1.05)),
+            dict(xscale="log", xlabel="width", ylabel="KL(a || b) on shared support (nats)"),
+            dict(xscale="log", xlabel="width", ylabel="total variation on shared support"), fontsize=7)
+    return fig
+
+
 register_sweep_kind("random_labels", [("sgd_mean_epochs", "SGD epochs to fit"), ("fit_fraction", "fit fraction"),
                                       ("sgd_mean_test_error", "SGD test error"), ("gp_test_error", "GP test error"),
                                       ("log_p_s", "log P(S)"), ("pac_bayes_bound", "PAC-Bayes bound")],
@@ -173,6 +196,8 @@ register_sweep_kind("generic", _GENERIC_COLUMNS, _draw_generic)
 register_sweep_kind("finite_width", [("log_p_s_prior", "log P(S) finite (prior)"), ("log_p_s", "log P(S) NNGP (EP)"),
                                      ("log_p_s_tilting", "log P(S) NNGP (tilting)"),
                                      ("log_p_s_tilting_se", "tilting s.e.")], _draw_finite_width)
+register_sweep_kind("pairs_by_width", [("ntk_log_p_fit", "log P(fits S), NTK"), ("fit_fraction", "SGD fit fraction"),
+                                       ("n_functions", "functions")], _draw_pairs_by_width)
 
 
 def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> list[str]:

@@ -233,6 +233,9 @@ class Estimator:
         log P(S) (extras ``log_p_s_prior``, ``p_s_prior_ci``) beside the NNGP limit.
     summary_rows : tuple of (str, str)
         ``(extras key, title)`` of its extras the summary table shows.
+    target : str
+        Which distribution a ``p_b`` scorer estimates (``"nngp"``: the 0-1-likelihood posterior); the
+        error-bar checks compare only scorers of the same target.
     """
 
     name: ClassVar[str] = ""
@@ -243,6 +246,7 @@ class Estimator:
     has_error_bars: ClassVar[bool] = False
     reference: ClassVar[bool] = False
     summary_rows: ClassVar[tuple[tuple[str, str], ...]] = ()
+    target: ClassVar[str] = "nngp"
 
     def plan(self, case, options, functions: Sequence[str] | None = None) -> list[dict]:
         raise NotImplementedError

@@ -35,6 +35,7 @@ class GPMSEEstimator(GaussianScorer):
     """P(f|S) of the NNGP posterior with a Gaussian likelihood (GP regression), an orthant per f."""
 
     Options = GPMSEOptions
+    target = "gp-mse"
     summary_rows = (("gp-mse_log_p_fit", "log P(fits S) (GP regression)"),)
 
     def conditions(self, options):

@@ -81,6 +81,7 @@ class NTKEstimator(GaussianScorer):
     """P_NTK(f|S): infinitely wide nets trained by gradient descent on MSE (Lee et al. 2019), an orthant per f."""
 
     Options = NTKOptions
+    target = "ntk"
     summary_rows = (("ntk_log_p_fit", "log P(fits S) (NTK)"), ("ntk_flow_time", "NTK flow time 2 lr steps / m"))
 
     def conditions(self, options):
