@@ -177,7 +177,7 @@ def _draw_pairs_by_width(plt, cases, summaries):
         axes[1].plot(w, [pair_value(summaries[i], a, b, "dist_kl") for i in order], "o-", label=f"{a} vs {b}")
         axes[2].plot(w, [pair_value(summaries[i], a, b, "dist_tv") for i in order], "o-", label=f"{a} vs {b}")
     _finish(axes, dict(xscale="log", xlabel="width", ylabel="Pearson r of natural logs (95% CI)", ylim=(-1.05, 1.05)),
-            dict(xscale="log", xlabel="width", ylabel="KL(a || b) on shared support (nats)"),
+            dict(xscale="log", yscale="log", xlabel="width", ylabel="KL(a || b) on shared support (nats)"),
             dict(xscale="log", xlabel="width", ylabel="total variation on shared support"), fontsize=7)
     return fig
 
