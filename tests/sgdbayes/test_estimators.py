@@ -25,6 +25,7 @@ TINY_OPTIONS = {
     "ess": {"n_samples": 64, "n_chains": 4, "burn_in": 10, "thin": 1},
     "nuts": {"n_samples": 10, "n_warmup": 10, "n_chains": 2, "max_tree_depth": 3},
     "ep-conditional": {}, "ep": {"top": 3}, "tilting": {"top": 3, "n_samples": 200},
+    "ntk": {"top": 3, "n_samples": 200}, "gp-mse": {"top": 3, "n_samples": 200},
 }
 
 
