@@ -106,21 +106,22 @@ def test_empirical_ntk_averages_to_the_analytic_one(activation, parameterization
 
 
 def test_one_network_ntk_approaches_the_analytic_one_as_one_over_sqrt_width():
-    """The relative error of a single network's NTK (NTK parameterisation, depth 2) averaged over 6
-    networks: width x16 shrinks it by about 4 (measured ~4); asserted between 2.5 and 7."""
+    """The relative error of the NTK of a pair of networks (NTK parameterisation, depth 2), averaged
+    over 10 pairs: width x16 shrinks it by about sqrt(16) = 4 (measured 3.8-7.0 over seeds with 6
+    pairs); asserted between 2.5 and 8."""
     x = _x(5, 4, seed=5)
 
     def err(width):
         arch = sampler.FCN(depth=2, width=width, activation="relu", sigma_w=1.0, sigma_b=0.1)
         A = ntk(arch, x, parameterization="ntk")
         errs = []
-        for s in range(6):
+        for s in range(10):
             E = empirical_ntk(arch, x, n_init=2, seed=s, parameterization="ntk")  # mean of 2 networks
             errs.append(float((E - A).norm() / A.norm()))
         return float(np.mean(errs))
 
     ratio = err(32) / err(512)
-    assert 2.5 < ratio < 7, ratio
+    assert 2.5 < ratio < 8, ratio
 
 
 def test_standard_ntk_grows_linearly_with_width_and_scales_as_the_parameterisations_say():
