@@ -175,7 +175,7 @@ def gd_mse_ensemble(K, theta, Y, *, n_train: int, time: float = math.inf, rcond:
 
 
 def gp_regression(K, Y, *, n_train: int, noise: float, solver: str = "auto", cg_tol: float = 1e-6,
-                  device: str | torch.device = "cpu") -> GaussianOnPoints:
+                  device: str | torch.device = "cpu", joint: bool = True) -> GaussianOnPoints:
     """The posterior of latent GP values on all points given noisy training targets.
 
     Parameters
@@ -195,12 +195,16 @@ def gp_regression(K, Y, *, n_train: int, noise: float, solver: str = "auto", cg_
         Cholesky up to m = :data:`CHOLESKY_MAX_M`.
     device :
         Where the solve runs (float64); the result comes back on the CPU.
+    joint : bool
+        True: the posterior on the training and test points (``n`` right-hand sides); False: on the
+        test points only (``k + 1`` right-hand sides, what large m needs; the result's ``n_train``
+        is then 0).
 
     Returns
     -------
     GaussianOnPoints
-        Latent posterior mean (n,) and covariance (n, n); its training block is not constrained to
-        the targets' signs.
+        Latent posterior mean and covariance on all n points (or the k test points); its training
+        block is not constrained to the targets' signs.
     """
     K = _square("K", K)
     n = K.shape[0]
@@ -212,7 +216,8 @@ def gp_regression(K, Y, *, n_train: int, noise: float, solver: str = "auto", cg_
         solver = "cholesky" if m <= CHOLESKY_MAX_M else "cg"
     Kd = K.to(device)
     Kxx = Kd[:m, :m] + noise * torch.eye(m, dtype=torch.float64, device=Kd.device)
-    rhs = torch.cat([Y.to(Kd.device)[:, None], Kd[:m, :]], 1)  # (m, 1 + n)
+    first = 0 if joint else m  # the points the posterior is on: Z = all, or the test points
+    rhs = torch.cat([Y.to(Kd.device)[:, None], Kd[:m, first:]], 1)  # (m, 1 + |Z|)
     if solver == "cholesky":
         L, info = torch.linalg.cholesky_ex(Kxx)
         if int(info) != 0:
@@ -222,10 +227,10 @@ def gp_regression(K, Y, *, n_train: int, noise: float, solver: str = "auto", cg_
     else:
         sol = _cg_solve(Kxx, rhs, cg_tol)
     alpha, W = sol[:, 0], sol[:, 1:]  # (K_XX + s I)^-1 Y, (K_XX + s I)^-1 K_XZ
-    mean = Kd[:, :m] @ alpha
-    cov = Kd - Kd[:, :m] @ W
+    mean = Kd[first:, :m] @ alpha
+    cov = Kd[first:, first:] - Kd[first:, :m] @ W
     cov = 0.5 * (cov + cov.T)
-    return GaussianOnPoints(mean.cpu(), cov.cpu(), m)
+    return GaussianOnPoints(mean.cpu(), cov.cpu(), m if joint else 0)
 
 
 def _cg_solve(A: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:

@@ -2,8 +2,9 @@
 noise variance ``noise``, :func:`nngp.mse.gp_regression`), then the orthant probability of each sign
 pattern f on E: the paper's reference code's "GP_MSE". By Cholesky at small m, by gpytorch's
 conjugate gradients at large m (``solver``). The latent posterior on S need not have S's signs:
-log P(fits S) is reported, and ``condition = true`` conditions P(f) on it (default false, as the
-reference code: the test block alone).
+log P(fits S) is reported (up to m = ``joint_max_m``: above, only the test block's posterior is
+computed, k + 1 right-hand sides instead of m + k + 1), and ``condition = true`` conditions P(f) on it
+(default false, as the reference code: the test block alone).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class GPMSEOptions(GaussianOptions):
         "auto", description="cholesky, or gpytorch's conjugate gradients (cg; large m, GPU); auto: cholesky up "
                             "to m = 4000")
     condition: bool = Field(False, description="condition P(f) on the latent posterior fitting S")
+    joint_max_m: int = Field(2000, ge=0, description="up to this m the posterior on S is computed too (log P(fits "
+                                                     "S) reported); above, E alone unless condition")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the GP solve runs (float64)")
 
 
@@ -43,6 +46,7 @@ class GPMSEEstimator(GaussianScorer):
 
     def gaussian(self, case, options):
         split = case.split()
+        joint = options.condition or split.n_train <= options.joint_max_m
         g = gp_regression(case.fit("kernel").K, targets(split.y_train), n_train=split.n_train, noise=options.noise,
-                          solver=options.solver, device=resolve_device(options.device))
-        return g, {"noise": options.noise}
+                          solver=options.solver, device=resolve_device(options.device), joint=joint)
+        return g, {"noise": options.noise, "joint": joint}

@@ -115,6 +115,10 @@ def test_gp_regression_matches_numpy_and_the_cg_path_matches_cholesky():
     A = Kn[:m, :m] + 0.05 * np.eye(m)
     np.testing.assert_allclose(g.mean.numpy(), Kn[:, :m] @ np.linalg.solve(A, Y.numpy()), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(g.cov.numpy(), Kn - Kn[:, :m] @ np.linalg.solve(A, Kn[:m]), rtol=1e-9, atol=1e-12)
+    test_only = gp_regression(K, Y, n_train=m, noise=0.05, joint=False)  # k + 1 right-hand sides
+    assert test_only.n_train == 0
+    torch.testing.assert_close(test_only.mean, g.test()[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(test_only.cov, g.test()[1], rtol=1e-12, atol=1e-14)
     cg = gp_regression(K, Y, n_train=m, noise=0.05, solver="cg", cg_tol=1e-10)
     torch.testing.assert_close(cg.mean, g.mean, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(cg.cov, g.cov, rtol=1e-6, atol=1e-8)

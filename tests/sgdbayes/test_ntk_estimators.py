@@ -111,6 +111,12 @@ def test_gp_mse_matches_genz_on_the_regression_posterior(tmp_path):
         assert abs(v - _genz_log_p(mean, cov, f)) < 5 * e + 2e-3
     extras = spec.estimator.extras(case, spec.options, res)
     assert extras["gp-mse_log_p_fit"] < 0 and extras["gp-mse_conditioned"] is False
+    # above joint_max_m only the test block is computed: the same values, log P(fits S) not computed
+    case2, spec2 = _case(tmp_path / "test-only", {"top": 0, "noise": 0.05, "n_samples": 4000, "joint_max_m": 4},
+                         method="gp-mse")
+    res2 = _score(case2, spec2, ALL[:6])
+    np.testing.assert_allclose(res2.log_p, res.log_p, rtol=1e-10)
+    assert math.isnan(spec2.estimator.extras(case2, spec2.options, res2)["gp-mse_log_p_fit"])
 
 
 def test_training_time_needs_full_batch_gradient_descent_on_mse(tmp_path):
