@@ -107,23 +107,24 @@ def step_train(args, sizes: Sizes) -> dict:
     per_example = matmul_flops_per_example(split.x_train.shape[1], sizes.width, 2)
     shapes = [split.x_train.shape[1], sizes.width, sizes.width, 1]
     train_runs(arch, split, spec, seed=99, start=0, stop=4, ensemble=4, device=device)  # warm-up
-    budget = sizes.limits["train"] * 0.45  # leave room for the float32 comparison
-    t_start, rows = time.perf_counter(), []
-    for e in sizes.ensembles:
-        if rows and time.perf_counter() - t_start + 2.2 * rows[-1]["seconds"] > budget:
-            break  # the next size (twice the runs) would not fit the step's budget
-        table, t = _train_once(arch, split, spec, e, device, tf32=True)
-        rows.append(_row(table, t, e, "tf32", split.n_train, per_example,
-                         ensemble_matmul_tflops(e, spec.batch_size, shapes, device)))
+    result = {"setting": f"{arch.describe()}, MNIST m={split.n_train}, k=100, batch 128, sgd lr {sizes.lr}",
+              "device": _device_name(device), "rows": [], "ok": True}
+    budget = sizes.limits["train"] * 0.6  # leave room for the float32 comparison
+    t_start, rows = time.perf_counter(), result["rows"]
+    # float32 right after the first size, so that both precisions are measured even if time runs short
+    plan = [(sizes.ensembles[0], True), (sizes.ensembles[0], False)] + [(e, True) for e in sizes.ensembles[1:]]
+    for e, tf32 in plan:
+        if rows and time.perf_counter() - t_start + 2.2 * rows[-1]["seconds"] * e / rows[-1]["ensemble"] > budget:
+            break  # the next size would not fit the step's budget
+        table, t = _train_once(arch, split, spec, e, device, tf32=tf32)
+        peak = ensemble_matmul_tflops(e, spec.batch_size, shapes, device) if tf32 else None
+        rows.append(_row(table, t, e, "tf32" if tf32 else "float32", split.n_train, per_example, peak))
+        best = max((r for r in rows if r["precision"] == "tf32"), key=lambda r: r["runs_per_s"])
+        result.update(best_runs_per_s=best["runs_per_s"], best_ensemble=best["ensemble"],
+                      runs_per_hour=best["runs_per_s"] * 3600)
+        _save(args, "train", result)  # kept if a later size overruns the step's limit
         print(rows[-1], flush=True)
-    e = rows[-1]["ensemble"]
-    table, t = _train_once(arch, split, spec, e, device, tf32=False)
-    rows.append(_row(table, t, e, "float32", split.n_train, per_example, None))
-    print(rows[-1], flush=True)
-    best = max((r for r in rows if r["precision"] == "tf32"), key=lambda r: r["runs_per_s"])
-    return {"setting": f"{arch.describe()}, MNIST m={split.n_train}, k=100, batch 128, sgd lr {sizes.lr}",
-            "device": _device_name(device), "rows": rows, "best_runs_per_s": best["runs_per_s"],
-            "best_ensemble": best["ensemble"], "runs_per_hour": best["runs_per_s"] * 3600, "ok": True}
+    return result
 
 
 def _row(table, seconds, e, precision, m, per_example, peak):
@@ -199,6 +200,10 @@ def step_experiment(args, sizes: Sizes) -> dict:
             shutil.copy(run_dir / figure, Path(args.out) / "psgd_vs_pb.png")
             out["figure"] = figure
     return out
+
+
+def _save(args, step: str, result: dict) -> None:
+    Path(args.work, f"{step}.json").write_text(json.dumps(result, indent=1, default=str))
 
 
 def _previous(args, step: str) -> dict:
@@ -288,16 +293,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda (the GPU machine) or cpu (the dry run)")
     p.add_argument("--tiny", action="store_true", help="the dry run's sizes (seconds on a CPU)")
+    p.add_argument("--quick", action="store_true", help="`make bench`: --device cpu --tiny --only train,kernel_ep")
     p.add_argument("--out", default=os.environ.get("OUT", "device_check_out"), help="folder for the outputs")
     p.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps among {', '.join(STEPS)}")
     p.add_argument("--limit-scale", type=float, default=1.0, help="multiply every step's time limit")
     p.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:
+        args.device, args.tiny, args.only = "cpu", True, "train,kernel_ep"
     sizes = TINY if args.tiny else GPU
     if args.step:  # child: run one step, write its JSON
-        result = STEP_FUNCTIONS[args.step](args, sizes)
-        Path(args.work, f"{args.step}.json").write_text(json.dumps(result, indent=1, default=str))
+        _save(args, args.step, STEP_FUNCTIONS[args.step](args, sizes))
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(STEPS))
