@@ -15,7 +15,7 @@ from sampler.data import boolean_inputs
 from sampler.packed import PackedCounts
 from sampler.prior_functions import sample_prior_functions
 from sgdbayes.cli import main
-from sgdbayes.prior_bias import load_prior_bias_config, nngp_scores, run_prior_bias
+from sgdbayes.prior_bias import load_prior_bias_config, nngp_scores
 
 ARCH = sampler.FCN(depth=1, width=256, activation="relu", sigma_w=1.5, sigma_b=0.3)
 X2 = torch.as_tensor(boolean_inputs()[[3, 100]], dtype=torch.float32)
