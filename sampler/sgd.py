@@ -45,6 +45,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from . import _span
 from .checks import check_choice, check_int
 from .architectures import Architecture, check_arch_split
 from .data import Split
@@ -220,19 +221,21 @@ class RunsChunk:
     """Runs that finished together, in no particular run order: ``runs`` int64, ``functions`` (bitstrings
     on E), ``fit`` (reached, and after ``epochs_after_fit`` kept, 100% training accuracy), ``epochs``
     int32 (to fit, started epochs when ``check_every`` is set, or ``max_epochs``), ``final_loss`` float64
-    (mean over the whole training set at the end; nan if it diverged)."""
+    (mean over the whole training set at the end; nan if it diverged); ``first_layer`` how the first
+    layer was trained (``FirstLayer.info()`` of :mod:`sampler._span`)."""
 
     runs: np.ndarray
     functions: list
     fit: np.ndarray
     epochs: np.ndarray
     final_loss: np.ndarray
+    first_layer: dict = dataclasses.field(default_factory=dict)
 
 
 def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[int], *, seed: int,
               ensemble: int = 256, device="cpu", dtype: torch.dtype = torch.float32, tf32: bool = True,
               keep_members: Sequence[int] = (), members: dict | None = None,
-              on_step: Callable | None = None) -> Iterator[RunsChunk]:
+              on_step: Callable | None = None, span: bool | None = None) -> Iterator[RunsChunk]:
     """Train ``runs`` (run indices) in an ensemble of ``ensemble`` networks; yield results as they finish.
 
     Parameters
@@ -255,7 +258,12 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
     on_step : callable, optional
         ``on_step(runs, params)`` after every optimiser step: ``runs`` (E,) int64 array of the
         run in each member slot (-1 for an idle slot), ``params`` the stacked parameters (do not
-        modify them). For step-by-step tests.
+        modify them). For step-by-step tests. Forces the full path (``span``).
+    span : bool or None
+        Train the first layer in the span of the split's inputs (S and E), exact for SGD and momentum
+        with a dense first layer (FCN), d / r times less first-layer arithmetic (:mod:`sampler._span`).
+        None (default): where exact and ``r < d``; True: required (``ValueError`` where not exact);
+        False: never. Each chunk's ``first_layer`` says which path ran and why.
     """
     dev = _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     if isinstance(runs, range):  # kept lazy: 10^6 runs need no list
@@ -268,8 +276,9 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
         raise ValueError("keep_members needs a dict members to put the trained networks in")
     if not runs:
         return
+    layer = _span.first_layer(arch, spec, split.x_train, split.x_test, span=span, on_step=on_step)
     with _tf32(dev, tf32):
-        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step)
+        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer)
 
 
 def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.device:
@@ -285,13 +294,15 @@ def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.dev
     return resolve_device(device)
 
 
-def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step):
-    net = arch.network(split.input_shape, dtype=dtype, device=dev)
-    x = split.x_train.to(dev, dtype)
+def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer):
+    path = layer.bind(arch, split.input_shape, dtype=dtype, device=dev)
+    net = path.net
+    info = layer.info()
+    x = path.inputs(split.x_train)
     y = split.y_train.to(dev)
     y_bool = y.bool()
     yf = y.to(dtype)
-    x_test = split.x_test.to(dev, dtype)
+    x_test = path.inputs(split.x_test)
     m, bs = split.n_train, spec.batch_size
     spe = spec.steps_per_epoch(m)
     max_steps = spec.max_epochs * spe
@@ -326,7 +337,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if k:
             new_t = torch.as_tensor(new, device=dev)
             with torch.no_grad():
-                for p, q in zip(params, net.init([make_generator(seed, "init", int(r)) for r in batch])):
+                for p, q in zip(params, path.init([make_generator(seed, "init", int(r)) for r in batch])):
                     p.index_copy_(0, new_t, q)
             opt.reset(new_t)
             pos_dev.index_fill_(0, new_t, 0)
@@ -413,8 +424,8 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
             functions = outputs_to_strings(evaluate(subset(params, fin), x_test))
         for j in fin.tolist():
             if int(slot_run[j]) in keep:
-                members[int(slot_run[j])] = net.member(params, j)
-        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64))
+                members[int(slot_run[j])] = path.member(params, j, make_generator(seed, "init", int(slot_run[j])))
+        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), info)
 
         assign(fin)
         # Once runs are used up, drop idle members so the tail trains only what is left.
@@ -447,7 +458,7 @@ def _shard_chunks(arch, split, spec, seed, start, stop, progress, **kw) -> Itera
 
 def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
                ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-               tf32: bool = True) -> pa.Table:
+               tf32: bool = True, span: bool | None = None) -> pa.Table:
     """Train runs ``start, ..., stop - 1``; one row per run. Parameters as in :func:`sgd_shard`.
 
     Returns
@@ -457,7 +468,7 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
         ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``), ``final_loss`` float64.
     """
     chunks = list(_shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
-                                dtype=dtype, tf32=tf32))
+                                dtype=dtype, tf32=tf32, span=span))
     runs = np.concatenate([c.runs for c in chunks])
     order = np.argsort(runs, kind="stable")
     functions = [f for c in chunks for f in c.functions]
@@ -471,7 +482,7 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
 
 def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
               ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-              tf32: bool = True) -> pa.Table:
+              tf32: bool = True, span: bool | None = None) -> pa.Table:
     """One shard of P_SGD: train runs ``[start, stop)`` and count the functions of those that fit S.
 
     The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator; only counts are
@@ -486,17 +497,22 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     pyarrow.Table
         A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the fitted
         runs, most frequent first; ``n_samples = stop - start`` (runs started, fitted or not);
-        ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, and the ``device``.
+        ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, the ``device``, and
+        how the first layer was trained (``span``): ``first_layer`` ("span" or "full"), ``span_rank``
+        (r, or None where not computed), ``input_dim`` (d) and ``first_layer_reason``.
     """
     counts: Counter = Counter()
     fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
+    first_layer: dict = {}
     for c in _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
-                           dtype=dtype, tf32=tf32):
+                           dtype=dtype, tf32=tf32, span=span):
+        first_layer = c.first_layer
         counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
         fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
     order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
     by_run = np.argsort(order, kind="stable")
-    info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device))}
+    info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device)),
+            **first_layer}
     return count_table(counts, n_samples=stop - start, info=info)
 
 
