@@ -46,7 +46,10 @@ def span_basis(x: torch.Tensor) -> torch.Tensor:
     From the SVD of ``x`` in float64: right singular vectors of the singular values above
     ``s_max * max(n, d) * eps_float64`` (LAPACK's usual numerical-rank tolerance), so ``r`` is the
     numerical rank and ``|x - x V V^T|`` is of that order relative to ``s_max``. At least one
-    column (``r >= 1``), also for an all-zero ``x``.
+    column (``r >= 1``), also for an all-zero ``x``. The tolerance is float64's whatever ``x``'s
+    dtype, so that the span holds the points to float64 rounding and training in it stays exact:
+    float32 points that lie near a subspace only up to their own rounding count at full rank
+    (the rank deficiencies of real data, duplicates and always-zero pixels, are exact).
     """
     x64 = x.detach().to(device="cpu", dtype=torch.float64).reshape(x.shape[0], -1)
     _, s, vh = torch.linalg.svd(x64, full_matrices=False)
