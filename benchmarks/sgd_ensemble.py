@@ -1,6 +1,6 @@
 """Runs trained to 100% per second: the ensemble engine against a loop of plain torch.optim models.
 
-Two settings from issue 4, measured side by side in one run on this machine:
+Three settings, each measured side by side in one run on this machine (issues 4 and 27):
 
 - Boolean system: FCN 7-40-40-1 (relu), m = 64, batch 8, ensemble 256, SGD: per-model overhead
   dominates;
@@ -11,11 +11,12 @@ Two settings from issue 4, measured side by side in one run on this machine:
   multiply-adds)``), for the examples each member processes; accuracy checks, gathers and
   elementwise work are not counted but their time is, so the fraction is conservative.
 
-``--only span``: the default experiment's SGD stage (``configs/default.toml``: MNIST m = 100,
-k = 20, FCN 2x64, SGD lr 0.1, batch 32, ensemble 512) trained with the first layer in the span of
-the split's inputs (``span=None``, automatic: r = 120 of d = 784) and in input coordinates
-(``span=False``), the same runs side by side; prints wall and CPU seconds of each and the ratio
-(goal >= 3x), and how many runs end at the same function (float32: rounding may flip a few).
+- Span (first; ``--only span`` alone): the default experiment's SGD stage (``configs/default.toml``:
+  MNIST m = 100, k = 20, FCN 2x64, SGD lr 0.1, batch 32, ensemble 512) trained with the first layer
+  in the span of the split's inputs (``span=None``, automatic: r = 120 of d = 784) and in input
+  coordinates (``span=False``), the same runs (``--runs``, 128 with ``--quick``) one path after the
+  other; prints wall and CPU seconds of each and their ratio (goal >= 3x), and how many runs both
+  paths' counts share (float32: rounding may flip a few functions).
 
 Both sides train the *same* runs (same initialisation, same minibatch order, same stopping
 rule: whole-training-set accuracy at each epoch's end); the loop trains the first runs of the
@@ -156,12 +157,11 @@ def main(argv=None):
     if args.paper:
         paper_setting(args, device)
         return
-    if args.only == "span":
+    if args.only in (None, "span"):
         span_setting(args, device)
-        return
-    if args.only != "boolean":
+    if args.only in (None, "mnist"):
         mnist_setting(args, device)
-    if args.only != "mnist":
+    if args.only in (None, "boolean"):
         boolean_setting(args, device)
 
 
@@ -175,7 +175,7 @@ def span_setting(args, device):
     case = config.cases()[0]
     options = next(e.options for e in case.estimators if e.method == "sgd")
     spec, split = options.train_spec(), case.split()
-    n_runs = min(args.runs, 256) if args.quick else args.runs
+    n_runs = min(args.runs, 128) if args.quick else args.runs
     ensemble = min(options.ensemble, n_runs)
     print(f"[span] configs/default.toml: {case.arch.describe()}, m={split.n_train}, k={split.n_test}, "
           f"{spec.optimizer} lr {spec.lr} batch {spec.batch_size}, ensemble {ensemble}, {n_runs} runs per path")
