@@ -192,8 +192,8 @@ class BoundFirstLayer:
     def init(self, generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
         """Members as ``Network.init`` of the full network draws them, first weight projected: ``W V``."""
         params = self.full.init(generators)
-        if self._v is not None:
-            params[0] = params[0] @ self._v
+        if self._v is not None:  # one product per member (bmm), so a member does not depend on how many are drawn
+            params[0] = torch.bmm(params[0], self._v.expand(len(generators), -1, -1))
         return params
 
     def member(self, params: Sequence[torch.Tensor], j: int, generator: torch.Generator) -> torch.nn.Module:

@@ -13,7 +13,7 @@ import sampler
 from analysis.stats import homogeneity
 from sampler._span import BoundFirstLayer, first_layer, span_allowed, span_basis
 from sampler.optimizers import OPTIMIZERS, ROTATION_EQUIVARIANT
-from sampler.sgd import TrainSpec, iter_runs, sgd_shard
+from sampler.sgd import TrainSpec, iter_runs, sgd_shard, train_runs
 from sampler.store import shard_meta
 
 D64 = torch.float64
@@ -68,6 +68,14 @@ def test_span_path_of_a_linear_model_and_mse(mnist):
     # depth 0: the first layer is the readout itself
     spec = TrainSpec(optimizer="sgd", lr=0.005, batch_size=8, loss="mse", max_epochs=30)
     assert_span_matches_full(sampler.FCN(depth=0), mnist, spec, [1, 2])
+
+
+def test_span_path_does_not_depend_on_the_ensemble_size(mnist):
+    spec = TrainSpec(lr=0.1, batch_size=8, max_epochs=10)
+    arch = sampler.FCN(depth=2, width=8)
+    a = train_runs(arch, mnist, spec, seed=0, start=0, stop=6, ensemble=2, span=True)
+    b = train_runs(arch, mnist, spec, seed=0, start=0, stop=6, ensemble=6, span=True)
+    assert a.equals(b)
 
 
 def test_rank_deficient_inputs(mnist):
