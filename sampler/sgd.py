@@ -323,6 +323,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     # for the queue to drain, which exposes every kernel launch.
     pos_dev = torch.zeros(size, dtype=torch.long, device=dev)
     arange_b = torch.arange(bs, device=dev)
+    short = m - (spe - 1) * bs if m % bs else 0  # size of the last batch of an epoch when it is short
     next_run = 0
     n_diverged = 0
     x_buf = None
@@ -374,16 +375,20 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if starting.size:
             new_perms = torch.stack([torch.randperm(m, generator=gens[j]) for j in starting.tolist()])
             perms.index_copy_(0, _to_device(torch.from_numpy(starting), dev), _to_device(new_perms, dev))
-        # Each member's minibatch, padded to batch_size with zero weights for a short last batch.
-        offsets = (pos_dev * bs).unsqueeze(1) + arange_b
+        # Each member's minibatch, padded to batch_size with zero weights for a short last batch;
+        # with checks at epoch ends, runs start and stop at epoch boundaries, so every member is in
+        # phase and a short last batch is trained without padding, whatever the ensemble holds
+        # (m = 100, batch 32: 100 rows an epoch instead of 128).
+        cols = short if short and every is None and bool((pos[active] == spe - 1).all()) else bs
+        offsets = (pos_dev * bs).unsqueeze(1) + arange_b[:cols]
         weights = (offsets < m).to(dtype)
         index = perms.gather(1, offsets.clamp_(max=m - 1))
         # Gathered into one reused buffer: a fresh (E*B, d) tensor per step costs more in page
         # faults than the gather itself (measured: 90 ms -> 14 ms for MNIST, E=256, B=128).
-        rows = len(slot_run) * bs
+        rows = len(slot_run) * cols
         if x_buf is None or x_buf.shape[0] < rows:
             x_buf = torch.empty((rows, x.shape[1]), dtype=dtype, device=dev)
-        xb = torch.index_select(x, 0, index.reshape(-1), out=x_buf[:rows]).view(len(slot_run), bs, -1)
+        xb = torch.index_select(x, 0, index.reshape(-1), out=x_buf[:rows]).view(len(slot_run), cols, -1)
         outputs, backward = net.forward_train(params, xb)
         grads = backward(member_loss_grads(outputs, y[index], spec.loss, weights))
         opt.step(params, grads)
