@@ -526,7 +526,8 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
                seed: int = 0, device="cpu", momentum: float = TrainSpec.momentum,
                max_epochs: int = TrainSpec.max_epochs, epochs_after_fit: int = TrainSpec.epochs_after_fit,
                check_every: int | None = TrainSpec.check_every, ensemble: int = 256, run_folder=None,
-               shard_size: int = 1024, progress=True, dtype: torch.dtype = torch.float32) -> FunctionCounts:
+               shard_size: int = 1024, progress=True, dtype: torch.dtype = torch.float32,
+               span: bool | None = None) -> FunctionCounts:
     """P_SGD by counting: train ``n_runs`` networks to 100% training accuracy and count their functions.
 
     Parameters
@@ -545,8 +546,9 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
     progress : bool, callable or tqdm bar
         True: a tqdm bar over the ``n_runs`` runs (``smoothing=0.1``: the latest runs weigh most)
         with the fit fraction; a callable gets ``(n_done, n_fit)``.
-    device, ensemble, dtype
-        As in :func:`iter_runs`.
+    device, ensemble, dtype, span
+        As in :func:`iter_runs` (``span``: the first layer in the span of the inputs; the same
+        functions up to rounding either way, so it is not part of a run folder's fingerprint).
     """
     n_runs = check_int("n_runs", n_runs, minimum=1)
     check_int("shard_size", shard_size, minimum=1)
@@ -560,7 +562,7 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
 
     def compute(shard, callback):
         return sgd_shard(arch, split, spec, seed=seed, start=shard["start"], stop=shard["stop"], ensemble=ensemble,
-                         device=device, progress=callback, dtype=dtype)
+                         device=device, progress=callback, dtype=dtype, span=span)
 
     with ShardProgress(progress, total=n_runs, desc=f"P_SGD {arch.describe()}", unit="run") as prog:
         return merge_shards(run_shards(run_folder, "sgd", plan, compute, fingerprint=print_, progress=prog))
