@@ -430,7 +430,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         for j in fin.tolist():
             if int(slot_run[j]) in keep:
                 members[int(slot_run[j])] = path.member(params, j, make_generator(seed, "init", int(slot_run[j])))
-        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), info)
+        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), dict(info))
 
         assign(fin)
         # Once runs are used up, drop idle members so the tail trains only what is left.
