@@ -112,7 +112,11 @@ class FirstLayer:
     reason : str
         Why this path (from :func:`span_allowed`, or the caller's ``span=``).
     basis : torch.Tensor or None
-        ``V`` ``(d, r)``, float64 on the CPU (``"span"`` only).
+        ``V`` ``(d, r)``, float64 on the CPU (``"span"`` only), its first ``train_rank`` columns a
+        basis of the span of S alone.
+    train_rank : int or None
+        ``r_S <= r``, the dimension of the span of S: training steps and the accuracy checks on S
+        use only those columns (the others, directions E adds, get no gradient and never change).
     """
 
     kind: str
@@ -120,6 +124,7 @@ class FirstLayer:
     rank: int | None
     reason: str
     basis: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    train_rank: int | None = None
 
     def info(self) -> dict:
         """Shard info fields: ``first_layer``, ``span_rank``, ``input_dim``, ``first_layer_reason``."""
@@ -159,7 +164,19 @@ def first_layer(arch: Architecture, spec, x_train: torch.Tensor, x_test: torch.T
             return FirstLayer("full", d, r, why)
     else:
         why = f"span=True was asked for; the inputs span {r} of {d} dimensions"
-    return FirstLayer("span", d, r, why, basis)
+    basis, r_train = _train_directions_first(basis, x_train.reshape(x_train.shape[0], -1))
+    return FirstLayer("span", d, r, why, basis, r_train)
+
+
+def _train_directions_first(basis: torch.Tensor, x_train: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``basis`` ``(d, r)`` rotated within its span so that its first ``r_S`` columns span the rows of
+    ``x_train`` (their numerical rank, at least 1, by the tolerance of :func:`span_basis`); and ``r_S``."""
+    a = x_train.detach().to(device="cpu", dtype=torch.float64) @ basis
+    if a.shape[0] == 0:
+        return basis, basis.shape[1]
+    _, s, wh = torch.linalg.svd(a, full_matrices=True)
+    r_train = max(1, int((s > s[0] * max(a.shape[0], basis.shape[0]) * _EPS64).sum())) if s.numel() else 1
+    return (basis @ wh.T).contiguous(), r_train
 
 
 class BoundFirstLayer:
@@ -175,12 +192,28 @@ class BoundFirstLayer:
                  device: torch.device):
         self.layer = layer
         self.full = arch.network(input_shape, dtype=dtype, device=device)
+        self._r_train = None
         if layer.kind == "full":
             self.net = self.full
             self._v = None
         else:
             self.net = arch.network((layer.rank,), dtype=dtype, device=device)
             self._v = layer.basis.to(device=device, dtype=dtype)
+            if layer.train_rank is not None and layer.train_rank < layer.rank:
+                self._r_train = layer.train_rank
+
+    def trained(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The parameters training steps and checks on S use: the first weight's first ``r_S`` columns
+        (a view: updating it in place updates ``params``), or ``params`` themselves."""
+        if self._r_train is None:
+            return list(params)
+        return [params[0][..., :self._r_train], *params[1:]]
+
+    def train_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Training inputs ``x`` ``(m, *input_shape)`` for :meth:`trained` parameters: :meth:`inputs`,
+        its first ``r_S`` columns (the others are 0 to rounding: S lies in the first ``r_S`` directions)."""
+        z = self.inputs(x)
+        return z if self._r_train is None else z[:, :self._r_train].contiguous()
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(n, *input_shape)`` as the trained network's inputs: flattened, or ``x V`` (computed in float64)."""

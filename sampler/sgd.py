@@ -298,7 +298,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     path = layer.bind(arch, split.input_shape, dtype=dtype, device=dev)
     net = path.net
     info = layer.info()
-    x = path.inputs(split.x_train)
+    x = path.train_inputs(split.x_train)
     y = split.y_train.to(dev)
     y_bool = y.bool()
     yf = y.to(dtype)
@@ -311,7 +311,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
 
     size = min(ensemble, len(runs))
     params = [torch.zeros((size, *s), dtype=dtype, device=dev, requires_grad=True) for s in net.shapes]
-    opt = EnsembleOptimizer(spec.optimizer, params, lr=spec.lr, momentum=spec.momentum)
+    opt = EnsembleOptimizer(spec.optimizer, path.trained(params), lr=spec.lr, momentum=spec.momentum)
     slot_run = np.full(size, -1, dtype=np.int64)
     step = np.zeros(size, dtype=np.int64)
     fit_step = np.full(size, -1, dtype=np.int64)
@@ -389,9 +389,10 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if x_buf is None or x_buf.shape[0] < rows:
             x_buf = torch.empty((rows, x.shape[1]), dtype=dtype, device=dev)
         xb = torch.index_select(x, 0, index.reshape(-1), out=x_buf[:rows]).view(len(slot_run), cols, -1)
-        outputs, backward = net.forward_train(params, xb)
+        trained = path.trained(params)
+        outputs, backward = net.forward_train(trained, xb)
         grads = backward(member_loss_grads(outputs, y[index], spec.loss, weights))
-        opt.step(params, grads)
+        opt.step(trained, grads)
         step += 1
         torch.remainder(pos_dev + 1, spe, out=pos_dev)
         if on_step is not None:
@@ -406,7 +407,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
             continue
         sl = np.nonzero(need)[0]
         with torch.no_grad():
-            out = evaluate(subset(params, sl), x)
+            out = evaluate(path.trained(subset(params, sl)), x)
             fits_t = ((out > 0) == y_bool).all(1)
             loss_t = member_losses(out, yf, spec.loss)
             finite_t = torch.isfinite(out).all(1) & torch.isfinite(loss_t)

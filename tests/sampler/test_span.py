@@ -140,6 +140,12 @@ def test_the_decision(mnist):
     assert chunks[0].first_layer["first_layer"] == "full"
     info = shard_meta(sgd_shard(fcn, mnist, TrainSpec(batch_size=8, max_epochs=1), seed=0, start=0, stop=1))[1]
     assert (info["first_layer"], info["span_rank"], info["input_dim"]) == ("span", 32, 784)
+    layer = first_layer(fcn, sgd, mnist.x_train, mnist.x_test)
+    assert (layer.rank, layer.train_rank) == (32, 24)  # E adds 8 directions, which training never updates
+    v, xs = layer.basis, mnist.x_train.to(D64)
+    torch.testing.assert_close(v.T @ v, torch.eye(32, dtype=D64), atol=1e-12, rtol=0)
+    vs = v[:, :24]
+    assert float((xs - xs @ vs @ vs.T).abs().max()) < 1e-12 * float(xs.abs().max())
     with pytest.raises(TypeError, match="span must be None"):
         first_layer(fcn, sgd, mnist.x_train, mnist.x_test, span="yes")
 
