@@ -111,7 +111,8 @@ def fcn_features(params, x: torch.Tensor, *, activation: str, acts: list | None 
     phi = activation_fn(activation)
     h = x
     for i in range(0, len(params), 2):
-        h = phi(_affine(h, params[i], params[i + 1]))
+        z = _affine(h, params[i], params[i + 1])  # a fresh tensor: relu in place saves an allocation (9x)
+        h = z.relu_() if activation == "relu" else phi(z)
         if acts is not None:
             acts.append(h)
     return h
@@ -279,6 +280,13 @@ class Architecture:
     #: Whether :meth:`init_` is the standard rule (then many members can be drawn as stacked tensors).
     standard_init = True
 
+    #: Whether the first parameter is a dense weight ``(fan_out, d)`` applied to the flattened input
+    #: (``x W^T``), the input reaching the network through nothing else, and whether the spec on input
+    #: shape ``(r,)`` is the same network with that weight ``(fan_out, r)``. Then training may run in the
+    #: span of the split's inputs (:mod:`sampler._span`). FCN: yes; CNN (convolutions), LSTM (rows
+    #: as a sequence) and user modules (unknown structure): no.
+    dense_first_layer: ClassVar[bool] = False
+
     def _make(self, input_shape: tuple[int, ...]) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement _make(input_shape) -> nn.Module")
 
@@ -382,6 +390,7 @@ class FCN(Architecture):
 
     kind: ClassVar[str] = "fcn"
     prior_method: ClassVar[str] = "preactivations"
+    dense_first_layer: ClassVar[bool] = True
     depth: int = 2
     width: int = 512
     activation: str = "relu"

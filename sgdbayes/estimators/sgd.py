@@ -99,10 +99,13 @@ class SGDEstimator(Estimator):
     def extras(self, case, options, result):
         epochs = np.concatenate([np.asarray(i["epochs"], float) for i in result.infos] or [np.zeros(0)])
         loss = np.concatenate([np.asarray(i["final_loss"], float) for i in result.infos] or [np.zeros(0)])
+        # how the shards trained the first layer (sampler.sgd_shard's info; shards from before it: "full")
+        layer = {"sgd_first_layer": "/".join(sorted({i.get("first_layer", "full") for i in result.infos})) or None,
+                 "sgd_span_rank": next((i["span_rank"] for i in result.infos if i.get("span_rank")), None)}
         if epochs.size == 0:
-            return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None}
+            return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None, **layer}
         return {"sgd_mean_epochs": float(epochs.mean()), "sgd_median_epochs": float(np.median(epochs)),
-                "sgd_mean_final_loss": float(loss.mean())}
+                "sgd_mean_final_loss": float(loss.mean()), **layer}
 
     def memory(self, case, options):
         ensemble = min(options.ensemble, options.shard_size, options.n_runs)
