@@ -220,19 +220,21 @@ class RunsChunk:
     """Runs that finished together, in no particular run order: ``runs`` int64, ``functions`` (bitstrings
     on E), ``fit`` (reached, and after ``epochs_after_fit`` kept, 100% training accuracy), ``epochs``
     int32 (to fit, started epochs when ``check_every`` is set, or ``max_epochs``), ``final_loss`` float64
-    (mean over the whole training set at the end; nan if it diverged)."""
+    (mean over the whole training set at the end; nan if it diverged); ``measures``: with a ``measure``
+    hook, ``{name: (n,) float64}`` of the trained members (nan for runs that did not fit)."""
 
     runs: np.ndarray
     functions: list
     fit: np.ndarray
     epochs: np.ndarray
     final_loss: np.ndarray
+    measures: dict = dataclasses.field(default_factory=dict)
 
 
 def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[int], *, seed: int,
               ensemble: int = 256, device="cpu", dtype: torch.dtype = torch.float32, tf32: bool = True,
               keep_members: Sequence[int] = (), members: dict | None = None,
-              on_step: Callable | None = None) -> Iterator[RunsChunk]:
+              on_step: Callable | None = None, measure: Callable | None = None) -> Iterator[RunsChunk]:
     """Train ``runs`` (run indices) in an ensemble of ``ensemble`` networks; yield results as they finish.
 
     Parameters
@@ -256,6 +258,10 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
         ``on_step(runs, params)`` after every optimiser step: ``runs`` (E,) int64 array of the
         run in each member slot (-1 for an idle slot), ``params`` the stacked parameters (do not
         modify them). For step-by-step tests.
+    measure : callable, optional
+        ``measure(runs, params) -> {name: (n,) array}`` on the runs that fit, at their stopping point
+        (e.g. :func:`sampler.sharpness.make_measure`): ``runs`` their indices, ``params`` their stacked
+        parameters (detached). Its values go to :attr:`RunsChunk.measures`.
     """
     dev = _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     if isinstance(runs, range):  # kept lazy: 10^6 runs need no list
@@ -269,7 +275,7 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
     if not runs:
         return
     with _tf32(dev, tf32):
-        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step)
+        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, measure)
 
 
 def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.device:
@@ -285,7 +291,7 @@ def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.dev
     return resolve_device(device)
 
 
-def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step):
+def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, measure=None):
     net = arch.network(split.input_shape, dtype=dtype, device=dev)
     x = split.x_train.to(dev, dtype)
     y = split.y_train.to(dev)
@@ -414,7 +420,16 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         for j in fin.tolist():
             if int(slot_run[j]) in keep:
                 members[int(slot_run[j])] = net.member(params, j)
-        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64))
+        # Measures are taken on the full parameters: they are coordinate-dependent (a Hessian, a box
+        # in weight space), so any reduced-coordinate fast path of training must be off when
+        # measure is given (integrating the first-layer span path: span_allowed(...) returns False).
+        measures = {}
+        if measure is not None and ok.any():
+            got = measure(slot_run[fin[ok]].copy(), subset(params, fin[ok]))
+            for name, v in got.items():
+                measures[name] = np.full(len(fin), np.nan)
+                measures[name][ok] = np.asarray(v, dtype=np.float64)
+        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), measures)
 
         assign(fin)
         # Once runs are used up, drop idle members so the tail trains only what is left.
@@ -471,7 +486,7 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
 
 def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
               ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-              tf32: bool = True) -> pa.Table:
+              tf32: bool = True, measure: Callable | None = None) -> pa.Table:
     """One shard of P_SGD: train runs ``[start, stop)`` and count the functions of those that fit S.
 
     The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator; only counts are
@@ -486,17 +501,28 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     pyarrow.Table
         A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the fitted
         runs, most frequent first; ``n_samples = stop - start`` (runs started, fitted or not);
-        ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, and the ``device``.
+        ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, and the ``device``;
+        with ``measure`` (:func:`iter_runs`) also ``measures`` (``{name: [value of each fitted run]}``,
+        run order) and ``measured_function`` (each fitted run's function, run order).
     """
     counts: Counter = Counter()
     fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
+    functions, measured = [], []  # with measure: each fitted run's function and measures
     for c in _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
-                           dtype=dtype, tf32=tf32):
+                           dtype=dtype, tf32=tf32, measure=measure):
         counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
         fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
+        if measure is not None:
+            functions += [f for f, ok in zip(c.functions, c.fit) if ok]
+            measured.append({k: v[c.fit] for k, v in c.measures.items()})
     order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
     by_run = np.argsort(order, kind="stable")
     info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device))}
+    if measure is not None:
+        names = list(dict.fromkeys(k for d in measured for k in d))
+        info["measures"] = {k: np.concatenate([d.get(k, np.full(0, np.nan)) for d in measured])[by_run].tolist()
+                            for k in names}
+        info["measured_function"] = [functions[i] for i in by_run]
     return count_table(counts, n_samples=stop - start, info=info)
 
 
