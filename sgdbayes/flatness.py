@@ -32,7 +32,8 @@ def measured(wide: pa.Table) -> dict[str, list[str]]:
         hit = _MEAN.match(c)
         if hit:
             out.setdefault(hit["label"], []).append(hit["m"])
-    return out
+    order = {m: i for i, m in enumerate(list(MEASURES) + [f"rescaled_{m}" for m in MEASURES])}
+    return {label: sorted(ms, key=order.__getitem__) for label, ms in out.items()}
 
 
 def _points(frame, label: str, ms: Sequence[str], min_count: int, log_p_s: float | None = None):
