@@ -20,7 +20,7 @@ from pydantic import Field, create_model, model_validator
 
 from sampler.sgd import DEVICES, TrainSpec, sgd_shard
 
-from .base import Estimator, attribute_docs, register_estimator
+from .base import Estimator, Options, attribute_docs, register_estimator
 from .flatness import FlatnessOptions, check_options, flatness_extras, shard_measure
 
 
@@ -41,15 +41,17 @@ def n_parameters(arch, input_shape) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-class _SamplingOptions(FlatnessOptions):
-    """The sampling knobs of ``sgd`` and its sharpness measures (:mod:`.flatness`); :data:`SGDOptions`
-    adds :class:`sampler.TrainSpec`'s fields."""
-
+class _Knobs(Options):
     n_runs: int = Field(8192, ge=1, le=MAX_RUNS, description="runs started, each from a fresh initialisation")
     ensemble: int = Field(512, ge=1, description="networks trained at once")
     seed: int = Field(0, ge=0, description="run i is a pure function of (seed, i)")
     device: Literal[DEVICES] = "cpu"
     shard_size: int = Field(1024, ge=1, description="runs per shard")
+
+
+class _SamplingOptions(FlatnessOptions, _Knobs):  # fields in the order knobs, sharpness (then TrainSpec's)
+    """The sampling knobs of ``sgd`` and its sharpness measures (:mod:`.flatness`); :data:`SGDOptions`
+    adds :class:`sampler.TrainSpec`'s fields."""
 
     @model_validator(mode="before")
     @classmethod
