@@ -109,7 +109,10 @@ def figure_flatness(values, targets: Mapping[str, Any], *, name: str, counts=Non
         ax.set_title(title, fontsize=9)
         ax.set(xlabel=name + (" (log scale)" if logx else ""), ylabel=t)
         if logx:
+            from matplotlib.ticker import NullFormatter  # matplotlib only when drawing
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # less than a decade: minor labels would overlap
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

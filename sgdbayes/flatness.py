@@ -36,17 +36,21 @@ def measured(wide: pa.Table) -> dict[str, list[str]]:
     return {label: sorted(ms, key=order.__getitem__) for label, ms in out.items()}
 
 
-def _points(frame, label: str, ms: Sequence[str], min_count: int, log_p_s: float | None = None):
-    """Functions the sampler ``label`` saw >= ``min_count`` times with a measure: measures and targets."""
+def _points(frame, label: str, ms: Sequence[str], min_count: int, seed: int = 0):
+    """Functions the sampler ``label`` saw >= ``min_count`` times with a measure: measures and targets.
+    With rescaled measures, also ``half_rescaled_<m>``: the rescaled value for a random half of the
+    functions (seeded by ``seed``) and the plain one for the rest -- Dinh et al.'s and Zhang et al.'s
+    point: the same functions, whose volume does not move, can be given almost any sharpness."""
     count = frame[f"{label}:count"].to_numpy(float)
     keep = (count >= min_count) & (frame[f"{label}:measured_runs"].to_numpy(float) > 0)
     f = frame[keep]
     lpb = f["log_pb"].to_numpy(float) if "log_pb" in f else np.full(len(f), np.nan)
     measures = {m: f[f"{label}:{m}_mean"].to_numpy(float) for m in ms}
+    half = np.random.default_rng(seed).random(len(f)) < 0.5
+    for m in [m for m in ms if f"rescaled_{m}" in measures]:
+        measures[f"half_rescaled_{m}"] = np.where(half, measures[f"rescaled_{m}"], measures[m])
     targets = {"test_error": f["test_error"].to_numpy(float), "log_pb": lpb,
                "log_p_sgd": f[f"{label}:log_p"].to_numpy(float)}
-    if log_p_s is not None:
-        targets["log_volume"] = lpb + float(log_p_s)
     return measures, targets, f[f"{label}:count"].to_numpy(float)
 
 
@@ -74,9 +78,20 @@ def _section(folder: Path, fig_dir: Path, title: str, frame, groups, label, ms, 
         measures, {k: targets[k] for k in ("test_error", volume, "log_p_sgd")}, n_boot=n_boot, seed=seed)
     corrs += flatness_correlations({volume: targets[volume]}, {k: targets[k] for k in ("test_error", "log_p_sgd")},
                                    n_boot=n_boot, seed=seed)
-    lines = [f"#### {title}", "", markdown_table(HEADER, _rows(corrs)), ""]
     by = {(c.measure, c.target): c for c in corrs}
-    for m in [m for m in ms if not m.startswith("rescaled_")] + [volume]:  # rescaled: in the table only
+
+    def cell(m):
+        c = by.get((m, "test_error"))
+        return None if c is None else f"{fmt(c.spearman, 2)} [{fmt(c.spearman_ci[0], 2)}, {fmt(c.spearman_ci[1], 2)}]"
+
+    plain = [m for m in ms if not m.startswith("rescaled_")]
+    answer = [[m, cell(m), cell(f"rescaled_{m}"), cell(f"half_rescaled_{m}")] for m in plain] + [[volume, cell(volume),
+                                                                                                 "same", "same"]]
+    lines = [f"#### {title}", "", "Spearman with test error (95% CI): as trained, every run rescaled, a random half "
+             "of the functions rescaled.", "",
+             markdown_table(["measure", "as trained", "all rescaled", "half rescaled"], answer), "",
+             "Every pair:", "", markdown_table(HEADER, _rows(corrs)), ""]
+    for m in [m for m in ms if not m.startswith("rescaled_")] + [volume]:  # rescaled ones: in the table only
         values = measures.get(m, targets.get(m))
         tg = {k: targets[k] for k in ("test_error", volume, "log_p_sgd") if k != m}
         path = plot_flatness(values, tg, fig_dir / f"flatness_{label}_{m}{tag}.png", name=m, counts=counts,
@@ -96,10 +111,12 @@ def flatness_section(folder: Path, case, config, summary: dict, wide: pa.Table) 
     lines = ["### Flatness and volume against generalisation", "",
              "Per function: the mean of each measure over the runs that ended at it (functions seen >= "
              f"{a.min_count} times); log P_B is the primary reference's log P_B(f|S) (the volume, up to log P(S), "
-             "constant within a case). Correlations with 95% percentile bootstrap intervals over functions.", ""]
+             "constant within a case). `rescaled_<m>`: every run rescaled layer-wise by alpha; `half_rescaled_<m>`: "
+             "a random half of the functions rescaled (the same functions and volumes). Correlations with 95% "
+             "percentile bootstrap intervals over functions.", ""]
     rows = []
     for label, ms in labels.items():
-        pts = _points(frame, label, ms, a.min_count)
+        pts = _points(frame, label, ms, a.min_count, a.seed)
         more, found = _section(Path(folder), Path(folder) / "figures" / case.name, f"{label}", pts, None, label, ms,
                                a.n_boot, a.seed, "")
         lines += more
@@ -145,7 +162,7 @@ def flatness_pooled(folder: Path, config, cases, summaries: Sequence[dict], wide
     out = []
     for label, ms in labels.items():
         sub = frame[frame[f"{label}:count"] > 0] if f"{label}:count" in frame else frame.iloc[:0]
-        measures, targets, counts = _points(sub, label, ms, a.min_count)
+        measures, targets, counts = _points(sub, label, ms, a.min_count, a.seed)
         keep = (sub[f"{label}:count"].to_numpy(float) >= a.min_count) & (sub[f"{label}:measured_runs"].to_numpy(float) > 0)
         targets["log_volume"] = targets["log_pb"] + sub["log_p_s"].to_numpy(float)[keep]
         more, found = _section(Path(folder), Path(folder) / "figures", f"{label} (all cases)",
