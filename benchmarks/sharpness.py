@@ -34,12 +34,14 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--optimizer", default="sgd")
     ap.add_argument("--rescale-alpha", type=float, default=5.0)
+    ap.add_argument("--probes", type=int, default=16, help="Hutchinson probes (configs/flatness.toml: 16)")
+    ap.add_argument("--lanczos", type=int, default=10, help="Lanczos steps (configs/flatness.toml: 10)")
     args = ap.parse_args(argv)
     n = 16 if args.quick else args.runs
     split = load_split("mnist", n_train=100, n_test=50, seed=0)
     arch = FCN(depth=2, width=40, activation="relu")
     train = TrainSpec(optimizer=args.optimizer, lr=args.lr, batch_size=32, max_epochs=2000)
-    spec = MeasureSpec(rescale_alpha=args.rescale_alpha)
+    spec = MeasureSpec(rescale_alpha=args.rescale_alpha, probes=args.probes, iterations=args.lanczos)
     members: dict = {}
 
     def plain():
@@ -63,7 +65,7 @@ def main(argv=None):
               for ps in zip(*(list(members[r].parameters()) for r in sorted(members)))]
     x, y = split.x_train.double(), split.y_train
     for m in MEASURES:
-        one = MeasureSpec(measures=(m,))
+        one = MeasureSpec(measures=(m,), probes=args.probes, iterations=args.lanczos)
         t, _ = cpu_seconds(lambda: measure_all(net, params, x, y, one,
                                                generator=[make_generator(0, "sharpness", r) for r in range(n)]))
         print(f"  {m:<24} {t:8.2f} s for {n} members ({t / max(t_train, 1e-9):.3f} x training)")
