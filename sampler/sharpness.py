@@ -269,6 +269,7 @@ def rescale(arch: Architecture, params: Sequence[torch.Tensor], alpha: float) ->
 # --- all measures at once -----------------------------------------------------------------------------
 #: The measures by name; ``measure_all`` computes those asked for.
 MEASURES = ("epsilon_sharpness", "hessian_trace", "top_eigenvalue")
+_COMPANIONS = {"hessian_trace": ["hessian_trace_se"], "top_eigenvalue": ["top_eigenvalue_converged"]}
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ class MeasureSpec:
         beside their measure; ``rescaled_*`` with ``rescale_alpha``)."""
         own = []
         for m in self.measures:
-            own += [m] + {"hessian_trace": ["hessian_trace_se"], "top_eigenvalue": ["top_eigenvalue_converged"]}.get(m, [])
+            own += [m] + _COMPANIONS.get(m, [])
         if self.rescale_alpha is None:
             return tuple(own)
         return tuple(own) + tuple(f"rescaled_{m}" for m in own) + ("rescaled_output_change",)

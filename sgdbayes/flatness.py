@@ -163,7 +163,8 @@ def flatness_pooled(folder: Path, config, cases, summaries: Sequence[dict], wide
     for label, ms in labels.items():
         sub = frame[frame[f"{label}:count"] > 0] if f"{label}:count" in frame else frame.iloc[:0]
         measures, targets, counts = _points(sub, label, ms, a.min_count, a.seed)
-        keep = (sub[f"{label}:count"].to_numpy(float) >= a.min_count) & (sub[f"{label}:measured_runs"].to_numpy(float) > 0)
+        keep = ((sub[f"{label}:count"].to_numpy(float) >= a.min_count)
+                & (sub[f"{label}:measured_runs"].to_numpy(float) > 0))
         targets["log_volume"] = targets["log_pb"] + sub["log_p_s"].to_numpy(float)[keep]
         more, found = _section(Path(folder), Path(folder) / "figures", f"{label} (all cases)",
                                (measures, targets, counts), sub["case"].to_numpy()[keep], label, ms,

@@ -68,7 +68,8 @@ def shard_measure(case, options: FlatnessOptions):
     spec = options.measure_spec()
     if spec is None:
         return None
-    return make_measure(case.arch, case.split(), spec, device=resolve_device(options.device))  # type: ignore[attr-defined]
+    device = resolve_device(options.device)  # type: ignore[attr-defined]
+    return make_measure(case.arch, case.split(), spec, device=device)
 
 
 def run_measures(infos) -> tuple[list[str], dict[str, np.ndarray]]:
