@@ -15,6 +15,8 @@ Measures (:data:`MEASURES`):
   standard error over the probes.
 - :func:`top_eigenvalue` -- the largest (algebraic) Hessian eigenvalue by Lanczos with full
   reorthogonalisation, with the Ritz residual ``||H s - theta s||`` and a convergence flag.
+- :func:`gauss_newton_trace` -- the exact trace of the Gauss-Newton matrix (per-example output
+  gradients times the loss curvature ``p (1 - p)``): cheap, no probes.
 
 Rescaling (Dinh et al. 2017): for a relu FCN, ``W1/alpha, b1/alpha, W2*alpha`` is the same function
 (positive homogeneity) with another Hessian. :func:`rescale` applies an architecture's factors
@@ -144,6 +146,36 @@ def hessian_trace(net: Network, params: Sequence[torch.Tensor], x: torch.Tensor,
     return q.mean(0), q.std(0, correction=1) / math.sqrt(probes)
 
 
+# --- Gauss-Newton trace --------------------------------------------------------------------------------
+_GN_ELEMENTS = 1 << 24  # per-example gradient entries (examples x members x parameters) held at once
+
+
+def gauss_newton_trace(net: Network, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+                       loss: str) -> torch.Tensor:
+    """Trace of each member's Gauss-Newton matrix ``(1/n) sum_i l''(o_i) grad o_i grad o_i^T``, exactly:
+    ``(1/n) sum_i l''(o_i) ||grad_w o_i||^2`` with ``l'' = p (1 - p)`` for ``ce`` (p the sigmoid of the
+    output) and 2 for ``mse``; ``(E,)``. The per-example output gradients come from ``torch.func.vmap``
+    over examples (in chunks of bounded memory). For relu networks, whose output is linear in each
+    single parameter, it equals the Hessian trace."""
+    check_choice("loss", loss, LOSSES)
+    params = [p.detach() for p in params]
+    e, n_par = params[0].shape[0], sum(p[0].numel() for p in params)
+    with torch.no_grad():
+        out = net.apply(params, x)  # (E, n)
+    curv = torch.sigmoid(out) * torch.sigmoid(-out) if loss == "ce" else torch.full_like(out, 2.0)
+
+    def grad_one(xi):  # every member's output gradient at one example: tensors (E, *shape)
+        return torch.func.grad(lambda ps: net.apply(list(ps), xi[None]).sum())(tuple(params))
+
+    chunk = max(1, _GN_ELEMENTS // max(1, e * n_par))
+    sq = []
+    for a in range(0, x.shape[0], chunk):
+        g = torch.func.vmap(grad_one)(x[a:a + chunk])  # tensors (c, E, *shape)
+        sq.append(sum(t.reshape(t.shape[0], e, -1).square().sum(-1) for t in g))  # (c, E)
+    norms = torch.cat(sq).T  # (E, n)
+    return (curv * norms).mean(1)
+
+
 # --- top eigenvalue ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Eigen:
@@ -268,7 +300,7 @@ def rescale(arch: Architecture, params: Sequence[torch.Tensor], alpha: float) ->
 
 # --- all measures at once -----------------------------------------------------------------------------
 #: The measures by name; ``measure_all`` computes those asked for.
-MEASURES = ("epsilon_sharpness", "hessian_trace", "top_eigenvalue")
+MEASURES = ("epsilon_sharpness", "hessian_trace", "top_eigenvalue", "gauss_newton_trace")
 _COMPANIONS = {"hessian_trace": ["hessian_trace_se"], "top_eigenvalue": ["top_eigenvalue_converged"]}
 
 
@@ -344,6 +376,8 @@ def measure_all(net: Network, params: Sequence[torch.Tensor], x: torch.Tensor, y
             if m == "epsilon_sharpness":
                 v = epsilon_sharpness(net, ps, x, y, loss=spec.loss, epsilon=spec.epsilon, steps=spec.ascent_steps)
                 out[prefix + m] = v.double().cpu().numpy()
+            elif m == "gauss_newton_trace":
+                out[prefix + m] = gauss_newton_trace(net, ps, x, y, loss=spec.loss).double().cpu().numpy()
             elif m == "hessian_trace":
                 v, se = hessian_trace(net, ps, x, y, loss=spec.loss, probes=spec.probes, generator=generator)
                 out[prefix + m], out[prefix + m + "_se"] = v.double().cpu().numpy(), se.double().cpu().numpy()

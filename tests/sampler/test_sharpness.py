@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from scipy.optimize import minimize
 
 from sampler import FCN, make_generator
-from sampler.sharpness import (MeasureSpec, epsilon_sharpness, hessian_trace, measure_all, rescale, rescaling_factors,
-                               top_eigenvalue)
+from sampler.sharpness import (MeasureSpec, epsilon_sharpness, gauss_newton_trace, hessian_trace, measure_all, rescale,
+                               rescaling_factors, top_eigenvalue)
 
 D, N_EX = 3, 12
 
@@ -58,6 +58,31 @@ def test_hutchinson_within_its_error_of_the_exact_trace():
         exact = float(torch.trace(_exact_hessian(net, params, j, x, y)))
         assert se[j] > 0
         assert abs(float(mean[j]) - exact) <= 4 * float(se[j]), (j, float(mean[j]), exact, float(se[j]))
+
+
+@pytest.mark.parametrize("activation, loss", [("relu", "ce"), ("tanh", "ce"), ("tanh", "mse")])
+def test_gauss_newton_trace_matches_the_jacobian(activation, loss):
+    arch, net, params, x, y = _setup(seed=7, arch=FCN(depth=2, width=4, activation=activation, sigma_b=0.3))
+    got = gauss_newton_trace(net, params, x, y, loss=loss)
+    for j in range(3):
+        module = net.member(params, j)
+        _, flat0 = _lone_loss(net, params, j, x, y)
+        names = [n for n, _ in module.named_parameters()]
+        shapes = [p.shape for _, p in module.named_parameters()]
+
+        def outputs(flat):
+            ps, a = {}, 0
+            for n, s in zip(names, shapes):
+                ps[n] = flat[a:a + math.prod(s)].reshape(s)
+                a += math.prod(s)
+            return torch.func.functional_call(module, ps, (x,))
+
+        jac = torch.autograd.functional.jacobian(outputs, flat0)  # (n, N)
+        o = outputs(flat0)
+        curv = torch.sigmoid(o) * (1 - torch.sigmoid(o)) if loss == "ce" else torch.full_like(o, 2.0)
+        assert float(got[j]) == pytest.approx(float((curv[:, None] * jac**2).sum() / len(o)), rel=1e-10)
+        if activation == "relu":  # the output is linear in each single parameter: tr H = tr GN
+            assert float(got[j]) == pytest.approx(float(torch.trace(_exact_hessian(net, params, j, x, y))), rel=1e-9)
 
 
 def test_top_eigenvalue_matches_eigvalsh():
