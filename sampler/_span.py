@@ -73,8 +73,8 @@ def span_basis(x: torch.Tensor) -> torch.Tensor:
     return vh[keep].T.contiguous()
 
 
-def span_allowed(arch: Architecture, spec, *, on_step: Callable | None = None, rank: int | None = None,
-                 input_dim: int | None = None) -> tuple[bool, str]:
+def span_allowed(arch: Architecture, spec, *, on_step: Callable | None = None, measure: Callable | None = None,
+                 rank: int | None = None, input_dim: int | None = None) -> tuple[bool, str]:
     """Whether training ``arch`` with ``spec`` (a ``TrainSpec``) in the span of the split's inputs is
     exact and, given ``rank`` and ``input_dim``, pays; ``(allowed, reason)``.
 
@@ -91,6 +91,8 @@ def span_allowed(arch: Architecture, spec, *, on_step: Callable | None = None, r
         (spec.optimizer in ROTATION_EQUIVARIANT,
          f"optimizer {spec.optimizer!r} scales gradients per coordinate (not rotation-equivariant)"),
         (on_step is None, "an on_step callback sees the parameters in input coordinates"),
+        (measure is None, "a measure of the trained members (sharpness) depends on the coordinates: the "
+                          "box of epsilon-sharpness and the Hessian are those of the input-coordinate weights"),
     )
     for ok, why in exact:
         if not ok:
@@ -142,7 +144,8 @@ class FirstLayer:
 
 
 def first_layer(arch: Architecture, spec, x_train: torch.Tensor, x_test: torch.Tensor, *,
-                span: bool | None = None, on_step: Callable | None = None) -> FirstLayer:
+                span: bool | None = None, on_step: Callable | None = None,
+                measure: Callable | None = None) -> FirstLayer:
     """The engine's first-layer path for training ``arch`` with ``spec`` on a split's inputs.
 
     ``span``: None chooses (:func:`span_allowed`, exactness and profit); True asks for the span
@@ -154,7 +157,7 @@ def first_layer(arch: Architecture, spec, x_train: torch.Tensor, x_test: torch.T
     d = x_train[0].numel() if x_train.shape[0] else x_test[0].numel()
     if span is False:
         return FirstLayer("full", d, None, "span=False was asked for")
-    ok, why = span_allowed(arch, spec, on_step=on_step)
+    ok, why = span_allowed(arch, spec, on_step=on_step, measure=measure)
     if not ok:
         if span:
             raise ValueError(f"span=True needs exact training in the span of the inputs, but {why}; "
@@ -163,7 +166,7 @@ def first_layer(arch: Architecture, spec, x_train: torch.Tensor, x_test: torch.T
     basis = span_basis(torch.cat([x_train.reshape(x_train.shape[0], -1), x_test.reshape(x_test.shape[0], -1)]))
     r = basis.shape[1]
     if span is None:
-        ok, why = span_allowed(arch, spec, on_step=on_step, rank=r, input_dim=d)
+        ok, why = span_allowed(arch, spec, on_step=on_step, measure=measure, rank=r, input_dim=d)
         if not ok:
             return FirstLayer("full", d, r, why)
     else:

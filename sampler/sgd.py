@@ -222,7 +222,8 @@ class RunsChunk:
     on E), ``fit`` (reached, and after ``epochs_after_fit`` kept, 100% training accuracy), ``epochs``
     int32 (to fit, started epochs when ``check_every`` is set, or ``max_epochs``), ``final_loss`` float64
     (mean over the whole training set at the end; nan if it diverged); ``first_layer`` how the first
-    layer was trained (``FirstLayer.info()`` of :mod:`sampler._span`)."""
+    layer was trained (``FirstLayer.info()`` of :mod:`sampler._span`); ``measures``: with a ``measure``
+    hook, ``{name: (n,) float64}`` of the trained members (nan for runs that did not fit)."""
 
     runs: np.ndarray
     functions: list
@@ -230,12 +231,14 @@ class RunsChunk:
     epochs: np.ndarray
     final_loss: np.ndarray
     first_layer: dict = dataclasses.field(default_factory=dict)
+    measures: dict = dataclasses.field(default_factory=dict)
 
 
 def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[int], *, seed: int,
               ensemble: int = 256, device="cpu", dtype: torch.dtype = torch.float32, tf32: bool = True,
               keep_members: Sequence[int] = (), members: dict | None = None,
-              on_step: Callable | None = None, span: bool | None = None) -> Iterator[RunsChunk]:
+              on_step: Callable | None = None, span: bool | None = None,
+              measure: Callable | None = None) -> Iterator[RunsChunk]:
     """Train ``runs`` (run indices) in an ensemble of ``ensemble`` networks; yield results as they finish.
 
     Parameters
@@ -264,6 +267,11 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
         with a dense first layer (FCN), d / r times less first-layer arithmetic (:mod:`sampler._span`).
         None (default): where exact and ``r < d``; True: required (``ValueError`` where not exact);
         False: never. Each chunk's ``first_layer`` says which path ran and why.
+    measure : callable, optional
+        ``measure(runs, params) -> {name: (n,) array}`` on the runs that fit, at their stopping point
+        (e.g. :func:`sampler.sharpness.make_measure`): ``runs`` their indices, ``params`` their stacked
+        parameters (detached). Its values go to :attr:`RunsChunk.measures`. Forces the full path: the
+        measures are those of the input-coordinate weights.
     """
     dev = _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     if isinstance(runs, range):  # kept lazy: 10^6 runs need no list
@@ -276,9 +284,10 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
         raise ValueError("keep_members needs a dict members to put the trained networks in")
     if not runs:
         return
-    layer = _span.first_layer(arch, spec, split.x_train, split.x_test, span=span, on_step=on_step)
+    layer = _span.first_layer(arch, spec, split.x_train, split.x_test, span=span, on_step=on_step, measure=measure)
     with _tf32(dev, tf32):
-        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer)
+        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer,
+                          measure)
 
 
 def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.device:
@@ -294,7 +303,7 @@ def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.dev
     return resolve_device(device)
 
 
-def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer):
+def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer, measure=None):
     path = layer.bind(arch, split.input_shape, dtype=dtype, device=dev)
     net = path.net
     info = layer.info()
@@ -431,7 +440,16 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         for j in fin.tolist():
             if int(slot_run[j]) in keep:
                 members[int(slot_run[j])] = path.member(params, j, make_generator(seed, "init", int(slot_run[j])))
-        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), dict(info))
+        # Measures are taken on the full parameters (the span path is off when measure is given:
+        # _span.span_allowed): they are coordinate-dependent (a Hessian, a box in weight space).
+        measures = {}
+        if measure is not None and ok.any():
+            got = measure(slot_run[fin[ok]].copy(), subset(params, fin[ok]))
+            for name, v in got.items():
+                measures[name] = np.full(len(fin), np.nan)
+                measures[name][ok] = np.asarray(v, dtype=np.float64)
+        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), dict(info),
+                        measures)
 
         assign(fin)
         # Once runs are used up, drop idle members so the tail trains only what is left.
@@ -488,7 +506,7 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
 
 def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
               ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-              tf32: bool = True, span: bool | None = None) -> pa.Table:
+              tf32: bool = True, span: bool | None = None, measure: Callable | None = None) -> pa.Table:
     """One shard of P_SGD: train runs ``[start, stop)`` and count the functions of those that fit S.
 
     The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator; only counts are
@@ -505,20 +523,31 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
         runs, most frequent first; ``n_samples = stop - start`` (runs started, fitted or not);
         ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, the ``device``, and
         how the first layer was trained (``span``): ``first_layer`` ("span" or "full"), ``span_rank``
-        (r, or None where not computed), ``input_dim`` (d) and ``first_layer_reason``.
+        (r, or None where not computed), ``input_dim`` (d) and ``first_layer_reason``; with ``measure``
+        (:func:`iter_runs`) also ``measures`` (``{name: [value of each fitted run]}``, run order) and
+        ``measured_function`` (each fitted run's function, run order).
     """
     counts: Counter = Counter()
     fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
     first_layer: dict = {}
+    functions, measured = [], []  # with measure: each fitted run's function and measures
     for c in _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
-                           dtype=dtype, tf32=tf32, span=span):
+                           dtype=dtype, tf32=tf32, span=span, measure=measure):
         first_layer = c.first_layer
         counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
         fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
+        if measure is not None:
+            functions += [f for f, ok in zip(c.functions, c.fit) if ok]
+            measured.append({k: v[c.fit] for k, v in c.measures.items()})
     order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
     by_run = np.argsort(order, kind="stable")
     info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device)),
             **first_layer}
+    if measure is not None:
+        names = list(dict.fromkeys(k for d in measured for k in d))
+        info["measures"] = {k: np.concatenate([d.get(k, np.full(0, np.nan)) for d in measured])[by_run].tolist()
+                            for k in names}
+        info["measured_function"] = [functions[i] for i in by_run]
     return count_table(counts, n_samples=stop - start, info=info)
 
 

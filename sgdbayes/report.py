@@ -31,6 +31,7 @@ from analysis.compare_plots import Panel, Series, plot_compare
 from sampler.store import atomic_write_json, atomic_write_table, atomic_write_text
 
 from .estimators.base import EstimatorResult
+from .flatness import flatness_pooled, flatness_section
 from .sweep import sweep_section
 from .tables import csv_table, fmt, markdown_table
 
@@ -196,11 +197,14 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
     return _finite(summary)
 
 
-def functions_table(case, config, est: Mapping[str, EstimatorResult]) -> pa.Table:
+def functions_table(case, config, est: Mapping[str, EstimatorResult],
+                    columns: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> pa.Table:
     """The wide view of one case: one row per function any estimator has, most frequent first by
     the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
     pair), complexity and test error, ``<label>:count``/``:log_p``/``:log_p_se`` per estimator (no
-    label has a colon: no collision with the primary pair's columns), ``case``."""
+    label has a colon: no collision with the primary pair's columns), then ``<label>:<name>`` for
+    each per-function column an estimator's extras give (``columns[label][name][function]``, nan
+    where absent: the ``sgd`` estimator's sharpness means), ``case``."""
     split = case.split()
     a, b = config.pairs[0] if config.pairs else (None, None)
     fs = list(dict.fromkeys([*(est[a].functions if a else ()), *(f for e in est.values() for f in e.functions)]))
@@ -220,6 +224,8 @@ def functions_table(case, config, est: Mapping[str, EstimatorResult]) -> pa.Tabl
             cols[f"{label}:count"] = pa.array([counts.get(f, 0) for f in fs], pa.int64())
         cols[f"{label}:log_p"] = pa.array([lp.get(f, nan) for f in fs], pa.float64())
         cols[f"{label}:log_p_se"] = pa.array([se.get(f, nan) for f in fs], pa.float64())
+        for name, by_f in (columns or {}).get(label, {}).items():
+            cols[f"{label}:{name}"] = pa.array([by_f.get(f, nan) for f in fs], pa.float64())
     cols["case"] = pa.array([case.name] * len(fs), pa.string())
     return pa.table(cols)
 
@@ -331,19 +337,25 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
     for case in cases:
         est = results[case.name]
         checks = error_bar_checks(case, est)
-        s = case_summary(case, config, est, extras.get(case.name, {}), checks)
-        wide = functions_table(case, config, est)
+        own = {label: {k: v for k, v in d.items() if k != "function_columns"}
+               for label, d in extras.get(case.name, {}).items()}  # per-function columns go to the wide table
+        s = case_summary(case, config, est, own, checks)
+        wide = functions_table(case, config, est, {label: d["function_columns"]
+                                                   for label, d in extras.get(case.name, {}).items()
+                                                   if "function_columns" in d})
         s["figures"] = case_figures(folder, case, config, est, wide, checks)
         summaries.append(s)
         wides.append(wide)
         pair_rows += [[case.name] + [p.get(k) for k, _ in PAIR_COLUMNS] for p in s["pairs"]]
         lines += _case_section(case, config, s, wide, checks)
+        lines += flatness_section(folder, case, config, s, wide)
     atomic_write_table(pa.concat_tables(wides, promote_options="default"), folder / "functions.parquet")
     pairs_fig = pairs_figure(folder, config, cases, results)
     header = ["case"] + [t for _, t in PAIR_COLUMNS]
     atomic_write_text(folder / "pairs.csv", csv_table(["case"] + [k for k, _ in PAIR_COLUMNS], pair_rows))
     summary = {k: v for k, v in summaries[0].items() if k not in ("pairs", "checks", "case")}
     summary.update(cases=summaries, pairs_figure=pairs_fig, figures=summaries[0]["figures"])
+    lines = flatness_pooled(folder, config, cases, summaries, wides) + lines
     if config.sweep is not None:
         lines = sweep_section(folder, config, cases, summaries) + lines
     timings = (manifest or {}).get("timings", {})

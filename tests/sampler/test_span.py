@@ -138,6 +138,13 @@ def test_the_decision(mnist):
     chunks = list(iter_runs(fcn, mnist, TrainSpec(batch_size=8, max_epochs=1), [0], seed=0,
                             on_step=lambda runs, params: None))
     assert chunks[0].first_layer["first_layer"] == "full"
+    # so does a measure of the trained members (sharpness is coordinate-dependent); it still measures
+    ok, why = span_allowed(fcn, sgd, measure=lambda runs, params: {})
+    assert not ok and "measure" in why
+    chunks = list(iter_runs(fcn, mnist, TrainSpec(batch_size=8, max_epochs=30), [0, 1], seed=0,
+                            measure=lambda runs, params: {"n": np.full(len(runs), float(params[0].shape[-1]))}))
+    assert {c.first_layer["first_layer"] for c in chunks} == {"full"}
+    assert all(np.all(c.measures["n"][c.fit] == 784) for c in chunks if c.fit.any())
     info = shard_meta(sgd_shard(fcn, mnist, TrainSpec(batch_size=8, max_epochs=1), seed=0, start=0, stop=1))[1]
     assert (info["first_layer"], info["span_rank"], info["input_dim"]) == ("span", 32, 784)
     layer = first_layer(fcn, sgd, mnist.x_train, mnist.x_test)
