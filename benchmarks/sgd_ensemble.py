@@ -1,6 +1,6 @@
 """Runs trained to 100% per second: the ensemble engine against a loop of plain torch.optim models.
 
-Two settings from issue 4, measured side by side in one run on this machine:
+Three settings, each measured side by side in one run on this machine (issues 4 and 27):
 
 - Boolean system: FCN 7-40-40-1 (relu), m = 64, batch 8, ensemble 256, SGD: per-model overhead
   dominates;
@@ -11,6 +11,13 @@ Two settings from issue 4, measured side by side in one run on this machine:
   multiply-adds)``), for the examples each member processes; accuracy checks, gathers and
   elementwise work are not counted but their time is, so the fraction is conservative.
 
+- Span (first; ``--only span`` alone): the default experiment's SGD stage (``configs/default.toml``:
+  MNIST m = 100, k = 20, FCN 2x64, SGD lr 0.1, batch 32, ensemble 512) trained with the first layer
+  in the span of the split's inputs (``span=None``, automatic: r = 120 of d = 784) and in input
+  coordinates (``span=False``), the same runs (``--runs``, 128 with ``--quick``) one path after the
+  other; prints wall and CPU seconds of each and their ratio (goal >= 3x), and how many runs both
+  paths' counts share (float32: rounding may flip a few functions).
+
 Both sides train the *same* runs (same initialisation, same minibatch order, same stopping
 rule: whole-training-set accuracy at each epoch's end); the loop trains the first runs of the
 engine's set, one ``torch.optim.SGD`` model at a time (``sampler.sgd.reference_run``).
@@ -18,6 +25,7 @@ Throughput = fitted runs / wall seconds. The last line is ``speedup X`` for the 
 
     python benchmarks/sgd_ensemble.py            # full
     python benchmarks/sgd_ensemble.py --quick    # under a minute: MNIST with lr 0.3, ensemble 64
+    python benchmarks/sgd_ensemble.py --only span --threads 2    # span vs full path, default experiment
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 import torch
 
@@ -132,7 +141,10 @@ def main(argv=None):
                         help="--paper: ensemble sizes to time (comma-separated)")
     parser.add_argument("--precision-runs", type=int, default=256,
                         help="--paper: runs trained under each precision policy to compare their functions (0: skip)")
-    parser.add_argument("--only", choices=("mnist", "boolean"), help="measure one setting only")
+    parser.add_argument("--only", choices=("mnist", "boolean", "span"),
+                        help="measure one setting only (span: the first layer in the span of the inputs vs not, "
+                             "on configs/default.toml's SGD stage)")
+    parser.add_argument("--runs", type=int, default=1024, help="--only span: runs trained on each path")
     parser.add_argument("--generic", action="store_true",
                         help="also train the same FCN as a user module through the generic vmap path")
     args = parser.parse_args(argv)
@@ -145,10 +157,45 @@ def main(argv=None):
     if args.paper:
         paper_setting(args, device)
         return
-    if args.only != "boolean":
+    if args.only in (None, "span"):
+        span_setting(args, device)
+    if args.only in (None, "mnist"):
         mnist_setting(args, device)
-    if args.only != "mnist":
+    if args.only in (None, "boolean"):
         boolean_setting(args, device)
+
+
+def span_setting(args, device):
+    """configs/default.toml's SGD stage with and without the span fast path, side by side."""
+    from sampler.sgd import sgd_shard
+    from sampler.store import shard_meta
+    from sgdbayes.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.toml")
+    case = config.cases()[0]
+    options = next(e.options for e in case.estimators if e.method == "sgd")
+    spec, split = options.train_spec(), case.split()
+    n_runs = min(args.runs, 128) if args.quick else args.runs
+    ensemble = min(options.ensemble, n_runs)
+    print(f"[span] configs/default.toml: {case.arch.describe()}, m={split.n_train}, k={split.n_test}, "
+          f"{spec.optimizer} lr {spec.lr} batch {spec.batch_size}, ensemble {ensemble}, {n_runs} runs per path")
+    sgd_shard(case.arch, split, spec, seed=1, start=0, stop=8, ensemble=8, device=device)  # warm-up
+    times, functions = {}, {}
+    for span in (None, False):
+        t0, c0 = time.perf_counter(), time.process_time()
+        table = sgd_shard(case.arch, split, spec, seed=options.seed, start=0, stop=n_runs, ensemble=ensemble,
+                          device=device, span=span)
+        _sync(device)
+        times[span] = (time.perf_counter() - t0, time.process_time() - c0)
+        info = shard_meta(table)[1]
+        functions[span] = dict(zip(table.column("function").to_pylist(), table.column("count").to_pylist()))
+        print(f"  first layer {info['first_layer']:4s} (rank {info['span_rank']}, d {info['input_dim']}): "
+              f"{times[span][0]:.2f} s wall, {times[span][1]:.2f} s CPU; {sum(functions[span].values())} fit, "
+              f"{len(functions[span])} functions ({info['first_layer_reason']})")
+    common = sum(min(c, functions[False].get(f, 0)) for f, c in functions[None].items())
+    print(f"  runs whose function both paths count (multiset overlap): {common}/{n_runs}")
+    print(f"  CPU-time ratio full/span: {times[False][1] / times[None][1]:.2f}x")
+    print(f"  speedup {times[False][0] / times[None][0]:.2f}x (wall, full/span)")
 
 
 def mnist_setting(args, device):

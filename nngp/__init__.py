@@ -7,7 +7,7 @@ Public API (DESIGN.md): :func:`kernel` (closed forms registered per spec type, :
 Gaussians of squared-loss training at infinite width (:func:`gd_mse_ensemble`, :func:`gp_regression`).
 """
 
-from .bound import pac_bayes_bound
+from .bound import pac_bayes_bound, pac_bayes_bound_reference
 from .empirical import DEFAULT_MC_SAMPLES, KernelEstimate, empirical_kernel, kernel_for
 from .ep import EPResult, ep_orthant
 from .ess import EssResult, ess_posterior, ess_sample
@@ -32,7 +32,7 @@ __all__ = [
     "has_analytic_kernel", "register_kernel", "AnalyticKernel", "NNGPKernel",
     "orthant", "log_orthant", "OrthantResult", "ep_orthant", "EPResult",
     "log_ps", "log_pb", "log_pb_details", "LogPBResult", "train_posterior", "TrainPosterior", "gp_test_error",
-    "pac_bayes_bound", "ess_sample", "ess_posterior", "EssResult",
+    "pac_bayes_bound", "pac_bayes_bound_reference", "ess_sample", "ess_posterior", "EssResult",
     "ntk", "empirical_ntk", "ntk_for", "has_analytic_ntk", "register_ntk",
     "gd_mse_ensemble", "gp_regression", "flow_time", "GaussianOnPoints",
 ]

@@ -32,6 +32,33 @@ def pac_bayes_bound(log_ps: float, m: int, *, delta: float = 0.05) -> float:
         Confidence parameter in (0, 1).
     """
     m = check_int("m", m, minimum=2)
+    log_ps = _check_log_ps_delta(log_ps, delta)
+    if log_ps == -math.inf:
+        return 1.0
+    rhs = (-min(log_ps, 0.0) + math.log(2.0 * m / delta)) / (m - 1)
+    return float(-math.expm1(-rhs))
+
+
+#: The reference code's confidence parameter.
+REFERENCE_DELTA = 2.0 ** -10
+
+
+def pac_bayes_bound_reference(log_ps: float, m: int, *, delta: float = REFERENCE_DELTA) -> float:
+    """The same bound in the form the paper's reference code reports (Mingard et al. 2021's scripts)::
+
+        eps = 1 - exp(-(ln(1 / P(S)) + 2 ln m + 1 - ln delta) / m),    delta = 2^-10
+
+    Parameters and checks as :func:`pac_bayes_bound` (``m >= 1`` here); ``-inf`` gives 1.
+    """
+    m = check_int("m", m, minimum=1)
+    log_ps = _check_log_ps_delta(log_ps, delta)
+    if log_ps == -math.inf:
+        return 1.0
+    rhs = (-min(log_ps, 0.0) + 2.0 * math.log(m) + 1.0 - math.log(delta)) / m
+    return float(-math.expm1(-rhs))
+
+
+def _check_log_ps_delta(log_ps, delta) -> float:
     delta = check_float("delta", delta, minimum=0.0, maximum=1.0, strict_minimum=True)
     if delta >= 1.0:
         raise ValueError(f"delta must be < 1, got delta={delta}")
@@ -42,7 +69,4 @@ def pac_bayes_bound(log_ps: float, m: int, *, delta: float = 0.05) -> float:
         raise ValueError(f"log_ps must be a log probability (<= 0 or -inf), got log_ps={log_ps}")
     if log_ps > 1e-9:
         raise ValueError(f"log_ps must be <= 0 (a log probability), got log_ps={log_ps}")
-    if log_ps == -math.inf:
-        return 1.0
-    rhs = (-min(log_ps, 0.0) + math.log(2.0 * m / delta)) / (m - 1)
-    return float(-math.expm1(-rhs))
+    return log_ps

@@ -14,6 +14,14 @@ accumulate. Two estimators with the same expectation, the finite-width output co
     The plain average of ``f(x) f(x')`` over networks (the definition; high variance).
 
 ``auto`` (default) is ``readout`` where the network names its readout's inputs, else ``outputs``.
+Networks whose first layer is a dense map of the flattened input (``Architecture.dense_first_layer``,
+the FCN) with the standard initialisation see the ``n`` inputs only through their span, of dimension
+``r <= min(n, d)``: with ``V`` ``(d, r)`` an orthonormal basis of it (:func:`sampler.span_basis`),
+``x W^T = (x V) (W V)^T`` and ``W V`` has independent ``N(0, sigma_w^2 / d)`` entries, so each network's
+first weight is drawn directly as ``(fan_out, r)`` (``span=None``: where ``r < d``): the same
+distribution, ``d / r`` times fewer random numbers and first-layer multiply-adds (120 MNIST points:
+6.5x), other numbers for a seed than ``span=False``.
+
 At finite width the expectation differs from the infinite-width (analytic) kernel by O(1/width)
 once there are two or more nonlinear layers; with one hidden layer it is exactly the NNGP kernel.
 """
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from sampler.checks import check_choice, check_int
+from sampler import span_basis
 from sampler.architectures import Architecture
 from sampler.seeding import make_generator
 
@@ -49,6 +58,7 @@ def empirical_kernel(
     estimator: str = "auto",
     dtype: torch.dtype = torch.float32,
     return_stderr: bool = False,
+    span: bool | None = None,
 ):
     """Monte Carlo kernel ``E[f(x_i) f(x_j)]`` over ``n_samples`` random networks of ``arch``.
 
@@ -72,6 +82,10 @@ def empirical_kernel(
     dtype : torch.dtype
         Of the networks' forward passes; sums are accumulated in float64.
 
+    span : bool or None
+        Draw the first layer in the span of ``x`` (module docstring): None where it applies and
+        ``r < d``, True wherever it applies (``ValueError`` where not), False never.
+
     Returns
     -------
     torch.Tensor, float64, shape (n, n)
@@ -88,7 +102,22 @@ def empirical_kernel(
     shape = (d,) if input_shape is None else tuple(int(s) for s in input_shape)
     if math.prod(shape) != d:
         raise ValueError(f"input_shape {input_shape!r} does not match the input dimension d={d}")
-    net = arch.network(shape, dtype=dtype, device=device)
+    if span is not None and not isinstance(span, bool):
+        raise TypeError(f"span must be None (automatic), True or False, got {span!r}")
+    applies = arch.dense_first_layer and arch.standard_init
+    if span and not applies:
+        raise ValueError(f"span=True needs a dense first layer on the flattened input with the standard "
+                         f"initialisation, which the {arch.kind!r} architecture does not have; use span=None or False")
+    basis = span_basis(x64) if (applies and span is not False) else None
+    if basis is not None and span is None and basis.shape[1] >= d:
+        basis = None
+    first_scale = 1.0
+    if basis is not None:  # the (r,)-input network draws its first weight with fan-in r; the prior's is d
+        net = arch.network((basis.shape[1],), dtype=dtype, device=device)
+        first_scale = math.sqrt(basis.shape[1] / d)
+        x64 = x64 @ basis
+    else:
+        net = arch.network(shape, dtype=dtype, device=device)
     if estimator == "auto":
         estimator = "outputs" if net.features is None else "readout"
     if estimator == "readout" and net.features is None:
@@ -98,10 +127,12 @@ def empirical_kernel(
     gen = make_generator(seed, "nngp.empirical_kernel", device=device)
     acc = torch.zeros(n, n, dtype=torch.float64, device=device)
     acc2 = torch.zeros(n, n, dtype=torch.float64, device=device) if return_stderr else None
-    per_chunk = max(1, min(n_samples, _CHUNK_ELEMENTS // max(1, n * max(net.units, d))))
+    per_chunk = max(1, min(n_samples, _CHUNK_ELEMENTS // max(1, n * max(net.units, x64.shape[1]))))
     with torch.no_grad():
         for done in range(0, n_samples, per_chunk):
             params = net.draw(min(per_chunk, n_samples - done), generator=gen)
+            if first_scale != 1.0:
+                params[0].mul_(first_scale)
             if estimator == "readout":
                 h = torch.cat([net.features(params[:-2], xd[i:i + batch_size]) for i in range(0, n, batch_size)], 1).to(torch.float64)
                 per_net = arch.sigma_b ** 2 + arch.sigma_w ** 2 * (h @ h.transpose(1, 2)) / h.shape[-1]  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
 """sgd-bayes sampler: data splits, architectures, P_SGD and P_B by sampling, run folders, CLI."""
 
+from ._span import span_basis
 from .architectures import ARCHITECTURES, CNN, FCN, LSTM, Architecture, Module, make_architecture, register_architecture
 from .ensemble import Network, member_grads, member_hvp
 from .data import Pool, Split, load_pool, load_split
@@ -15,5 +16,5 @@ __all__ = [
     "Pool", "Split", "load_pool", "load_split",
     "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
     "TrainSpec", "sample_sgd", "train_runs",
-    "sample_prior",
+    "sample_prior", "span_basis",
 ]

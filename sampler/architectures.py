@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def fcn_features(params, x: torch.Tensor, *, activation: str, acts: list | None 
     phi = activation_fn(activation)
     h = x
     for i in range(0, len(params), 2):
-        h = phi(_affine(h, params[i], params[i + 1]))
+        z = _affine(h, params[i], params[i + 1])  # a fresh tensor: relu in place saves an allocation (9x)
+        h = z.relu_() if activation == "relu" else phi(z)
         if acts is not None:
             acts.append(h)
     return h
@@ -279,6 +281,13 @@ class Architecture:
     #: Whether :meth:`init_` is the standard rule (then many members can be drawn as stacked tensors).
     standard_init = True
 
+    #: Whether the first parameter is a dense weight ``(fan_out, d)`` applied to the flattened input
+    #: (``x W^T``), the input reaching the network through nothing else, and whether the spec on input
+    #: shape ``(r,)`` is the same network with that weight ``(fan_out, r)``. Then training may run in the
+    #: span of the split's inputs (:mod:`sampler._span`). FCN: yes; CNN (convolutions), LSTM (rows
+    #: as a sequence) and user modules (unknown structure): no.
+    dense_first_layer: ClassVar[bool] = False
+
     def _make(self, input_shape: tuple[int, ...]) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement _make(input_shape) -> nn.Module")
 
@@ -382,6 +391,7 @@ class FCN(Architecture):
 
     kind: ClassVar[str] = "fcn"
     prior_method: ClassVar[str] = "preactivations"
+    dense_first_layer: ClassVar[bool] = True
     depth: int = 2
     width: int = 512
     activation: str = "relu"
@@ -496,6 +506,21 @@ def factory_name(factory) -> str:
     return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__name__)}"
 
 
+def _call_factory(factory: Callable, input_shape: tuple[int, ...], kwargs: dict) -> Any:
+    """``factory(**kwargs)``, with ``input_shape`` passed only where the signature declares a parameter of
+    that name (first positional, or keyword); a signature that cannot be read gets it first, as documented."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return factory(input_shape, **kwargs)
+    p = params.get("input_shape")
+    if p is None:
+        return factory(**kwargs)
+    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and next(iter(params)) == "input_shape":
+        return factory(input_shape, **kwargs)
+    return factory(**kwargs, input_shape=input_shape)
+
+
 def resolve_factory(factory) -> Callable:
     """The callable ``factory`` names: ``"package.module:function"`` (``function`` may be dotted)
     or the callable itself; otherwise a ``ValueError`` naming ``arch.factory`` and what went wrong."""
@@ -597,6 +622,12 @@ class Module(Architecture):
 
     def __post_init__(self):
         f = self.factory
+        if isinstance(f, nn.Module):
+            cls = type(f)
+            raise TypeError(f"arch.factory got a module instance ({cls.__name__}); pass what builds one: the class "
+                            f"(sampler.Module(factory={cls.__name__}, kwargs={{...}})) or a function, or in a config "
+                            f"factory = '{cls.__module__}:{cls.__qualname__}' (each network is built and initialised "
+                            f"afresh)")
         if callable(f):
             name = factory_name(f)
             try:
@@ -626,7 +657,7 @@ class Module(Architecture):
 
     def _construct(self, input_shape: tuple[int, ...]) -> nn.Module:
         name = self.factory if self.importable else factory_name(self.factory)
-        net = resolve_factory(self.factory)(tuple(input_shape), **dict(self.kwargs))
+        net = _call_factory(resolve_factory(self.factory), tuple(input_shape), dict(self.kwargs))
         if not isinstance(net, nn.Module):
             raise TypeError(f"arch.factory {name!r} must return a torch.nn.Module, got {type(net).__name__}")
         return ModuleNet(net, input_shape, name)
@@ -677,7 +708,9 @@ class Module(Architecture):
 def check_arch_split(arch, split) -> None:
     """Raise ``TypeError`` unless ``arch`` is an :class:`Architecture` and ``split`` a ``sampler.Split``."""
     if not isinstance(arch, Architecture):
-        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM), got {type(arch).__name__}")
+        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}"
+                        + ("; for your own torch.nn.Module pass sampler.Module(factory=<its class or a function that "
+                           "builds it>)" if isinstance(arch, nn.Module) else ""))
     if not isinstance(split, Split):
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
 

@@ -48,7 +48,9 @@ class Network:
     def __init__(self, arch: Architecture, input_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu"):
         if not isinstance(arch, Architecture):
-            raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}")
+            raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}"
+                            + ("; for your own torch.nn.Module pass sampler.Module(factory=<its class or a function "
+                               "that builds it>)" if isinstance(arch, torch.nn.Module) else ""))
         self.arch = arch
         self.input_shape = _check_input_shape(input_shape)
         self.dtype = dtype

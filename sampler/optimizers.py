@@ -29,6 +29,17 @@ from .checks import check_choice, check_float
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adadelta", "rmsprop")
 
+#: Rules whose update commutes with a rotation of the parameters: plain SGD and SGD with momentum
+#: (``optimizer="sgd"``, any ``momentum``). Their update is linear in the gradients (the momentum
+#: buffer is a linear combination of past gradients), so if ``W`` is trained on inputs ``X`` then
+#: ``W V`` trains exactly as a weight on ``X V`` for any orthonormal ``V`` whose span holds the
+#: rows of ``X`` (the first-layer gradient ``delta^T X`` lies in that span); an L2 weight decay
+#: would keep this too (it shrinks the component outside the span, which ``X`` never sees).
+#: Adam, Adagrad, RMSprop and Adadelta divide each coordinate by its own running scale, which
+#: depends on the coordinate system: not rotation-equivariant. Used by the engine's span fast path
+#: (:mod:`sampler._span`).
+ROTATION_EQUIVARIANT = frozenset({"sgd"})
+
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 ADAGRAD_EPS = 1e-10

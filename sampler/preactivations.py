@@ -92,6 +92,9 @@ def input_factor(x: torch.Tensor, sigma_w: float, sigma_b: float) -> torch.Tenso
     keep = s > s[0] * max(f.shape) * _EPS64
     keep[0] = True  # at least one column (of zeros when x = 0 and sigma_b = 0)
     factor = u[:, keep] * s[keep]
+    # a point whose pre-activations are exactly 0 in every network (x = 0 with sigma_b = 0) keeps exact zeros:
+    # rounding in the SVD would otherwise give it outputs of +-1e-17 and a random sign where weights give 0
+    factor[(f == 0).all(dim=1)] = 0.0
     k = f @ f.T
     err = float((factor @ factor.T - k).abs().max())
     scale = float(k.abs().max())

@@ -45,6 +45,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from . import _span
 from .checks import check_choice, check_int
 from .architectures import Architecture, check_arch_split
 from .data import Split
@@ -220,19 +221,24 @@ class RunsChunk:
     """Runs that finished together, in no particular run order: ``runs`` int64, ``functions`` (bitstrings
     on E), ``fit`` (reached, and after ``epochs_after_fit`` kept, 100% training accuracy), ``epochs``
     int32 (to fit, started epochs when ``check_every`` is set, or ``max_epochs``), ``final_loss`` float64
-    (mean over the whole training set at the end; nan if it diverged)."""
+    (mean over the whole training set at the end; nan if it diverged); ``first_layer`` how the first
+    layer was trained (``FirstLayer.info()`` of :mod:`sampler._span`); ``measures``: with a ``measure``
+    hook, ``{name: (n,) float64}`` of the trained members (nan for runs that did not fit)."""
 
     runs: np.ndarray
     functions: list
     fit: np.ndarray
     epochs: np.ndarray
     final_loss: np.ndarray
+    first_layer: dict = dataclasses.field(default_factory=dict)
+    measures: dict = dataclasses.field(default_factory=dict)
 
 
 def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[int], *, seed: int,
               ensemble: int = 256, device="cpu", dtype: torch.dtype = torch.float32, tf32: bool = True,
               keep_members: Sequence[int] = (), members: dict | None = None,
-              on_step: Callable | None = None) -> Iterator[RunsChunk]:
+              on_step: Callable | None = None, span: bool | None = None,
+              measure: Callable | None = None) -> Iterator[RunsChunk]:
     """Train ``runs`` (run indices) in an ensemble of ``ensemble`` networks; yield results as they finish.
 
     Parameters
@@ -255,7 +261,17 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
     on_step : callable, optional
         ``on_step(runs, params)`` after every optimiser step: ``runs`` (E,) int64 array of the
         run in each member slot (-1 for an idle slot), ``params`` the stacked parameters (do not
-        modify them). For step-by-step tests.
+        modify them). For step-by-step tests. Forces the full path (``span``).
+    span : bool or None
+        Train the first layer in the span of the split's inputs (S and E), exact for SGD and momentum
+        with a dense first layer (FCN), d / r times less first-layer arithmetic (:mod:`sampler._span`).
+        None (default): where exact and ``r < d``; True: required (``ValueError`` where not exact);
+        False: never. Each chunk's ``first_layer`` says which path ran and why.
+    measure : callable, optional
+        ``measure(runs, params) -> {name: (n,) array}`` on the runs that fit, at their stopping point
+        (e.g. :func:`sampler.sharpness.make_measure`): ``runs`` their indices, ``params`` their stacked
+        parameters (detached). Its values go to :attr:`RunsChunk.measures`. Forces the full path: the
+        measures are those of the input-coordinate weights.
     """
     dev = _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     if isinstance(runs, range):  # kept lazy: 10^6 runs need no list
@@ -268,8 +284,10 @@ def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[
         raise ValueError("keep_members needs a dict members to put the trained networks in")
     if not runs:
         return
+    layer = _span.first_layer(arch, spec, split.x_train, split.x_test, span=span, on_step=on_step, measure=measure)
     with _tf32(dev, tf32):
-        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step)
+        yield from _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer,
+                          measure)
 
 
 def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.device:
@@ -285,13 +303,15 @@ def _check_inputs(arch, split, spec, seed, ensemble, device, dtype) -> torch.dev
     return resolve_device(device)
 
 
-def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step):
-    net = arch.network(split.input_shape, dtype=dtype, device=dev)
-    x = split.x_train.to(dev, dtype)
+def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, on_step, layer, measure=None):
+    path = layer.bind(arch, split.input_shape, dtype=dtype, device=dev)
+    net = path.net
+    info = layer.info()
+    x = path.train_inputs(split.x_train)
     y = split.y_train.to(dev)
     y_bool = y.bool()
     yf = y.to(dtype)
-    x_test = split.x_test.to(dev, dtype)
+    x_test = path.inputs(split.x_test)
     m, bs = split.n_train, spec.batch_size
     spe = spec.steps_per_epoch(m)
     max_steps = spec.max_epochs * spe
@@ -300,7 +320,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
 
     size = min(ensemble, len(runs))
     params = [torch.zeros((size, *s), dtype=dtype, device=dev, requires_grad=True) for s in net.shapes]
-    opt = EnsembleOptimizer(spec.optimizer, params, lr=spec.lr, momentum=spec.momentum)
+    opt = EnsembleOptimizer(spec.optimizer, path.trained(params), lr=spec.lr, momentum=spec.momentum)
     slot_run = np.full(size, -1, dtype=np.int64)
     step = np.zeros(size, dtype=np.int64)
     fit_step = np.full(size, -1, dtype=np.int64)
@@ -312,6 +332,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     # for the queue to drain, which exposes every kernel launch.
     pos_dev = torch.zeros(size, dtype=torch.long, device=dev)
     arange_b = torch.arange(bs, device=dev)
+    short = m - (spe - 1) * bs if m % bs else 0  # size of the last batch of an epoch when it is short
     next_run = 0
     n_diverged = 0
     x_buf = None
@@ -326,7 +347,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if k:
             new_t = torch.as_tensor(new, device=dev)
             with torch.no_grad():
-                for p, q in zip(params, net.init([make_generator(seed, "init", int(r)) for r in batch])):
+                for p, q in zip(params, path.init([make_generator(seed, "init", int(r)) for r in batch])):
                     p.index_copy_(0, new_t, q)
             opt.reset(new_t)
             pos_dev.index_fill_(0, new_t, 0)
@@ -363,19 +384,24 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if starting.size:
             new_perms = torch.stack([torch.randperm(m, generator=gens[j]) for j in starting.tolist()])
             perms.index_copy_(0, _to_device(torch.from_numpy(starting), dev), _to_device(new_perms, dev))
-        # Each member's minibatch, padded to batch_size with zero weights for a short last batch.
-        offsets = (pos_dev * bs).unsqueeze(1) + arange_b
+        # Each member's minibatch, padded to batch_size with zero weights for a short last batch;
+        # with checks at epoch ends, runs start and stop at epoch boundaries, so every member is in
+        # phase and a short last batch is trained without padding, whatever the ensemble holds
+        # (m = 100, batch 32: 100 rows an epoch instead of 128).
+        cols = short if short and every is None and bool((pos[active] == spe - 1).all()) else bs
+        offsets = (pos_dev * bs).unsqueeze(1) + arange_b[:cols]
         weights = (offsets < m).to(dtype)
         index = perms.gather(1, offsets.clamp_(max=m - 1))
         # Gathered into one reused buffer: a fresh (E*B, d) tensor per step costs more in page
         # faults than the gather itself (measured: 90 ms -> 14 ms for MNIST, E=256, B=128).
-        rows = len(slot_run) * bs
+        rows = len(slot_run) * cols
         if x_buf is None or x_buf.shape[0] < rows:
             x_buf = torch.empty((rows, x.shape[1]), dtype=dtype, device=dev)
-        xb = torch.index_select(x, 0, index.reshape(-1), out=x_buf[:rows]).view(len(slot_run), bs, -1)
-        outputs, backward = net.forward_train(params, xb)
+        xb = torch.index_select(x, 0, index.reshape(-1), out=x_buf[:rows]).view(len(slot_run), cols, -1)
+        trained = path.trained(params)
+        outputs, backward = net.forward_train(trained, xb)
         grads = backward(member_loss_grads(outputs, y[index], spec.loss, weights))
-        opt.step(params, grads)
+        opt.step(trained, grads)
         step += 1
         torch.remainder(pos_dev + 1, spe, out=pos_dev)
         if on_step is not None:
@@ -390,7 +416,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
             continue
         sl = np.nonzero(need)[0]
         with torch.no_grad():
-            out = evaluate(subset(params, sl), x)
+            out = evaluate(path.trained(subset(params, sl)), x)
             fits_t = ((out > 0) == y_bool).all(1)
             loss_t = member_losses(out, yf, spec.loss)
             finite_t = torch.isfinite(out).all(1) & torch.isfinite(loss_t)
@@ -413,8 +439,17 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
             functions = outputs_to_strings(evaluate(subset(params, fin), x_test))
         for j in fin.tolist():
             if int(slot_run[j]) in keep:
-                members[int(slot_run[j])] = net.member(params, j)
-        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64))
+                members[int(slot_run[j])] = path.member(params, j, make_generator(seed, "init", int(slot_run[j])))
+        # Measures are taken on the full parameters (the span path is off when measure is given:
+        # _span.span_allowed): they are coordinate-dependent (a Hessian, a box in weight space).
+        measures = {}
+        if measure is not None and ok.any():
+            got = measure(slot_run[fin[ok]].copy(), subset(params, fin[ok]))
+            for name, v in got.items():
+                measures[name] = np.full(len(fin), np.nan)
+                measures[name][ok] = np.asarray(v, dtype=np.float64)
+        yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), dict(info),
+                        measures)
 
         assign(fin)
         # Once runs are used up, drop idle members so the tail trains only what is left.
@@ -447,7 +482,7 @@ def _shard_chunks(arch, split, spec, seed, start, stop, progress, **kw) -> Itera
 
 def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
                ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-               tf32: bool = True) -> pa.Table:
+               tf32: bool = True, span: bool | None = None) -> pa.Table:
     """Train runs ``start, ..., stop - 1``; one row per run. Parameters as in :func:`sgd_shard`.
 
     Returns
@@ -457,7 +492,7 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
         ``fit`` bool, ``epochs`` int32 (to fit, else ``max_epochs``), ``final_loss`` float64.
     """
     chunks = list(_shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
-                                dtype=dtype, tf32=tf32))
+                                dtype=dtype, tf32=tf32, span=span))
     runs = np.concatenate([c.runs for c in chunks])
     order = np.argsort(runs, kind="stable")
     functions = [f for c in chunks for f in c.functions]
@@ -471,7 +506,7 @@ def train_runs(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, 
 
 def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, start: int, stop: int,
               ensemble: int = 256, device="cpu", progress=None, dtype: torch.dtype = torch.float32,
-              tf32: bool = True) -> pa.Table:
+              tf32: bool = True, span: bool | None = None, measure: Callable | None = None) -> pa.Table:
     """One shard of P_SGD: train runs ``[start, stop)`` and count the functions of those that fit S.
 
     The unit of work of :func:`sample_sgd` and of the pipeline's ``sgd`` estimator; only counts are
@@ -486,17 +521,33 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     pyarrow.Table
         A count shard (:func:`sampler.store.shard_table`): ``function`` and ``count`` of the fitted
         runs, most frequent first; ``n_samples = stop - start`` (runs started, fitted or not);
-        ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, and the ``device``.
+        ``info`` with ``epochs`` and ``final_loss`` of each fitted run in run order, the ``device``, and
+        how the first layer was trained (``span``): ``first_layer`` ("span" or "full"), ``span_rank``
+        (r, or None where not computed), ``input_dim`` (d) and ``first_layer_reason``; with ``measure``
+        (:func:`iter_runs`) also ``measures`` (``{name: [value of each fitted run]}``, run order) and
+        ``measured_function`` (each fitted run's function, run order).
     """
     counts: Counter = Counter()
     fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
+    first_layer: dict = {}
+    functions, measured = [], []  # with measure: each fitted run's function and measures
     for c in _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
-                           dtype=dtype, tf32=tf32):
+                           dtype=dtype, tf32=tf32, span=span, measure=measure):
+        first_layer = c.first_layer
         counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
         fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
+        if measure is not None:
+            functions += [f for f, ok in zip(c.functions, c.fit) if ok]
+            measured.append({k: v[c.fit] for k, v in c.measures.items()})
     order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
     by_run = np.argsort(order, kind="stable")
-    info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device))}
+    info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device)),
+            **first_layer}
+    if measure is not None:
+        names = list(dict.fromkeys(k for d in measured for k in d))
+        info["measures"] = {k: np.concatenate([d.get(k, np.full(0, np.nan)) for d in measured])[by_run].tolist()
+                            for k in names}
+        info["measured_function"] = [functions[i] for i in by_run]
     return count_table(counts, n_samples=stop - start, info=info)
 
 
@@ -505,7 +556,8 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
                seed: int = 0, device="cpu", momentum: float = TrainSpec.momentum,
                max_epochs: int = TrainSpec.max_epochs, epochs_after_fit: int = TrainSpec.epochs_after_fit,
                check_every: int | None = TrainSpec.check_every, ensemble: int = 256, run_folder=None,
-               shard_size: int = 1024, progress=True, dtype: torch.dtype = torch.float32) -> FunctionCounts:
+               shard_size: int = 1024, progress=True, dtype: torch.dtype = torch.float32,
+               span: bool | None = None) -> FunctionCounts:
     """P_SGD by counting: train ``n_runs`` networks to 100% training accuracy and count their functions.
 
     Parameters
@@ -524,8 +576,9 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
     progress : bool, callable or tqdm bar
         True: a tqdm bar over the ``n_runs`` runs (``smoothing=0.1``: the latest runs weigh most)
         with the fit fraction; a callable gets ``(n_done, n_fit)``.
-    device, ensemble, dtype
-        As in :func:`iter_runs`.
+    device, ensemble, dtype, span
+        As in :func:`iter_runs` (``span``: the first layer in the span of the inputs; the same
+        functions up to rounding either way, so it is not part of a run folder's fingerprint).
     """
     n_runs = check_int("n_runs", n_runs, minimum=1)
     check_int("shard_size", shard_size, minimum=1)
@@ -539,7 +592,7 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
 
     def compute(shard, callback):
         return sgd_shard(arch, split, spec, seed=seed, start=shard["start"], stop=shard["stop"], ensemble=ensemble,
-                         device=device, progress=callback, dtype=dtype)
+                         device=device, progress=callback, dtype=dtype, span=span)
 
     with ShardProgress(progress, total=n_runs, desc=f"P_SGD {arch.describe()}", unit="run") as prog:
         return merge_shards(run_shards(run_folder, "sgd", plan, compute, fingerprint=print_, progress=prog))

@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="override an [analysis] or [report] key, e.g. --set analysis.min_count=5")
 
     sub.add_parser("estimators", help="list the registered estimators and their options")
+
+    pb = sub.add_parser("prior-bias", help="the prior over functions without a training set (m = 0): counts, "
+                                           "simplicity bias, NNGP P(f), order-to-chaos sweep")
+    pb.add_argument("config", help="TOML file (e.g. configs/prior_bias.toml)")
+    pb.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a top-level or [sweep] key, e.g. --set sweep.n_samples=20000")
+    pb.add_argument("--out", default=None, help="output folder (default: runs/<config name>-<time>)")
+    pb.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -81,6 +89,18 @@ def _cmd_run(args) -> int:
         out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _print(run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
                                  address=args.address, progress=not args.no_progress))
+
+
+def _cmd_prior_bias(args) -> int:
+    from .prior_bias import load_prior_bias_config, run_prior_bias
+
+    out = args.out or str(Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = run_prior_bias(load_prior_bias_config(args.config, args.overrides), out, progress=not args.no_progress)
+    for name, s in summary["cases"].items():
+        print(f"{name}: {s['n_samples']:,} samples at {s['samples_per_s']:,.0f}/s, {s['n_functions']:,} distinct "
+              f"functions, P(top) {s['top_share']:.3g}, bound slope {s['bound_slope_log10']:+.3f} log10 P per unit LZ")
+    print(f"report: {Path(out) / 'report.md'}")
+    return 0
 
 
 def _cmd_analyze(args) -> int:
@@ -136,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze, "estimators": _cmd_estimators}
+    handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze, "estimators": _cmd_estimators,
+               "prior-bias": _cmd_prior_bias}
     previous = None
     if threading.current_thread() is threading.main_thread():  # only it may set signal handlers
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -158,6 +158,18 @@ def _table(value) -> Mapping:
     return value
 
 
+def parse_arch(value) -> Architecture:
+    """An ``[arch]`` table (``kind`` defaults to ``fcn``, an fcn's width to :data:`DEFAULT_FCN_WIDTH`) -> its
+    spec, inside a pydantic validator (every config that names an architecture uses this one)."""
+    if isinstance(value, Architecture):
+        return value
+    table = {"kind": "fcn", **_table(value)}
+    if table["kind"] == "fcn":
+        table = {"width": DEFAULT_FCN_WIDTH, **table}
+    members = {kind: _arch_table(spec) for kind, spec in ARCHITECTURES.items()}
+    return TypeAdapter(_tagged("kind", members)).validate_python(table)
+
+
 # --- the config -------------------------------------------------------------------------------------
 @pydantic.dataclasses.dataclass(frozen=True, kw_only=True, config=ConfigDict(**SECTION, arbitrary_types_allowed=True))
 class ExperimentConfig:
@@ -184,13 +196,7 @@ class ExperimentConfig:
     @field_validator("arch", mode="before")
     @classmethod
     def _arch(cls, value):
-        if isinstance(value, Architecture):
-            return value
-        table = {"kind": "fcn", **_table(value)}
-        if table["kind"] == "fcn":
-            table = {"width": DEFAULT_FCN_WIDTH, **table}
-        members = {kind: _arch_table(spec) for kind, spec in ARCHITECTURES.items()}
-        return TypeAdapter(_tagged("kind", members)).validate_python(table)
+        return parse_arch(value)
 
     @field_validator("estimators", mode="before")
     @classmethod
@@ -307,10 +313,34 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     (estimators only as a whole: a file that names any estimator gets exactly those)."""
     if not isinstance(raw, Mapping):
         raise TypeError(f"config must be a table of sections, got {type(raw).__name__}")
+    return parse_model(ExperimentConfig, raw)
+
+
+def parse_model(model: type, raw: Mapping[str, Any]):
+    """Validate ``raw`` against the pydantic model ``model``; the first error as one line (:func:`_error`)."""
     try:
-        return TypeAdapter(ExperimentConfig).validate_python(dict(raw))
+        return TypeAdapter(model).validate_python(dict(raw))
     except ValidationError as exc:
-        raise _error(exc.errors(include_url=False)[0], raw) from None
+        err = exc.errors(include_url=False)[0]
+        if model is not ExperimentConfig and err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            loc = tuple(err["loc"])
+            valid = sorted(_model_fields(model, loc[:-1]))
+            where = f"[{'.'.join(map(str, loc[:-1]))}]" if len(loc) > 1 else "the top level"
+            raise ValueError(f"unknown key {'.'.join(map(str, loc))}; valid keys of {where}: {valid}"
+                             f"{did_you_mean(str(loc[-1]), valid)}") from None
+        raise _error(err, raw) from None
+
+
+def _model_fields(model: type, loc: tuple) -> list[str]:
+    """Field names of the (nested) pydantic dataclass at ``loc`` of ``model`` (list indices skipped)."""
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        hint = model.__pydantic_fields__[key].annotation
+        inner = [a for a in typing.get_args(hint) if hasattr(a, "__pydantic_fields__")] \
+            or [a for t in typing.get_args(hint) for a in typing.get_args(t) if hasattr(a, "__pydantic_fields__")]
+        model = inner[0] if inner else hint
+    return list(getattr(model, "__pydantic_fields__", {}))
 
 
 # what a pydantic error type expected, in the config's words; the first nine are wrong types (TypeError)

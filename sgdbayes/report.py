@@ -31,8 +31,10 @@ from analysis.compare_plots import Panel, Series, plot_compare
 from sampler.store import atomic_write_json, atomic_write_table, atomic_write_text
 
 from .estimators.base import EstimatorResult
+from .flatness import flatness_pooled, flatness_section
 from .sweep import sweep_section
 from .tables import csv_table, fmt, markdown_table
+from .verdict import glossary_lines, verdict_lines
 
 FIGURES = {
     "psgd_vs_pb": "P_SGD against P_B, coloured by test error",
@@ -188,8 +190,17 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
                             if k not in summary and k not in ("n_samples", "n_fit")})
         if summary.get("log_p_s") is not None:
             summary["pac_bayes_bound"] = nngp.pac_bayes_bound(summary["log_p_s"], case.data.n_train)
+            summary["pac_bayes_bound_reference"] = nngp.pac_bayes_bound_reference(summary["log_p_s"],
+                                                                                  case.data.n_train)
     if checks:
-        summary["ep_tilting_median_abs_z"] = checks[0]["median_abs_z"]
+        c = checks[0]
+        z, d = np.asarray(c["z"], dtype=float), np.asarray(c["log_p"]) - np.asarray(c["log_p_ref"])
+        z = z[np.isfinite(z)]
+        summary.update(ep_tilting_median_abs_z=c["median_abs_z"], ep_tilting_pair=[c["estimator"], c["reference"]],
+                       ep_tilting_n=int(z.size), ep_tilting_mean_z=float(z.mean()) if z.size else None,
+                       ep_tilting_median_z=float(np.median(z)) if z.size else None,
+                       ep_tilting_sd_z=float(z.std(ddof=1)) if z.size > 1 else None,
+                       ep_tilting_mean_dlog=float(d.mean()) if d.size else None)
     summary["pairs"] = pairs
     keep = ("estimator", "reference", "median_abs_z", "median_se_ref")
     summary["checks"] = [{k: c[k] for k in keep} | {"n_functions": len(c["functions"])} for c in checks]
@@ -197,11 +208,14 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
     return _finite(summary)
 
 
-def functions_table(case, config, est: Mapping[str, EstimatorResult]) -> pa.Table:
+def functions_table(case, config, est: Mapping[str, EstimatorResult],
+                    columns: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> pa.Table:
     """The wide view of one case: one row per function any estimator has, most frequent first by
     the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
     pair), complexity and test error, ``<label>:count``/``:log_p``/``:log_p_se`` per estimator (no
-    label has a colon: no collision with the primary pair's columns), ``case``."""
+    label has a colon: no collision with the primary pair's columns), then ``<label>:<name>`` for
+    each per-function column an estimator's extras give (``columns[label][name][function]``, nan
+    where absent: the ``sgd`` estimator's sharpness means), ``case``."""
     split = case.split()
     a, b = config.pairs[0] if config.pairs else (None, None)
     fs = list(dict.fromkeys([*(est[a].functions if a else ()), *(f for e in est.values() for f in e.functions)]))
@@ -221,6 +235,8 @@ def functions_table(case, config, est: Mapping[str, EstimatorResult]) -> pa.Tabl
             cols[f"{label}:count"] = pa.array([counts.get(f, 0) for f in fs], pa.int64())
         cols[f"{label}:log_p"] = pa.array([lp.get(f, nan) for f in fs], pa.float64())
         cols[f"{label}:log_p_se"] = pa.array([se.get(f, nan) for f in fs], pa.float64())
+        for name, by_f in (columns or {}).get(label, {}).items():
+            cols[f"{label}:{name}"] = pa.array([by_f.get(f, nan) for f in fs], pa.float64())
     cols["case"] = pa.array([case.name] * len(fs), pa.string())
     return pa.table(cols)
 
@@ -298,8 +314,11 @@ SUMMARY_ROWS = [
     ("sgd_mean_test_error", "mean test error of SGD's functions"),
     ("sgd_top_share", "share of runs in the commonest function"), ("sgd_entropy", "entropy of P_SGD (nats)"),
 ]
-TAIL_ROWS = [("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound"),
-             ("ep_tilting_median_abs_z", "median |z| of the first error-bar check")]
+TAIL_ROWS = [("pac_bayes_bound", "marginal-likelihood PAC-Bayes bound (McAllester, delta = 0.05)"),
+             ("pac_bayes_bound_reference", "PAC-Bayes bound, reference form (delta = 2^-10)"),
+             ("ep_tilting_median_abs_z", "median |z| of the first error-bar check"),
+             ("ep_tilting_mean_z", "mean z (signed) of that check"),
+             ("ep_tilting_mean_dlog", "mean ln P difference of that check (nats)")]
 
 
 def summary_rows(config) -> list[tuple[str, str]]:
@@ -332,32 +351,42 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
     for case in cases:
         est = results[case.name]
         checks = error_bar_checks(case, est)
-        s = case_summary(case, config, est, extras.get(case.name, {}), checks)
-        wide = functions_table(case, config, est)
+        own = {label: {k: v for k, v in d.items() if k != "function_columns"}
+               for label, d in extras.get(case.name, {}).items()}  # per-function columns go to the wide table
+        s = case_summary(case, config, est, own, checks)
+        wide = functions_table(case, config, est, {label: d["function_columns"]
+                                                   for label, d in extras.get(case.name, {}).items()
+                                                   if "function_columns" in d})
         s["figures"] = case_figures(folder, case, config, est, wide, checks)
         summaries.append(s)
         wides.append(wide)
         pair_rows += [[case.name] + [p.get(k) for k, _ in PAIR_COLUMNS] for p in s["pairs"]]
         lines += _case_section(case, config, s, wide, checks)
+        lines += flatness_section(folder, case, config, s, wide)
     atomic_write_table(pa.concat_tables(wides, promote_options="default"), folder / "functions.parquet")
     pairs_fig = pairs_figure(folder, config, cases, results)
     header = ["case"] + [t for _, t in PAIR_COLUMNS]
     atomic_write_text(folder / "pairs.csv", csv_table(["case"] + [k for k, _ in PAIR_COLUMNS], pair_rows))
     summary = {k: v for k, v in summaries[0].items() if k not in ("pairs", "checks", "case")}
     summary.update(cases=summaries, pairs_figure=pairs_fig, figures=summaries[0]["figures"])
+    lines = flatness_pooled(folder, config, cases, summaries, wides) + lines
     if config.sweep is not None:
         lines = sweep_section(folder, config, cases, summaries) + lines
     timings = (manifest or {}).get("timings", {})
     head = ["# sgd-bayes report", "",
             f"{config.arch.describe()} on {config.data.dataset} (m = {config.data.n_train}, k = {config.data.n_test}, "
             f"split seed {config.data.seed}); estimators: "
-            + ", ".join(f"{s.label} ({s.method})" for s in config.estimators) + f"; {len(cases)} case(s).", "",
-            "## All pairs", "", markdown_table(header, pair_rows), ""]
+            + ", ".join(f"{s.label} ({s.method})" for s in config.estimators) + f"; {len(cases)} case(s).", ""]
+    if config.pairs:
+        first = summaries[0]
+        head += [f"## Verdict" + (f" (case {first['case']}; each case's is in its section)" if len(cases) > 1 else ""),
+                 "", *verdict_lines(first, config.pairs[0]), ""]
+    head += ["## All pairs", "", markdown_table(header, pair_rows), ""]
     if pairs_fig:
         head += [f"![{FIGURES['pairs']}]({pairs_fig})", ""]
     if timings:
         head += ["Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(timings.items())), ""]
-    tail = ["## Config", "", "```toml", config.to_toml().rstrip(), "```", "",
+    tail = [*glossary_lines(), "## Config", "", "```toml", config.to_toml().rstrip(), "```", "",
             "Logs are natural unless an axis says log10. Correlations are over functions both estimators see "
             "(samplers: count >= `min_count`); intervals are percentile bootstrap over those functions.", ""]
     atomic_write_json(folder / "summary.json", summary)
@@ -365,8 +394,22 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
     return summary, report
 
 
+def _mean(x) -> float | None:
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else None
+
+
+def _median(x) -> float | None:
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else None
+
+
 def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
+    if config.pairs and config.sweep is not None:
+        lines += ["Verdict:", "", *verdict_lines(s, config.pairs[0]), ""]
     if config.pairs:
         rows = [[label.strip(), s.get(key)] for key, label in summary_rows(config) if key in s]
         lines += [f"Primary pair: {config.pairs[0][0]} against {config.pairs[0][1]}.", "",
@@ -376,7 +419,9 @@ def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     for c in checks:
         lines += [f"### {c['estimator']} against {c['reference']}, with error bars", "",
                   f"{len(c['functions'])} functions; median |z| = {fmt(c['median_abs_z'], 3)} where z = "
-                  f"(ln P_{c['estimator']} - ln P_{c['reference']}) / s.e.; median s.e. "
+                  f"(ln P_{c['estimator']} - ln P_{c['reference']}) / s.e.; with its sign: mean z = "
+                  f"{fmt(_mean(c['z']), 3)}, median z = {fmt(_median(c['z']), 3)}; mean ln P difference "
+                  f"{fmt(_mean(np.subtract(c['log_p'], c['log_p_ref'])), 3)} nats; median s.e. "
                   f"{fmt(c['median_se_ref'], 3)} nats.", "",
                   markdown_table(["function on E", c["estimator"], c["reference"], "s.e.", "z"],
                                  [[f"`{f}`", x, y, e, z] for f, x, y, e, z in

@@ -260,7 +260,9 @@ class Estimator:
         return []
 
     def extras(self, case, options, result: EstimatorResult) -> dict[str, Any]:
-        """Per-case numbers for the summary and report (JSON-able)."""
+        """Per-case numbers for the summary and report (JSON-able). The key ``function_columns``,
+        ``{name: {function: value}}``, is not a summary number: the report puts each name as a
+        column ``<label>:<name>`` of ``functions.parquet`` (``sgd``'s sharpness means)."""
         return {}
 
     def items(self, shard: Mapping[str, Any]) -> int:

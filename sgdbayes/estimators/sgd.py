@@ -21,6 +21,7 @@ from pydantic import Field, create_model, model_validator
 from sampler.sgd import DEVICES, TrainSpec, sgd_shard
 
 from .base import Estimator, Options, attribute_docs, register_estimator
+from .flatness import FlatnessOptions, check_options, flatness_extras, shard_measure
 
 
 #: At most this many runs (10^9: days of a GPU cluster); more is a typo, refused at once.
@@ -40,14 +41,17 @@ def n_parameters(arch, input_shape) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-class _SamplingOptions(Options):
-    """The sampling knobs of ``sgd``; :data:`SGDOptions` adds :class:`sampler.TrainSpec`'s fields."""
-
+class _Knobs(Options):
     n_runs: int = Field(8192, ge=1, le=MAX_RUNS, description="runs started, each from a fresh initialisation")
     ensemble: int = Field(512, ge=1, description="networks trained at once")
     seed: int = Field(0, ge=0, description="run i is a pure function of (seed, i)")
     device: Literal[DEVICES] = "cpu"
     shard_size: int = Field(1024, ge=1, description="runs per shard")
+
+
+class _SamplingOptions(FlatnessOptions, _Knobs):  # fields in the order knobs, sharpness (then TrainSpec's)
+    """The sampling knobs of ``sgd`` and its sharpness measures (:mod:`.flatness`); :data:`SGDOptions`
+    adds :class:`sampler.TrainSpec`'s fields."""
 
     @model_validator(mode="before")
     @classmethod
@@ -85,6 +89,7 @@ class SGDEstimator(Estimator):
 
     def plan(self, case, options, functions=None):
         options.train_spec().check_train_size(case.data.n_train)
+        check_options(case, options)
         step = options.shard_size
         if -(-options.n_runs // step) > MAX_SHARDS:
             raise ValueError(f"n_runs={options.n_runs} in shards of shard_size={step} makes "
@@ -94,15 +99,19 @@ class SGDEstimator(Estimator):
 
     def run_shard(self, case, options, shard, progress=None):
         return sgd_shard(case.arch, case.split(), options.train_spec(), seed=options.seed, start=shard["start"],
-                         stop=shard["stop"], ensemble=options.ensemble, device=options.device, progress=progress)
+                         stop=shard["stop"], ensemble=options.ensemble, device=options.device, progress=progress,
+                         measure=shard_measure(case, options))
 
     def extras(self, case, options, result):
         epochs = np.concatenate([np.asarray(i["epochs"], float) for i in result.infos] or [np.zeros(0)])
         loss = np.concatenate([np.asarray(i["final_loss"], float) for i in result.infos] or [np.zeros(0)])
+        # how the shards trained the first layer (sampler.sgd_shard's info; shards from before it: "full")
+        layer = {"sgd_first_layer": "/".join(sorted({i.get("first_layer", "full") for i in result.infos})) or None,
+                 "sgd_span_rank": next((i["span_rank"] for i in result.infos if i.get("span_rank")), None)}
         if epochs.size == 0:
-            return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None}
+            return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None, **layer}
         return {"sgd_mean_epochs": float(epochs.mean()), "sgd_median_epochs": float(np.median(epochs)),
-                "sgd_mean_final_loss": float(loss.mean())}
+                "sgd_mean_final_loss": float(loss.mean()), **layer, **flatness_extras(result.infos)}
 
     def memory(self, case, options):
         ensemble = min(options.ensemble, options.shard_size, options.n_runs)

@@ -111,6 +111,21 @@ def test_fcn_depth1_equals_finite_width_covariance(act):
     _check_mc(K, E, se, 1e-9)
 
 
+@pytest.mark.parametrize("span", [True, False])
+def test_fcn_monte_carlo_in_the_span_of_the_inputs(span):
+    """n = 5 points in d = 40 (span of dimension 5): the first layer drawn in the span (span=True) and in
+    input coordinates (span=False) both match the closed form at depth 1 within Monte Carlo error;
+    the span path draws other numbers (it is taken)."""
+    arch = sampler.FCN(depth=1, width=256, activation="relu", sigma_w=1.2, sigma_b=0.3)
+    x = _x(5, 40, seed=2)
+    E, se = nngp.empirical_kernel(arch, x, n_samples=60, seed=3, return_stderr=True, dtype=torch.float64, span=span)
+    _check_mc(nngp.kernel(arch, x), E, se, 1e-9)
+    auto = nngp.empirical_kernel(arch, x, n_samples=60, seed=3, dtype=torch.float64)
+    assert torch.equal(auto, E) == span
+    with pytest.raises(ValueError, match="span=True"):
+        nngp.empirical_kernel(sampler.LSTM(hidden=2), x, n_samples=2, seed=0, span=True)
+
+
 @pytest.mark.parametrize("act", ["relu", "erf"])
 def test_fcn_depth2_against_wide_networks(act):
     arch = sampler.FCN(depth=2, width=512, activation=act, sigma_w=1.3, sigma_b=0.2)

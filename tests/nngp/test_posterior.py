@@ -171,6 +171,20 @@ def test_pac_bayes_bound():
         nngp.pac_bayes_bound(float("nan"), m)
 
 
+def test_pac_bayes_bound_reference_form():
+    """The reference code's form: eps = 1 - exp(-(ln 1/P(S) + 2 ln m + 1 - ln delta) / m), delta = 2^-10;
+    -ln(1 - eps) = 0.5 exactly when ln 1/P(S) = m/2 - 2 ln m - 1 - 10 ln 2."""
+    m = 400
+    lp = -(m / 2 - 2 * math.log(m) - 1 - 10 * math.log(2))
+    assert nngp.pac_bayes_bound_reference(lp, m) == pytest.approx(1 - math.exp(-0.5), rel=1e-12)
+    assert nngp.pac_bayes_bound_reference(-math.inf, m) == 1.0
+    assert nngp.pac_bayes_bound_reference(-57.0, 100) > nngp.pac_bayes_bound(-57.0, 100)  # smaller delta
+    with pytest.raises(ValueError, match="log_ps must be <= 0"):
+        nngp.pac_bayes_bound_reference(0.5, m)
+    with pytest.raises(ValueError, match="m must be >= 1"):
+        nngp.pac_bayes_bound_reference(-1.0, 0)
+
+
 def test_posterior_of_another_split_or_arch_is_refused():
     arch = sampler.FCN(depth=2, width=64)
     split = sampler.load_split("mnist", n_train=40, n_test=8, seed=0)

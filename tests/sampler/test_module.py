@@ -135,3 +135,37 @@ def test_prior_sampling_of_a_module_matches_the_builtin_fcn_in_distribution():
     assert mod.n_fit > 50 and all(len(f) == 6 for f in mod)
     p = (mod.n_fit + fcn.n_fit) / (2 * n)
     assert abs(mod.n_fit - fcn.n_fit) / n / math.sqrt(2 * p * (1 - p) / n) < 5
+
+
+# --- factories as people write them (issue 25) ----------------------------------------------------------
+def _no_shape(width=8):  # most people's factory: no input_shape parameter
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.Tanh(), nn.Linear(width, 1))
+
+
+class _NetClass(nn.Module):  # a class used as the factory, input size fixed inside
+    def __init__(self, width=8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _keyword_shape(*, width=8, input_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), width), nn.ReLU(), nn.Linear(width, 1))
+
+
+@pytest.mark.parametrize("factory", [_no_shape, _NetClass, _keyword_shape], ids=["function", "class", "keyword"])
+def test_factory_gets_input_shape_only_where_declared(digits, factory):
+    arch = sampler.Module(factory=factory, kwargs={"width": 5})
+    table = train_runs(arch, digits, TrainSpec(batch_size=10, max_epochs=3), seed=0, start=0, stop=2)
+    assert table.num_rows == 2
+    net = arch.build((64,), generator=make_generator(0))
+    assert net(torch.zeros(3, 64)).shape == (3,)
+
+
+def test_module_instance_is_refused_saying_what_to_pass(digits):
+    with pytest.raises(TypeError, match=r"got a module instance \(_NetClass\); pass what builds one: the class"):
+        sampler.Module(factory=_NetClass())
+    with pytest.raises(TypeError, match=r"got _NetClass; for your own torch.nn.Module pass sampler.Module"):
+        sampler.sample_sgd(_NetClass(), digits, 4, seed=0, progress=False)
