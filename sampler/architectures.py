@@ -19,7 +19,9 @@ import dataclasses
 import functools
 import importlib
 import math
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -291,6 +293,16 @@ class Architecture:
         """``forward(params, x (E, B, d)) -> (outputs, backward)`` with ``backward(grad_out) -> grads``
         replacing autograd in training, or None."""
         return None
+
+    def source_files(self) -> tuple[Path, ...]:
+        """Files of the user's own code this spec runs, whose content run folders fingerprint (a
+        changed file is refused by name): the file defining a spec class outside this package;
+        none for the built-ins."""
+        name = type(self).__module__
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if name.split(".")[0] == __name__.split(".")[0] or not file or not Path(file).is_file():
+            return ()
+        return (Path(file),)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain dict with a ``kind`` key (for configs and manifests)."""
@@ -657,6 +669,13 @@ class Module(Architecture):
                                      f"structure: parameter {name} {tuple(p.shape)} vs {name2} {tuple(q.shape)}")
                 p.copy_(q.to(dtype=p0.dtype))
         return module
+
+    def source_files(self) -> tuple[Path, ...]:
+        """The file of the factory's module (where it is a file)."""
+        if not self.importable:
+            return ()
+        file = getattr(importlib.import_module(self.factory.split(":")[0]), "__file__", None)
+        return (Path(file),) if file and Path(file).is_file() else ()
 
     def to_dict(self) -> dict[str, Any]:
         if not self.importable:

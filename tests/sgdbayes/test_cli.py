@@ -70,7 +70,7 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--no-progress"] + TINY_RUN) == 2
     err = one_line(capsys)
-    assert "No space left on device" in err and str(out / "config.toml") in err and "free some space" in err
+    assert "No space left on device" in err and str(out / "sources.json") in err and "free some space" in err  # the first file written
 
 
 def test_out_under_a_file_is_one_line(tmp_path, capsys):
