@@ -530,6 +530,12 @@ def resolve_factory(factory) -> Callable:
     return obj
 
 
+def _first_line(exc: BaseException) -> str:
+    """``"Type: first line of its message"``: a cause in one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def _unsupported_layer(module: nn.Module) -> tuple[str, str] | None:
     """``(name, why)`` of the first layer whose network is not one deterministic function of its
     parameters (or that the vmap engine cannot batch), else None. See :class:`Module`."""
@@ -638,7 +644,13 @@ class Module(Architecture):
 
     def _construct(self, input_shape: tuple[int, ...]) -> nn.Module:
         name = self.factory if self.importable else factory_name(self.factory)
-        net = resolve_factory(self.factory)(tuple(input_shape), **dict(self.kwargs))
+        factory = resolve_factory(self.factory)
+        try:
+            net = factory(tuple(input_shape), **dict(self.kwargs))
+        except Exception as exc:  # the user's code: one line naming the call and the cause (chained)
+            args = ", ".join([repr(tuple(input_shape))] + [f"{k}={v!r}" for k, v in self.kwargs])
+            raise ValueError(f"arch.factory {name!r} raised {_first_line(exc)} when called as "
+                             f"{name.split(':')[-1]}({args})") from exc
         if not isinstance(net, nn.Module):
             raise TypeError(f"arch.factory {name!r} must return a torch.nn.Module, got {type(net).__name__}")
         return ModuleNet(net, input_shape, name)
@@ -652,7 +664,14 @@ class Module(Architecture):
         if not any(True for _ in module.parameters()):
             raise ValueError(f"arch.factory {module.factory_name!r}: the module has no parameters to train")
         with torch.no_grad():  # the output shape, checked once here rather than at the first step
-            module(torch.zeros(2, math.prod(input_shape)))
+            try:
+                module(torch.zeros(2, math.prod(input_shape)))
+            except ValueError:
+                raise  # ModuleNet's own (output shape), naming the factory
+            except Exception as exc:
+                raise ValueError(f"arch.factory {module.factory_name!r}: the module's forward pass raised "
+                                 f"{_first_line(exc)} on zeros of shape (2, {', '.join(map(str, input_shape))})"
+                                 ) from exc
         return module
 
     def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:

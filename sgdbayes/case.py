@@ -24,7 +24,7 @@ import nngp
 from sampler.architectures import Architecture
 from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
 from sampler.checks import check_plain_name
-from sampler.seeding import make_generator
+from sampler.network_check import check_network
 from sampler.store import ShardError, atomic_write_bytes, file_digest, fingerprint, split_digest
 
 from .validation import SECTION
@@ -191,10 +191,11 @@ class Case:
 def check_case(case: Case) -> None:
     """Before a case's first shard, as one ``ValueError``/``TypeError`` line: its data load, and its
     architecture builds on the split's input shape (a ``module`` factory imports and returns a
-    supported module with the right output shape)."""
+    supported module with the right output shape) and gives usable outputs on the data at
+    initialisation (:func:`sampler.network_check.check_network`)."""
     where = f"case {case.name}: " if case.settings else ""
     split = case.split()
     try:
-        case.arch.build(split.input_shape, generator=make_generator(0, "check"))
+        check_network(case.arch, split)
     except (ValueError, TypeError) as exc:
-        raise type(exc)(f"{where}[arch] {case.arch.kind} on data of input shape {split.input_shape}: {exc}") from None
+        raise type(exc)(f"{where}[arch] {case.arch.describe()} on data of input shape {split.input_shape}: {exc}") from exc
