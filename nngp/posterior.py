@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 import torch
 
-from sampler.checks import check_choice, check_int
+from sampler.checks import check_choice, check_device, check_int
 from sampler.architectures import Architecture
 from sampler.data import Split
 from sampler.functions import strings_to_bits
@@ -192,6 +192,7 @@ def train_posterior(
         Where the kernel and the EP are computed (default: ``K``'s device, else the CPU), in
         float64. The fit is returned on the CPU, so later steps need not know where it ran.
     """
+    device = check_device(device, allow_none=True)
     _check_split(split)
     m, k = split.n_train, split.n_test
     if K is None:

@@ -142,8 +142,10 @@ def _plain_warnings(command: str):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
+    if args.command is None:  # the help on stdout, and what was missing on stderr
+        parser.print_help()
+        print("sgdbayes: error: a command is required (the commands are listed above; sgdbayes COMMAND --help)",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     with warnings.catch_warnings():
         warnings.showwarning = _plain_warnings(args.command)
