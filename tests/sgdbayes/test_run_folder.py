@@ -183,6 +183,8 @@ def test_a_changed_arrays_file_is_refused_by_name(tmp_path, capsys):
     write_arrays(data, 1)
     with pytest.raises(ValueError, match=rf"data file {data} changed since the folder was made"):
         run_experiment(arrays_config(data), out, progress=False)  # finished folder
+    assert main(["analyze", str(out)]) == 2  # its report would describe the new data with the old results
+    assert "changed since the folder was made" in capsys.readouterr().err
     (out / "results.parquet").unlink()
     for p in sorted(shards(out).glob("*.parquet"))[1:]:
         p.unlink()  # an unfinished folder
