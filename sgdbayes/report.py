@@ -185,8 +185,12 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
         for label in [config.pairs[0][0], config.pairs[0][1]] + list(extras):
             summary.update({k: v for k, v in extras.get(label, {}).items()
                             if k not in summary and k not in ("n_samples", "n_fit")})
-        if summary.get("log_p_s") is not None:
-            summary["pac_bayes_bound"] = nngp.pac_bayes_bound(summary["log_p_s"], case.data.n_train)
+        # the bound from the more accurate log P(S): tilting's (unbiased) where it ran, EP's (biased low,
+        # benchmarks/ep_bias.py) otherwise
+        source = next((key for key in ("log_p_s_tilting", "log_p_s") if summary.get(key) is not None), None)
+        if source is not None:
+            summary["pac_bayes_bound"] = nngp.pac_bayes_bound(min(summary[source], 0.0), case.data.n_train)
+            summary["pac_bayes_bound_from"] = source
     if checks:
         summary["ep_tilting_median_abs_z"] = checks[0]["median_abs_z"]
     summary["pairs"] = pairs
