@@ -8,6 +8,10 @@ of K (how strongly the inputs are correlated under the prior), ``rho_max`` the l
 saw EP low by 0.15 nats on the Boolean constant target (m = 32) and by 0.08 on the default MNIST
 run (m = 100).
 
+Then, on MNIST m = 100, the bias in log P_B(f|S) by k: ``ep-conditional`` (one EP on S, then a
+k-dimensional EP under q(g_E|S)) against tilting on the full (m + k)-dimensional orthant minus
+tilting's log P(S), for the posterior mean's sign pattern and 1-3 bit flips of it.
+
     python benchmarks/ep_bias.py           # Boolean (m = 16, 32, 64), MNIST and digits (m = 25 .. 400)
     python benchmarks/ep_bias.py --quick   # a few sizes, well under a minute
 """
@@ -44,6 +48,32 @@ def one(dataset: str, m: int, seed: int, n_samples: int, **kw) -> None:
           f"(CPU s: EP {t_ep:.2f}, tilting {t_ti:.2f})", flush=True)
 
 
+def by_k(m: int, ks, n_functions: int, seed: int, n_samples: int) -> None:
+    """log P_B(f|S): ep-conditional against tilting (full orthant minus log P(S)), for each k."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for k in ks:
+        split = sampler.load_split("mnist", n_train=m, n_test=k, seed=seed)
+        post = nngp.train_posterior(ARCH, split)
+        base = (post.pred_mean > 0).numpy().astype(np.int64)
+        fs = [base] + [base ^ np.isin(np.arange(k), rng.choice(k, size=rng.integers(1, 4), replace=False))
+                       for _ in range(n_functions - 1)]
+        strings = ["".join(map(str, f)) for f in fs]
+        ep = nngp.log_pb(ARCH, split, strings, method="ep-conditional", posterior=post)
+        K = post.K
+        lps = nngp.orthant(K[:m, :m], split.y_train, method="tilting", seed=seed, n_samples=n_samples)
+        diffs, ses = [], []
+        for i, f in enumerate(fs):
+            y = torch.cat([split.y_train, torch.from_numpy(f)])
+            t = nngp.orthant(K, y, method="tilting", seed=seed + 1 + i, n_samples=n_samples)
+            diffs.append(ep[i] - (t.log_prob - lps.log_prob))
+            ses.append(float(np.hypot(t.stderr, lps.stderr)))
+        print(f"mnist m={m} k={k:4d}: log P_B(f|S), ep-conditional - tilting over {len(fs)} functions: mean "
+              f"{np.mean(diffs):+.4f}, range {min(diffs):+.4f} .. {max(diffs):+.4f} (tilting se {min(ses):.4f} .. "
+              f"{max(ses):.4f})", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few small sizes, under a minute")
@@ -59,6 +89,7 @@ def main() -> None:
         n_samples = a.n_samples
     for dataset, m, kw in cases:
         one(dataset, m, a.seed, n_samples, **kw)
+    by_k(100, (10,) if a.quick else (10, 30, 100), 3 if a.quick else 5, a.seed, n_samples)
 
 
 if __name__ == "__main__":
