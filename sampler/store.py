@@ -83,19 +83,11 @@ def fingerprint(obj: Any) -> str:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """A short hash (hex, 16 chars) of a file's bytes, or of a folder's files (their names relative
-    to it and their bytes, in sorted order; hidden files left out): what the data was read from."""
-    path = Path(path)
+    """A short hash (hex, 16 chars) of a file's bytes (e.g. a user's module: what shards were computed with)."""
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
-                                                  and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    for f in files:
-        if f is not path:
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()[:16]
 
 
