@@ -185,8 +185,9 @@ def critical_samples(model, x, *, radius: float, n_steps: int = 1, clip: tuple[f
     """
     import torch  # slow to import; only this function needs it
 
-    from sampler.checks import check_float, check_int
+    from sampler.checks import check_device, check_float, check_int
 
+    device = check_device(device, allow_none=True)
     radius = check_float("radius", radius, minimum=0.0)
     n_steps = check_int("n_steps", n_steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)

@@ -7,7 +7,10 @@ Measures, in one run, on an MNIST split with the paper's FCN (2x512 relu):
    extrapolated to all F (printed as such);
 3. the speed ratio and the median / max |difference| of log P_B over the subset;
 4. optionally (``--large``) the time of ``ep-conditional`` for 10^4 functions at m = 10^4,
-   kernel and EP on S included.
+   kernel and EP on S included;
+5. ``--scale-check``: EP on S (m = 2000) on the NNGP kernel and on the same kernel scaled by 1e-8
+   and 1e8, side by side (issue 26 saw 732 s against 29 s; EP is scale invariant in exact
+   arithmetic: the ratio should be ~1 with the same iterations and log P(S)).
 
 Functions: the kind SGD finds, near the GP posterior's low-error functions: signs of draws from
 ``q(g_E | S)`` (the Gaussian predictive of EP on S), deduplicated, topped up with random 1-3 bit
@@ -16,6 +19,7 @@ flips of the posterior mean's sign pattern if draws repeat.
     python benchmarks/log_pb.py            # m = 1000, k = 100, 1000 functions
     python benchmarks/log_pb.py --large    # also m = 10^4, 10^4 functions
     python benchmarks/log_pb.py --quick    # under a minute
+    python benchmarks/log_pb.py --scale-check   # EP on S at m = 2000: K vs K * 1e-8 vs K * 1e8
 """
 
 from __future__ import annotations
@@ -125,6 +129,24 @@ def large(m: int, k: int, n_functions: int, seed: int, device: str = "cpu") -> N
           f"converged {res.converged.sum()}/{len(functions)}")
 
 
+def scale_check(m: int, seed: int) -> None:
+    """EP on S on K and on K scaled by 1e-8 and 1e8, timed side by side (CPU time of this process)."""
+    arch = sampler.FCN(depth=2, width=512, activation="relu", sigma_w=1.0, sigma_b=0.0357)
+    split = sampler.load_split("mnist", n_train=m, n_test=10, seed=seed)
+    K = nngp.kernel(arch, split.x_all())
+    times, results = {}, {}
+    for scale in (1.0, 1e-8, 1e8):
+        t0 = time.process_time()
+        results[scale] = nngp.train_posterior(arch, split, K=K * scale)
+        times[scale] = time.process_time() - t0
+    for scale, post in results.items():
+        print(f"EP on S, m={m}, K x {scale:g}: {times[scale]:.2f} s CPU, {post.n_iter} iterations, "
+              f"converged={post.converged}, log P(S) = {post.log_ps:.6f}")
+    print(f"scale check: time ratio K x 1e-8 / K = {times[1e-8] / times[1.0]:.2f}, K x 1e8 / K = "
+          f"{times[1e8] / times[1.0]:.2f}; max |log P(S) difference| = "
+          f"{max(abs(r.log_ps - results[1.0].log_ps) for r in results.values()):.2e}")
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -139,6 +161,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--large", action="store_true", help="also time m = 10^4 with 10^4 functions")
     p.add_argument("--large-only", action="store_true")
+    p.add_argument("--scale-check", action="store_true", help="EP on S at m = 2000 on K, K * 1e-8 and K * 1e8")
     p.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--device", default="cpu", help="--large: where the kernel and the EP on S run (cpu or cuda)")
@@ -148,6 +171,10 @@ def main() -> None:
     if a.quick:
         compare(300, 50, 300, 10, a.seed)
         large(2000, 100, 1000, a.seed)
+        scale_check(300, a.seed)
+        return
+    if a.scale_check:
+        scale_check(2000, a.seed)
         return
     if not a.large_only:
         compare(a.m, a.k, a.functions, a.ep_subset, a.seed)

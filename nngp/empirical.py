@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sampler.checks import check_choice, check_int
+from sampler.checks import check_choice, check_device, check_int
 from sampler import span_basis
 from sampler.architectures import Architecture
 from sampler.seeding import make_generator
@@ -91,6 +91,7 @@ def empirical_kernel(
     torch.Tensor, float64, shape (n, n)
         Or ``(kernel, stderr)`` (entrywise Monte Carlo standard error) with ``return_stderr=True``.
     """
+    device = check_device(device)
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be a sampler architecture spec, got {type(arch).__name__}")
     n_samples = check_int("n_samples", n_samples, minimum=2)
@@ -212,6 +213,7 @@ def kernel_for(
     device : optional
         Where to compute; the Monte Carlo kernel comes back on the CPU.
     """
+    device = check_device(device, allow_none=True)
     if has_analytic_kernel(arch):
         return KernelEstimate(kernel(arch, x, input_shape=input_shape, device=device), None, 0, "analytic")
     K, se = empirical_kernel(arch, x, n_samples=n_samples, seed=seed, input_shape=input_shape,

@@ -33,6 +33,9 @@ import torch
 from scipy.linalg import lapack
 
 TAU_FLOOR = 1e-8
+#: Below z = -Z_TAIL the truncated normal's variance is taken from its asymptotic series (see
+#: :func:`truncated_moments`): there the direct formula's cancellation costs more than the series' error.
+Z_TAIL = 50.0
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -83,8 +86,12 @@ def truncated_moments(m: torch.Tensor, v: torch.Tensor, s: torch.Tensor):
     r = inv_mills(z)
     log_z = torch.special.log_ndtr(z)
     mean = m + s * sd * r
-    # 1 - r (z + r) is the standardised variance of the truncated normal, in (0, 1)
-    shrink = (1.0 - r * (z + r)).clamp(1e-300, 1.0)
+    # 1 - r (z + r) is the standardised variance of the truncated normal, in (0, 1); far in the tail
+    # (z < -Z_TAIL) it is ~1/z^2 and the difference loses every digit (relative error eps z^4): there its
+    # asymptotic series in a = -z, 1/a^2 - 6/a^4 + 50/a^6 - 518/a^8 + 6354/a^10 (relative error < 1e-12)
+    a2 = 1.0 / torch.where(z < -Z_TAIL, z, torch.full_like(z, -Z_TAIL)) ** 2
+    tail = a2 * (1.0 + a2 * (-6.0 + a2 * (50.0 + a2 * (-518.0 + a2 * 6354.0))))
+    shrink = torch.where(z < -Z_TAIL, tail, 1.0 - r * (z + r)).clamp(1e-300, 1.0)
     return log_z, mean, v * shrink
 
 

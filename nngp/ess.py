@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sampler.checks import check_int
+from sampler.checks import check_device, check_int
 from sampler.functions import FunctionCounts, string_to_bits
 from sampler.seeding import make_generator
 
@@ -192,6 +192,7 @@ def ess_sample(
     diagnostics : bool
         Compute arviz R-hat and bulk ESS over the E bits (needs arviz; ~1 s to import).
     """
+    device = check_device(device)
     A = kernel_factor(K).to(device)
     n = A.shape[0]
     y = _check_labels(y_train, n_train, n).to(device)
@@ -263,6 +264,7 @@ def ess_posterior(arch, split, n_samples: int, *, seed: int, n_chains: int = 4, 
                   thin: int = 1, K=None, device: str | torch.device = "cpu", **kwargs) -> EssResult:
     """ESS of the NNGP of ``arch`` on ``split`` (S first, then E); pass ``K`` to reuse a kernel
     (default :func:`nngp.kernel_for` on ``split.x_all()``). Other keywords go to :func:`ess_sample`."""
+    device = check_device(device)
     if K is None:
         K = kernel_for(arch, split.x_all(), input_shape=split.input_shape).K
     return ess_sample(K, split.y_train, split.n_train, n_samples=n_samples, n_chains=n_chains,

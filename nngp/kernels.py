@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sampler.checks import check_real_array
+from sampler.checks import check_device, check_real_array
 from sampler.architectures import CNN, FCN, Architecture
 
 TWO_PI = 2.0 * math.pi
@@ -302,6 +302,7 @@ def kernel(
     torch.Tensor, float64, shape (n1, n2)
         Covariance of the network's scalar output (dimensionless, output units squared).
     """
+    device = check_device(device, allow_none=True)
     impl = _require(arch)
     x1 = as_float64("x1", x1, device=device)
     symmetric = x2 is None

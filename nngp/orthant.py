@@ -16,10 +16,15 @@ Methods
     saddle-point equations (started from the EP posterior mean). Unbiased for P with an honest
     Monte Carlo standard error (delta method on the log), and it stays accurate to hundreds of
     dimensions. Also returns Botev's deterministic upper bound ``psi*`` on log P.
+
+Whatever the method, a problem with an exact answer gets it (:mod:`nngp.orthant_exact`: n <= 2
+variables, by Sheppard's formula or a one-dimensional integral; a rank-one K, by an interval of
+one Gaussian), reported as ``method="exact"`` with ``stderr = 0``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -32,9 +37,15 @@ from sampler.checks import check_choice, check_float, check_int, check_real_arra
 from sampler.seeding import derive_seed
 
 from .ep import ep_orthant
+from .orthant_exact import exact_log_orthant
 
 METHODS = ("ep", "genz", "tilting")
 GENZ_MAX_DIM = 100
+#: A constraint violated by its mean by more than this many standard deviations is reduced exactly
+#: (:func:`_reduce_far_violation`) instead of being handed to EP, tilting or Genz.
+Z_FAR = 40.0
+#: Gauss-Laguerre nodes of that reduction's expectation over the violated variable's tail.
+N_LAGUERRE = 16
 PSD_CHECK_MAX_DIM = 1000
 _OPTIONS = {"ep": {"damping", "max_iter", "tol", "updates", "jitter"}, "genz": {"maxpts", "repeats"},
             "tilting": {"n_samples", "solve", "ep_options"}}
@@ -139,6 +150,8 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
         Labels in {0, 1}: 1 requires ``g_i > 0``, 0 requires ``g_i < 0``.
     method : {"ep", "genz", "tilting"}
         See the module docstring; ``genz`` and ``tilting`` are stochastic and need ``seed``.
+        Problems with an exact answer (n <= 2, rank-one K) get it whatever the method
+        (``result.method == "exact"``).
     mean : optional, shape (n,)
         Mean of g (default 0).
     **options
@@ -154,6 +167,10 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method={method!r}; valid: {sorted(allowed)}")
+    if method != "ep":
+        if seed is None:
+            raise ValueError(f"method={method!r} is stochastic: pass seed=<int>")
+        seed = check_int("seed", seed, minimum=0)
     keep, conflict = _duplicate_variables(K, y, mean)
     impossible = None
     if conflict or (mean is None and collinear_conflict(K, y) is not None):
@@ -170,14 +187,64 @@ def orthant(K, y, *, method: str = "ep", mean=None, seed: int | None = None, **o
         warnings.warn(f"{impossible}: the probability is exactly 0, returned as log_prob = -inf", RuntimeWarning,
                       stacklevel=2)
         return OrthantResult(-math.inf, 0.0, True, 0, method)
+    exact = exact_log_orthant(K, y, mean)  # n <= 2 or a rank-one K: no approximation needed
+    if exact is not None:
+        return OrthantResult(exact, 0.0, True, 0, "exact")
+    far = _reduce_far_violation(K, y, mean, method=method, seed=seed, **options)
+    if far is not None:
+        return far
     if method == "ep":
         return _orthant_ep(K, y, mean, **options)
-    if seed is None:
-        raise ValueError(f"method={method!r} is stochastic: pass seed=<int>")
-    seed = check_int("seed", seed, minimum=0)
     if method == "genz":
         return _orthant_genz(K, y, mean, seed=seed, **options)
     return _orthant_tilting(K, y, mean, seed=seed, **options)
+
+
+def _reduce_far_violation(K, y, mean, **how) -> OrthantResult | None:
+    """A constraint its mean violates by more than :data:`Z_FAR` standard deviations
+    (``z_i = s_i m_i / sigma_i < -Z_FAR``) holds only in the far tail, within a few ``sigma_i / |z_i|``
+    of ``g_i = 0``. There ``P = Phi(z_i) E[P(rest | g_i)]``, the expectation over ``g_i`` in that
+    tail (density ``exp(-lam t - t^2 / (2 sigma_i^2))`` in ``t = s_i g_i > 0``, ``lam = |m_i| / sigma_i^2``),
+    taken by :data:`N_LAGUERRE`-point Gauss-Laguerre quadrature; each ``P(rest | g_i)`` is an orthant
+    problem of n - 1 variables under the conditional Gaussian, solved by :func:`orthant` with the same
+    method (and reduced again if another constraint is as far off). EP itself cannot take such a mean:
+    its site precisions reach ``z^2`` and its posterior mean cancels terms of size ``z^3`` (issue 26: a
+    mean of 1e4 against its label gave 'non-finite site parameters'). None when no constraint is that
+    far off."""
+    if mean is None:
+        return None
+    s = 2.0 * y - 1.0
+    d = torch.diagonal(K)
+    z = torch.where(d > 0, s * mean / d.clamp_min(1e-300).sqrt(), torch.full_like(d, math.inf))
+    i = int(torch.argmin(z))
+    if float(z[i]) >= -Z_FAR:
+        return None
+    var_i, m_i, s_i = float(K[i, i]), float(mean[i]), float(s[i])
+    log_i = float(special.log_ndtr(float(z[i])))
+    rest = torch.arange(K.shape[0]) != i
+    k_ri = K[rest, i]
+    cond_K = K[rest][:, rest] - torch.outer(k_ri, k_ri) / var_i
+    cond_K = 0.5 * (cond_K + cond_K.T)
+    nodes, weights = np.polynomial.laguerre.laggauss(N_LAGUERRE)
+    lam = abs(m_i) / var_i
+    logs, subs = [], []
+    for x, w in zip(nodes, weights):
+        t = x / lam
+        cond_mean = mean[rest] + k_ri / var_i * (s_i * t - m_i)
+        if float(cond_K.abs().max()) <= 1e-12 * float(K.abs().max()):  # the rest is determined by g_i
+            sub = OrthantResult(exact_log_orthant(torch.zeros_like(cond_K), y[rest], cond_mean), 0.0, True, 0,
+                                "exact")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an impossible node is -inf, as it should be
+                sub = orthant(cond_K, y[rest], mean=cond_mean, **how)
+        subs.append(sub)
+        logs.append((math.log(w) - 0.5 * t * t / var_i, sub.log_prob))
+    tail = special.logsumexp([a for a, _ in logs])
+    log_e = special.logsumexp([a + b for a, b in logs]) - tail if any(math.isfinite(b) for _, b in logs) else -math.inf
+    worst = max(subs, key=lambda r: (not r.converged, r.stderr if math.isfinite(r.stderr) else 0.0))
+    return dataclasses.replace(worst, log_prob=float(log_i + log_e),
+                               converged=all(r.converged for r in subs))
 
 
 def orthant_feasible(K: torch.Tensor, y: torch.Tensor, mean: torch.Tensor | None = None, *,

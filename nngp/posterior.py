@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 import torch
 
-from sampler.checks import check_choice, check_int
+from sampler.checks import check_choice, check_device, check_int
 from sampler.architectures import Architecture
 from sampler.data import Split
 from sampler.functions import strings_to_bits
@@ -40,7 +40,7 @@ from sampler.seeding import derive_seed
 
 from .ep import EPResult, ep_orthant, ep_predict, warn_unconverged
 from .empirical import kernel_for
-from .orthant import _orthant_tilting, collinear_conflict, orthant, orthant_feasible
+from .orthant import Z_FAR, _orthant_tilting, collinear_conflict, orthant, orthant_feasible
 
 LOG_PB_METHODS = ("ep-conditional", "ep")
 FEASIBILITY_MAX_M = 3000  # an eigendecomposition of K_SS decides feasibility; ~10 s at this size on 2 cores
@@ -192,6 +192,7 @@ def train_posterior(
         Where the kernel and the EP are computed (default: ``K``'s device, else the CPU), in
         float64. The fit is returned on the CPU, so later steps need not know where it ran.
     """
+    device = check_device(device, allow_none=True)
     _check_split(split)
     m, k = split.n_train, split.n_test
     if K is None:
@@ -359,13 +360,27 @@ def log_pb_details(
         e_keep = torch.from_numpy(_unique_rows(split.x_test))
         cov_e, mean_e = post.pred_cov[e_keep][:, e_keep], post.pred_mean[e_keep]
         if method == "ep-conditional" and conditional_method == "ep":
-            for lo in range(0, n_f, batch_size):
-                f = torch.from_numpy(bits[lo:lo + batch_size][:, e_keep.numpy()]).to(torch.float64)
+            # per function through nngp.orthant where EP is not the right tool: an exact answer (k <= 2
+            # distinct test points) or a constraint the predictive mean violates by > Z_FAR sd
+            f_all = torch.from_numpy(bits[:, e_keep.numpy()]).to(torch.float64)
+            z = (2.0 * f_all - 1.0) * mean_e / torch.diagonal(cov_e).clamp_min(1e-300).sqrt()
+            alone = (z.amin(-1) < -Z_FAR) | (len(e_keep) <= 2)
+            for i in torch.nonzero(alone).squeeze(1).tolist():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # an impossible f: -inf, said once below
+                    r = orthant(cov_e, f_all[i], mean=mean_e, method="ep", damping=damping, max_iter=max_iter,
+                                tol=tol, jitter=jitter)
+                out[i], conv[i], iters[i] = r.log_prob, r.converged, r.n_iter
+                bar.update(1)
+            batched = torch.nonzero(~alone).squeeze(1)
+            for lo in range(0, len(batched), batch_size):
+                idx = batched[lo:lo + batch_size]
+                f = f_all[idx]
                 r = ep_orthant(cov_e, f, mean=mean_e, damping=damping, max_iter=max_iter,
                                tol=tol, jitter=jitter)
-                out[lo:lo + len(f)] = r.log_z.numpy()
-                conv[lo:lo + len(f)] = r.converged.numpy()
-                iters[lo:lo + len(f)] = r.n_iter
+                out[idx.numpy()] = r.log_z.numpy()
+                conv[idx.numpy()] = r.converged.numpy()
+                iters[idx.numpy()] = r.n_iter
                 bar.update(len(f))
         elif method == "ep-conditional":
             if seed is None:

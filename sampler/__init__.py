@@ -5,6 +5,7 @@ from .architectures import ARCHITECTURES, CNN, FCN, LSTM, Architecture, Module, 
 from .ensemble import Network, member_grads, member_hvp
 from .data import Pool, Split, load_pool, load_split
 from .functions import FunctionCounts
+from .network_check import check_network
 from .prior import sample_prior
 from .seeding import derive_seed, make_generator
 from .sgd import TrainSpec, sample_sgd, train_runs
@@ -12,7 +13,7 @@ from .store import RunFolder
 
 __all__ = [
     "Architecture", "FCN", "CNN", "LSTM", "Module", "make_architecture", "register_architecture", "ARCHITECTURES",
-    "Network", "member_grads", "member_hvp",
+    "Network", "member_grads", "member_hvp", "check_network",
     "Pool", "Split", "load_pool", "load_split",
     "FunctionCounts", "RunFolder", "derive_seed", "make_generator",
     "TrainSpec", "sample_sgd", "train_runs",

@@ -20,7 +20,9 @@ import functools
 import importlib
 import inspect
 import math
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -301,6 +303,16 @@ class Architecture:
         replacing autograd in training, or None."""
         return None
 
+    def source_files(self) -> tuple[Path, ...]:
+        """Files of the user's own code this spec runs, whose content run folders fingerprint (a
+        changed file is refused by name): the file defining a spec class outside this package;
+        none for the built-ins."""
+        name = type(self).__module__
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if name.split(".")[0] == __name__.split(".")[0] or not file or not Path(file).is_file():
+            return ()
+        return (Path(file),)
+
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain dict with a ``kind`` key (for configs and manifests)."""
         return {"kind": self.kind, **dataclasses.asdict(self)}
@@ -506,6 +518,14 @@ def factory_name(factory) -> str:
     return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__name__)}"
 
 
+def _declares_input_shape(factory: Callable) -> bool:
+    """Whether ``factory`` gets ``input_shape`` (:func:`_call_factory`)."""
+    try:
+        return "input_shape" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+
+
 def _call_factory(factory: Callable, input_shape: tuple[int, ...], kwargs: dict) -> Any:
     """``factory(**kwargs)``, with ``input_shape`` passed only where the signature declares a parameter of
     that name (first positional, or keyword); a signature that cannot be read gets it first, as documented."""
@@ -541,6 +561,12 @@ def resolve_factory(factory) -> Callable:
     if not callable(obj):
         raise ValueError(f"arch.factory {factory!r} must name a callable, got a {type(obj).__name__}")
     return obj
+
+
+def _first_line(exc: BaseException) -> str:
+    """``"Type: first line of its message"``: a cause in one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _unsupported_layer(module: nn.Module) -> tuple[str, str] | None:
@@ -657,7 +683,14 @@ class Module(Architecture):
 
     def _construct(self, input_shape: tuple[int, ...]) -> nn.Module:
         name = self.factory if self.importable else factory_name(self.factory)
-        net = _call_factory(resolve_factory(self.factory), tuple(input_shape), dict(self.kwargs))
+        factory = resolve_factory(self.factory)
+        try:
+            net = _call_factory(factory, tuple(input_shape), dict(self.kwargs))
+        except Exception as exc:  # the user's code: one line naming the call and the cause (chained)
+            shape = [f"input_shape={tuple(input_shape)!r}"] if _declares_input_shape(factory) else []
+            args = ", ".join(shape + [f"{k}={v!r}" for k, v in self.kwargs])
+            raise ValueError(f"arch.factory {name!r} raised {_first_line(exc)} when called as "
+                             f"{name.split(':')[-1]}({args})") from exc
         if not isinstance(net, nn.Module):
             raise TypeError(f"arch.factory {name!r} must return a torch.nn.Module, got {type(net).__name__}")
         return ModuleNet(net, input_shape, name)
@@ -671,7 +704,14 @@ class Module(Architecture):
         if not any(True for _ in module.parameters()):
             raise ValueError(f"arch.factory {module.factory_name!r}: the module has no parameters to train")
         with torch.no_grad():  # the output shape, checked once here rather than at the first step
-            module(torch.zeros(2, math.prod(input_shape)))
+            try:
+                module(torch.zeros(2, math.prod(input_shape)))
+            except ValueError:
+                raise  # ModuleNet's own (output shape), naming the factory
+            except Exception as exc:
+                raise ValueError(f"arch.factory {module.factory_name!r}: the module's forward pass raised "
+                                 f"{_first_line(exc)} on zeros of shape (2, {', '.join(map(str, input_shape))})"
+                                 ) from exc
         return module
 
     def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -688,6 +728,13 @@ class Module(Architecture):
                                      f"structure: parameter {name} {tuple(p.shape)} vs {name2} {tuple(q.shape)}")
                 p.copy_(q.to(dtype=p0.dtype))
         return module
+
+    def source_files(self) -> tuple[Path, ...]:
+        """The file of the factory's module (where it is a file)."""
+        if not self.importable:
+            return ()
+        file = getattr(importlib.import_module(self.factory.split(":")[0]), "__file__", None)
+        return (Path(file),) if file and Path(file).is_file() else ()
 
     def to_dict(self) -> dict[str, Any]:
         if not self.importable:

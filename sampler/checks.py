@@ -88,3 +88,35 @@ def check_real_array(name: str, value, *, ndim: int | None = None, allow_empty: 
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} holds NaN or inf values")
     return arr
+
+
+#: Device names every public function taking a ``device`` accepts (also ``"cuda:N"`` and a ``torch.device``).
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def check_device(device, *, name: str = "device", allow_none: bool = False) -> torch.device | None:
+    """The one device check of every public function that takes a device: ``"cpu"``, ``"cuda"``
+    (``"cuda:N"``), ``"auto"`` (CUDA where available, else the CPU) or a ``torch.device`` of those
+    types, as a ``torch.device``; ``None`` passes through when ``allow_none``. Anything else, or
+    CUDA asked for where it is not available, is one line naming ``name``."""
+    if device is None and allow_none:
+        return None
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        if device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"{name} must be one of {list(DEVICES)} (or 'cuda:N'), got {name}={device!r}")
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"{name} must be one of {list(DEVICES)} (or 'cuda:N'), got {name}={device!r}") from None
+    else:
+        none = " or None" if allow_none else ""
+        raise TypeError(f"{name} must be a string {list(DEVICES)}, a torch.device{none}, got {type(device).__name__}")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be one of {list(DEVICES)} (or 'cuda:N'), got {name}={str(device)!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={str(device)!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev

@@ -18,6 +18,7 @@ import gzip
 import math
 import os
 import pickle
+import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -475,8 +476,27 @@ ARRAY_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 ARRAY_POOL_KEYS = ("x", "y")
 
 
+#: What numpy raises on a file that is not what ``np.load`` expects (empty, truncated, damaged).
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+_EXPECTED = (f"an .npz file (numpy.savez) or a folder of .npy files with arrays {', '.join(ARRAY_SPLIT_KEYS)} "
+             f"(a split) or x, y (a pool)")
+
+
+def _why(exc: BaseException, file: Path) -> str:
+    """What was wrong with ``file``, from numpy's error, in words."""
+    text = str(exc)
+    if "allow_pickle" in text:
+        return "it holds object arrays or a pickle, which are not loaded (they could run code); save plain numeric arrays"
+    if isinstance(exc, EOFError) or (file.is_file() and file.stat().st_size == 0):
+        return "it is empty (0 bytes)"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"it is not a complete .npz (zip) archive: truncated or damaged ({text})"
+    return f"{type(exc).__name__}: {text}"
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Arrays by name from an ``.npz`` file, or from the ``<name>.npy`` files of a folder."""
+    """Arrays by name from an ``.npz`` file, or from the ``<name>.npy`` files of a folder; a file that
+    is not one is a ``ValueError`` naming it and what was expected (pickles are never loaded)."""
     if path.is_dir():
         names = ARRAY_SPLIT_KEYS if (path / "x_train.npy").is_file() else ARRAY_POOL_KEYS
         out = {}
@@ -485,15 +505,28 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             if not f.is_file():
                 raise FileNotFoundError(f"data.path {str(path)!r}: no {name}.npy in that folder (a folder of arrays "
                                         f"holds {', '.join(k + '.npy' for k in ARRAY_SPLIT_KEYS)}, or x.npy and y.npy)")
-            out[name] = np.load(f, allow_pickle=False)
+            try:
+                out[name] = np.load(f, allow_pickle=False)
+            except _UNREADABLE as exc:
+                raise ValueError(f"data.path {str(path)!r}: {f.name} is not a readable .npy array: "
+                                 f"{_why(exc, f)}") from None
+            if not isinstance(out[name], np.ndarray):
+                raise ValueError(f"data.path {str(path)!r}: {f.name} is an .npz archive, expected one .npy array")
         return out
     if not path.is_file():
         raise FileNotFoundError(f"data.path: no file or folder at {str(path)!r} (absolute: {path.resolve()})")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"data.path {str(path)!r} holds a single .npy array of shape {loaded.shape}; expected "
+                             f"{_EXPECTED}")
+        with loaded as z:
             return {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"data.path {str(path)!r} is not a readable .npz file ({exc})") from None
+    except _UNREADABLE as exc:
+        if str(exc).startswith("data.path"):
+            raise
+        raise ValueError(f"data.path {str(path)!r} is not a readable .npz file: {_why(exc, path)}; expected "
+                         f"{_EXPECTED}") from None
 
 
 def load_arrays(path: str | os.PathLike, *, n_train: int, n_test: int, seed: int = 0, binarize: str = "half",
@@ -514,6 +547,8 @@ def load_arrays(path: str | os.PathLike, *, n_train: int, n_test: int, seed: int
     The split is validated as by :meth:`Split.from_arrays` (real, finite inputs; labels in
     {0, 1}); errors name the file and the key.
     """
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise TypeError(f"data.path must be the path of {_EXPECTED}, got {path!r}")
     n_train = check_int("data.n_train", n_train, minimum=1)
     n_test = check_int("data.n_test", n_test, minimum=1)
     p = Path(path).expanduser()

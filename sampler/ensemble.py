@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_choice
+from .checks import check_choice, check_device
 from .architectures import Architecture, _check_input_shape, draw_standard, readout
 
 LOSSES = ("ce", "mse")
@@ -54,7 +54,7 @@ class Network:
         self.arch = arch
         self.input_shape = _check_input_shape(input_shape)
         self.dtype = dtype
-        self.device = torch.device(device)
+        self.device = check_device(device)
         # initialisation always draws on the CPU (the same numbers on every device), then copies
         self._cpu = arch.make(self.input_shape).to(dtype=dtype).requires_grad_(False)
         self.module = self._cpu if self.device.type == "cpu" else copy.deepcopy(self._cpu).to(self.device)

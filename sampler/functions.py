@@ -86,13 +86,16 @@ class FunctionCounts(Mapping):
     def __post_init__(self):
         check_int("n_runs", self.n_runs, minimum=0)
         check_int("n_fit", self.n_fit, minimum=0)
+        if not isinstance(self.counts, Mapping):
+            raise TypeError(f"counts must be a mapping of bitstring -> count (a dict or Counter), got "
+                            f"{type(self.counts).__name__}")
         counts = dict(self.counts)
+        for k, v in counts.items():
+            check_bitstring(f"counts key {k!r}" if not isinstance(k, str) else "function", k)
+            check_int(f"count of {k[:16]}...", v, minimum=1)
         lengths = {len(k) for k in counts}
         if len(lengths) > 1:
             raise ValueError(f"functions must all have the same length, got lengths {sorted(lengths)}")
-        for k, v in counts.items():
-            check_bitstring("function", k)
-            check_int(f"count of {k[:16]}...", v, minimum=1)
         total = sum(counts.values())
         if total != self.n_fit:
             raise ValueError(f"n_fit must equal the sum of the counts ({total}), got n_fit={self.n_fit}")

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .checks import check_float, check_int
+from .checks import check_device, check_float, check_int
 from .architectures import Architecture, check_arch_split, standard_std
 from .data import Split
 from .functions import FunctionCounts
@@ -80,6 +80,7 @@ def run_nuts(model: Callable, *, model_args: tuple = (), model_kwargs: dict | No
     max_tree_depth, target_accept
         NUTS settings (``2**max_tree_depth`` gradient evaluations per draw at most).
     """
+    device = check_device(device)
     from pyro.infer import MCMC, NUTS
 
     check_int("n_samples", n_samples, minimum=1)
@@ -275,6 +276,7 @@ def mcmc_functions(arch: Architecture, split: Split, *, n_samples: int, n_warmup
     progress, device
         pyro's progress bar; where to compute (float64).
     """
+    device = check_device(device)
     check_arch_split(arch, split)
     temperature = check_float("temperature", temperature, minimum=0.0, strict_minimum=True)
     check_int("seed", seed, minimum=0)

@@ -41,7 +41,7 @@ import pyarrow as pa
 import torch
 
 from . import preactivations as pre
-from .checks import check_choice, check_int
+from .checks import check_choice, check_device, check_int
 from .architectures import Architecture, check_arch_split
 from .data import Split
 from .functions import FunctionCounts
@@ -202,6 +202,7 @@ def sample_prior(arch: Architecture, split: Split, n_samples: int, *, seed: int,
     FunctionCounts
         ``n_runs`` samples drawn, ``n_fit`` of them reproduce every label of S.
     """
+    device = check_device(device)
     check_arch_split(arch, split)
     check_int("n_samples", n_samples, minimum=1)
     check_int("seed", seed, minimum=0)
@@ -230,6 +231,7 @@ def iter_prior_outputs(arch: Architecture, x: torch.Tensor, n_samples: int, *, s
                        device: str | torch.device = "cpu", method: str = "auto") -> Iterator[torch.Tensor]:
     """Raw float32 outputs ``(n_block, n)`` on ``x`` ``(n, d)`` of the networks :func:`sample_prior`
     draws, block by block (with ``method="preactivations"`` drawn on these points only)."""
+    device = check_device(device)
     check_int("n_samples", n_samples, minimum=1)
     check_int("block_size", block_size, minimum=1)
     if batch_size is not None:

@@ -12,7 +12,7 @@ import hashlib
 
 import torch
 
-from .checks import check_int
+from .checks import check_device, check_int
 
 _MASK63 = (1 << 63) - 1
 
@@ -28,7 +28,7 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 def make_generator(seed: int, *keys: int | str, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``derive_seed(seed, *keys)``."""
-    gen = torch.Generator(device=device)
+    gen = torch.Generator(device=check_device(device))
     gen.manual_seed(derive_seed(seed, *keys))
     return gen
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _span
-from .checks import check_choice, check_int
+from .checks import DEVICES, check_choice, check_device, check_int  # noqa: F401 (DEVICES: public here too)
 from .architectures import Architecture, check_arch_split
 from .data import Split
 from .ensemble import LOSSES, pointwise_loss  # noqa: F401 (pointwise_loss: public here too)
@@ -55,7 +55,6 @@ from .optimizers import EnsembleOptimizer, check_rule, torch_optimizer
 from .seeding import make_generator
 from .store import ShardProgress, count_table, fingerprint, merge_shards, run_shards, split_digest
 
-DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)
@@ -172,20 +171,9 @@ def reference_loss(outputs: torch.Tensor, labels: torch.Tensor, loss: str) -> to
 
 
 def resolve_device(device) -> torch.device:
-    """``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, a ``torch.device``) or ``"auto"`` -> a torch.device."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"device must be one of {list(DEVICES)} (or 'cuda:N'), got device={device!r}")
-        dev = torch.device(device)
-    else:
-        raise TypeError(f"device must be a string {list(DEVICES)} or torch.device, got {type(device).__name__}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'")
-    return dev
+    """``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, a ``torch.device``) or ``"auto"`` -> a torch.device
+    (:func:`sampler.checks.check_device`, the one device check)."""
+    return check_device(device)
 
 
 @contextlib.contextmanager

@@ -10,11 +10,12 @@ Layout of a run folder::
 Every file is written atomically (temporary file in the same folder, fsync, rename), so a crash
 or a killed worker leaves either the whole shard or none of it; a rerun skips shards that exist.
 
-One writer at a time: :meth:`RunFolder.lock` takes ``RUN/.lock`` (created with ``O_CREAT | O_EXCL``,
-which is atomic on local and NFS file systems alike) holding the host, pid and start time of its
-holder, whose mtime a heartbeat thread refreshes. A lock is stale, and is broken, when its holder's
-pid is gone on this host or its heartbeat is older than ``stale_after`` seconds (another host's
-process cannot be probed).
+One writer at a time: :meth:`RunFolder.lock` takes ``RUN/.lock`` (written whole to a file of its own,
+then hard-linked to that name, which is atomic on local and NFS file systems alike) holding the host,
+pid and start time of its holder, whose mtime a heartbeat thread refreshes. A lock is stale, and is
+broken, when its holder's pid is gone on this host, its heartbeat is older than ``stale_after``
+seconds (another host's process cannot be probed), or it is empty or unreadable and older than
+:data:`UNREADABLE_STALE_S` (a writer that crashed, or a full disk).
 
 One shard format (:func:`shard_table`) and one resume path (:meth:`RunFolder.collect_shards`) serve
 the library (``sample_sgd``, ``sample_prior``) and the pipeline alike. Each shard file records its
@@ -51,7 +52,7 @@ from .checks import check_int, check_plain_name
 from .atomic import _json_default, atomic_write_bytes, atomic_write_json, atomic_write_table, atomic_write_text
 from .functions import FunctionCounts
 
-__all__ = ["RunFolder", "FolderLock", "FolderBusyError", "ShardError", "fingerprint", "split_digest",
+__all__ = ["RunFolder", "FolderLock", "FolderBusyError", "ShardError", "fingerprint", "file_digest", "split_digest",
            "SHARD_SCHEMA", "shard_table", "count_table", "shard_meta", "merge_shards", "run_shards", "ShardProgress",
            "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "atomic_write_text", "read_json"]
 
@@ -59,6 +60,9 @@ SHARD_DIGITS = 6
 LOCK_NAME = ".lock"
 #: Seconds without a heartbeat after which another host's lock counts as stale.
 STALE_AFTER_S = 600.0
+#: Seconds after which an empty or unreadable lock file counts as stale: its writer crashed between
+#: creating and writing it, or the disk was full (a lock is written whole, so no live writer leaves one).
+UNREADABLE_STALE_S = 5.0
 HEARTBEAT_S = 30.0
 #: Installed packages whose versions the manifest records: those that shape the numbers.
 VERSIONED = ("sgd-bayes", "torch", "numpy", "scipy", "pyro-ppl", "gpytorch", "arviz", "pyarrow", "matplotlib")
@@ -76,6 +80,15 @@ def fingerprint(obj: Any) -> str:
     """A short stable hash (hex, 16 chars) of a JSON-able object: what determines a shard's numbers."""
     text = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """A short hash (hex, 16 chars) of a file's bytes (e.g. a user's module: what shards were computed with)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def split_digest(split) -> str:
@@ -293,9 +306,10 @@ class FolderLock:
         except FileNotFoundError:
             return None
         try:
-            return json.loads(text)
+            info = json.loads(text)
         except json.JSONDecodeError:
-            return {"host": "?", "pid": -1, "started": "?", "unreadable": text[:80]}
+            info = None
+        return info if isinstance(info, dict) else {"host": "?", "pid": -1, "started": "?", "unreadable": text[:80]}
 
     def _stale(self, info: dict[str, Any]) -> str | None:
         """Why the lock of holder ``info`` is stale, or None while its holder lives."""
@@ -303,6 +317,10 @@ class FolderLock:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return "gone"
+        if "unreadable" in info:
+            what = "empty" if not info["unreadable"] else "unreadable"
+            return (f"it is {what} and {age:.0f} s old (> {UNREADABLE_STALE_S:.0f} s)"
+                    if age > UNREADABLE_STALE_S else None)
         if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
             return None if _pid_alive(info["pid"]) else f"its process {info['pid']} is gone"
         return f"no heartbeat for {age:.0f} s (> {self.stale_after:.0f} s)" if age > self.stale_after else None
@@ -313,16 +331,17 @@ class FolderLock:
                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(record)
             except FileExistsError:
                 info = self.holder()
                 if info is None:
                     continue  # released meanwhile
                 why = self._stale(info)
                 if why is None:
+                    holder = (f"pid {info.get('pid')} on host {info.get('host')} since {info.get('started')}"
+                              if "unreadable" not in info else "a process that has not written its lock yet")
                     raise FolderBusyError(
-                        f"run folder {self.path.parent} is in use by pid {info.get('pid')} on host "
-                        f"{info.get('host')} since {info.get('started')} (lock file {self.path}); wait for it, "
+                        f"run folder {self.path.parent} is in use by {holder} (lock file {self.path}); wait for it, "
                         f"or delete the lock file if that process is certainly gone") from None
                 # Break it by renaming to a name of our own: of several breakers, only one rename succeeds.
                 aside = self.path.with_name(f"{self.path.name}.stale.{socket.gethostname()}.{os.getpid()}")
@@ -331,18 +350,49 @@ class FolderLock:
                 except FileNotFoundError:
                     continue
                 aside.unlink(missing_ok=True)
-                warnings.warn(f"broke the stale lock {self.path} of pid {info.get('pid')} on host "
-                              f"{info.get('host')}: {why}", RuntimeWarning, stacklevel=3)
+                holder = (f"of pid {info.get('pid')} on host {info.get('host')}" if "unreadable" not in info
+                          else "left by a crashed writer")
+                warnings.warn(f"broke the stale lock {self.path} {holder}: {why}", RuntimeWarning, stacklevel=3)
                 continue
-            os.write(fd, record.encode())
-            os.fsync(fd)
-            os.close(fd)
             self._held = True
             self._stop.clear()
             self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.path}", daemon=True)
             self._thread.start()
             return self
         raise FolderBusyError(f"could not take the lock {self.path}: it keeps changing hands")
+
+    def _create(self, record: str) -> None:
+        """Create the lock file holding ``record``, whole or not at all: the record is written to a
+        file of our own, then hard-linked to the lock's name (``link`` fails if the name exists, and
+        is atomic on local and NFS file systems); where hard links are not supported, ``O_EXCL``
+        (then a crash between create and write leaves an empty lock, stale after a few seconds)."""
+        tmp = self.path.with_name(f"{self.path.name}.new.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}")
+        tmp.unlink(missing_ok=True)  # left by a crashed process that had our pid
+        try:
+            self._write_new(tmp, record)
+        except OSError:
+            pass  # e.g. a full disk: the direct write below says so, naming the lock file
+        else:
+            try:
+                os.link(tmp, self.path)
+                return
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here (some FUSE and SMB mounts)
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        self._write_new(self.path, record)
+
+    @staticmethod
+    def _write_new(path: Path, record: str) -> None:
+        """Create ``path`` (``O_EXCL``: never an existing file) holding ``record``, fsynced."""
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, record.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):

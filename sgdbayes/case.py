@@ -24,8 +24,8 @@ import nngp
 from sampler.architectures import Architecture
 from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
 from sampler.checks import check_plain_name
-from sampler.seeding import make_generator
-from sampler.store import ShardError, atomic_write_bytes, fingerprint
+from sampler.network_check import check_network
+from sampler.store import ShardError, atomic_write_bytes, file_digest, fingerprint, split_digest
 
 from .validation import SECTION
 
@@ -113,6 +113,10 @@ class Case:
         The case's run folder (``<run>/cases/<name>``; "" until :meth:`prepared`).
     loaded_split : Split or None
         The split, once :meth:`prepared` loaded it (not compared).
+    sources : tuple of (role, what, digest)
+        Once :meth:`prepared`: content hashes of what the shards are computed from, the loaded
+        split (``data``; ``what`` names its file or dataset) and each file of the user's code
+        (``arch source``; ``what`` is its path): see :meth:`digests` (not compared).
     """
 
     name: str
@@ -122,10 +126,21 @@ class Case:
     estimators: tuple
     folder: str = ""
     loaded_split: Split | None = field(default=None, compare=False, repr=False)
+    sources: tuple = field(default=(), compare=False, repr=False)
 
     def prepared(self, folder: str | Path) -> "Case":
-        """This case with its run folder set and its split loaded: what shards are handed."""
-        return replace(self, folder=str(folder), loaded_split=self.split())
+        """This case with its run folder set, its split loaded and its sources hashed: what shards are handed."""
+        split = self.split()
+        data = (f"data file {Path(self.data.path).expanduser()}" if self.data.dataset == "arrays"
+                else f"dataset {self.data.dataset}" + (f" in {self.data.data_dir}" if self.data.data_dir else ""))
+        sources = (("data", data, split_digest(split)),
+                   *(("arch source", str(f), file_digest(f)) for f in self.arch.source_files()))
+        return replace(self, folder=str(folder), loaded_split=split, sources=sources)
+
+    def digests(self) -> dict[str, str]:
+        """``{role or file: content hash}`` of the prepared case's :attr:`sources`: part of every
+        fingerprint of its shards and fits, so shards computed from other data or code are refused."""
+        return {(role if role == "data" else what): digest for role, what, digest in self.sources}
 
     def split(self) -> Split:
         """The loaded split of a prepared case; otherwise loaded now."""
@@ -147,7 +162,8 @@ class Case:
         return Path(self.folder) / "fits" / f"{check_plain_name('fit name', name)}.pt"
 
     def _fingerprint(self, name: str) -> str:
-        return fingerprint({"fit": name, "data": vars(self.data), "arch": self.arch.to_dict()})
+        return fingerprint({"fit": name, "data": vars(self.data), "arch": self.arch.to_dict(),
+                            "sources": self.digests()})
 
     def save_fit(self, name: str, value: Any) -> Path:
         """Write the fit ``name`` once, atomically (a fit that exists is left as it is)."""
@@ -175,10 +191,11 @@ class Case:
 def check_case(case: Case) -> None:
     """Before a case's first shard, as one ``ValueError``/``TypeError`` line: its data load, and its
     architecture builds on the split's input shape (a ``module`` factory imports and returns a
-    supported module with the right output shape)."""
+    supported module with the right output shape) and gives usable outputs on the data at
+    initialisation (:func:`sampler.network_check.check_network`)."""
     where = f"case {case.name}: " if case.settings else ""
     split = case.split()
     try:
-        case.arch.build(split.input_shape, generator=make_generator(0, "check"))
+        check_network(case.arch, split)
     except (ValueError, TypeError) as exc:
-        raise type(exc)(f"{where}[arch] {case.arch.kind} on data of input shape {split.input_shape}: {exc}") from None
+        raise type(exc)(f"{where}[arch] {case.arch.describe()} on data of input shape {split.input_shape}: {exc}") from exc

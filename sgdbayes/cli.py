@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import typing
+import warnings
 from pathlib import Path
 
 from sampler.data import load_split
@@ -150,12 +151,28 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+def _plain_warnings(command: str):
+    """``warnings.showwarning`` for the command line: each warning as one plain line on stderr
+    (``sgdbayes run: note: ...``), without the category, source path and line Python adds."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"sgdbayes {command}: note: {message}", file=sys.stderr if file is None else file)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None:  # the help on stdout, and what was missing on stderr
         parser.print_help()
+        print("sgdbayes: error: a command is required (the commands are listed above; sgdbayes COMMAND --help)",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warnings(args.command)
+        return _main(args)
+
+
+def _main(args) -> int:
     handler = {"data": _cmd_data, "run": _cmd_run, "analyze": _cmd_analyze, "estimators": _cmd_estimators,
                "prior-bias": _cmd_prior_bias}
     previous = None

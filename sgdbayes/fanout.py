@@ -10,7 +10,9 @@ Workers never write the manifest; the driver records which node did which shard 
 from __future__ import annotations
 
 import atexit
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +120,14 @@ def _ray_results(tasks, address) -> Iterator[tuple[int, ShardReport]]:
     except ImportError as exc:
         raise ValueError("executor='ray' needs Ray: pip install 'sgd-bayes[ray]' (or pip install ray)") from exc
     if not ray.is_initialized():
+        # ray.init replaces the process's SIGTERM handler by sys.exit(15); a handler of the caller's
+        # (the command line's, which reports and exits 143 cleanly) is put back.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if in_main else None
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                  **({} if address else {"include_dashboard": False}))
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
         if address is None:
             # A local Ray this process started: stopped on every exit Python sees (the CLI turns
             # SIGTERM into one). After a SIGKILL its processes outlive the driver: `ray stop`.

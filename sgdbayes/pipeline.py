@@ -70,7 +70,7 @@ def estimator_fingerprint(case: Case, spec) -> str:
     """What determines the numbers of ``spec``'s shards in ``case`` (its data, architecture, method
     and options), hashed: each shard carries it, and shards with another one are refused."""
     return fingerprint({"data": dataclasses.asdict(case.data), "arch": case.arch.to_dict(), "method": spec.method,
-                        "options": spec.options.to_table()})
+                        "options": spec.options.to_table(), "sources": case.digests()})
 
 
 def run_estimator_shard(task: ShardTask, progress: Callable | None = None) -> int:
@@ -130,13 +130,50 @@ def read_result(case: Case, spec, planned: list[dict]) -> EstimatorResult:
     return EstimatorResult.from_shards(spec.label, spec.method, tables, sampler=spec.estimator.kind == "sampler")
 
 
-def _check_folder_config(folder: RunFolder, config: ExperimentConfig) -> None:
-    """Under the folder's lock: the folder's config must be ``config``, or the folder is new."""
+SOURCES_NAME = "sources.json"
+
+
+def _sources(cases) -> dict[str, list[list[str]]]:
+    """``{case: [[role, what, digest], ...]}`` of the prepared ``cases`` (what ``sources.json`` holds)."""
+    return {c.name: [list(src) for src in c.sources] for c in cases}
+
+
+def check_sources(folder: RunFolder, cases, *, required: bool = True) -> None:
+    """The run folder's data and code must be those it was made from: each case's content hashes
+    (:attr:`Case.sources`) against ``sources.json``; a change is one error naming the file. A
+    folder without ``sources.json`` (made before it existed) is refused when ``required``."""
+    path = folder.path / SOURCES_NAME
+    if not path.is_file():
+        if not required:
+            return
+        raise ValueError(f"run folder {folder.path} has no {SOURCES_NAME} (the content hashes of its data and code): "
+                         f"it was made by an older sgd-bayes, or its first run stopped before writing it, so its "
+                         f"shards cannot be checked against the data; pass a new --out")
+    recorded = read_json(path, advice=f"delete the run folder {folder.path} or pass a new --out")
+    for c in cases:
+        old = {(role, what): digest for role, what, digest in recorded.get(c.name, [])}
+        for role, what, digest in c.sources:
+            before = old.get((role, what))
+            if before is None:
+                raise ValueError(f"run folder {folder.path}: {_where(c)}{what} is not the {role} it was made from "
+                                 f"({SOURCES_NAME}); pass a new --out")
+            if before != digest:
+                change = ("the split it gives (data content hash" if role == "data" else "its content (hash")
+                raise ValueError(f"run folder {folder.path}: {_where(c)}{what} changed since the folder was made: "
+                                 f"{change} {before}, now {digest}); its shards were computed from the old one. "
+                                 f"Restore it, or pass a new --out")
+
+
+def _check_folder_config(folder: RunFolder, config: ExperimentConfig, cases) -> None:
+    """Under the folder's lock: the folder's config must be ``config`` and its data and code those
+    of the prepared ``cases`` (:func:`check_sources`), or the folder is new."""
     if folder.config_path.is_file():
         if load_config(folder.config_path) != config:
             raise ValueError(f"run folder {folder.path} holds a different config ({folder.config_path}); resume it "
                              f"with the same config, or pass a new --out")
+        check_sources(folder, cases)
     else:
+        atomic_write_json(folder.path / SOURCES_NAME, _sources(cases))
         atomic_write_text(folder.config_path, config.to_toml())
 
 
@@ -160,7 +197,8 @@ def _gb(n: float) -> str:
 
 
 def check_resources(cases, *, executor: str = "local") -> None:
-    """The one memory check, before anything is written: each estimator's declared need against
+    """The one device and memory check, before anything is written: each estimator's device is
+    there (``cuda`` needs CUDA), and its declared memory need against
     what its device has here (local executor only: workers' machines are not this one); the
     error names the estimator, the keys that set the size and both numbers."""
     if executor != "local":
@@ -168,6 +206,10 @@ def check_resources(cases, *, executor: str = "local") -> None:
     for case in cases:
         for spec in case.estimators:
             r = spec.estimator.resources(case, spec.options)
+            if r.device.split(":")[0] == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"{_where(case)}estimators.{spec.label}.device = {r.device!r}, but CUDA is not "
+                                 f"available on this machine; use 'cpu' or 'auto' (or --executor ray on a cluster "
+                                 f"with GPUs)")
             if r.memory_bytes <= 0:
                 continue
             device = r.device if r.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -262,7 +304,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
         check_case(case)
     folder = RunFolder(out)
     with folder.lock():
-        _check_folder_config(folder, config)
+        _check_folder_config(folder, config, cases)
         seeds = {s.label: s.options.seed for s in config.estimators if hasattr(s.options, "seed")}
         folder.start_manifest(seeds={"data": config.data.seed, "analysis": config.analysis.seed, **seeds},
                               device=",".join(sorted({getattr(s.options, "device", "cpu") for s in config.estimators})),
@@ -287,6 +329,11 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
         t = time.perf_counter()
         for c in cases:
             extras_path = Path(c.folder) / "extras.json"
+            if extras_path.is_file():
+                try:
+                    read_json(extras_path, advice="")
+                except ValueError:  # a torn or damaged file (written atomically, so not by us): redo it
+                    extras_path.replace(extras_path.with_name("extras.json.corrupt"))
             if not extras_path.is_file():
                 extras = {}
                 for s in c.estimators:
@@ -376,6 +423,7 @@ def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
     config = replace(load_config(folder.config_path), analysis=changed.analysis, report=changed.report)
     cases = prepare_cases(config.cases(), folder.path)
     with folder.lock():
+        check_sources(folder, cases, required=False)
         gone = missing_shards(folder, cases)
         if gone:
             shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")

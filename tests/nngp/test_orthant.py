@@ -22,7 +22,7 @@ def test_one_dimension_is_exact():
         res = nngp.orthant(K, [y], mean=[mean])
         s = 2 * y - 1
         assert res.log_prob == pytest.approx(special.log_ndtr(s * mean / math.sqrt(2.5)), rel=1e-9)
-        assert res.converged and res.method == "ep" and math.isnan(res.stderr)
+        assert res.converged and res.method == "exact" and res.stderr == 0.0
 
 
 def test_independent_coordinates_are_exact():
@@ -34,18 +34,93 @@ def test_independent_coordinates_are_exact():
     assert nngp.log_orthant(K, y, mean=mean) == pytest.approx(exact, rel=1e-9)
 
 
-@pytest.mark.parametrize("r", [-0.8, 0.3, 0.95])
-def test_bivariate_against_sheppard(r):
+@pytest.mark.parametrize("r", [-0.8, 0.3, 0.95, 0.99, 1 - 1e-6, 1 - 1e-9, -(1 - 1e-9)])
+def test_bivariate_is_sheppard_exactly_whatever_the_method(r):
+    """Guards (issue 26): EP was off Sheppard's formula by 0.08-0.12 nats at rho = 0.99 .. 1 - 1e-9."""
     exact_pp = math.log(0.25 + math.asin(r) / (2 * math.pi))  # Sheppard's formula
     exact_pm = math.log(0.25 - math.asin(r) / (2 * math.pi))
     for y, exact in [([1, 1], exact_pp), ([0, 0], exact_pp), ([1, 0], exact_pm)]:
-        # EP is approximate; measured error up to 0.05 (r = 0.95, equal signs)
-        assert nngp.log_orthant(_biv(r), y) == pytest.approx(exact, abs=0.1)
-        g = nngp.orthant(_biv(r), y, method="genz", seed=0)
-        assert g.log_prob == pytest.approx(exact, abs=1e-4)
-        t = nngp.orthant(_biv(r), y, method="tilting", seed=1, n_samples=4000)
-        assert abs(t.log_prob - exact) < 5 * t.stderr + 1e-12
-        assert t.upper_bound >= exact - 1e-9
+        for method, seed in (("ep", None), ("genz", 0), ("tilting", 1)):
+            res = nngp.orthant(_biv(r), y, method=method, seed=seed)
+            assert res.log_prob == pytest.approx(exact, rel=1e-10, abs=1e-12) and res.method == "exact"
+            assert res.converged and res.stderr == 0.0
+
+
+def test_bivariate_with_a_mean_against_scipy():
+    """n = 2 with a mean: the one-dimensional integral against scipy's bivariate normal CDF."""
+    from scipy import stats
+
+    rng = np.random.default_rng(26)
+    for _ in range(12):
+        a = rng.normal(size=(2, 2))
+        K, y, mean = a @ a.T + 0.05 * np.eye(2), rng.integers(0, 2, 2), rng.normal(scale=1.5, size=2)
+        s = 2.0 * y - 1.0
+        want = math.log(stats.multivariate_normal.cdf(np.zeros(2), mean=-s * mean, cov=K * np.outer(s, s),
+                                                      abseps=0.0, releps=1e-12))
+        assert nngp.log_orthant(K, y, mean=mean) == pytest.approx(want, rel=1e-8, abs=1e-10)
+
+
+def test_rank_one_kernel_is_an_interval_of_one_gaussian():
+    """Guards (issue 26): on K = v v^T with consistent signs EP did not converge in 200 iterations and
+    returned -1.32 where the answer is ln(1/2)."""
+    v = torch.tensor([1.0, -2.0, 0.5, 3.0, -0.1, 1.5], dtype=torch.float64)
+    K = torch.outer(v, v)
+    assert nngp.orthant(K, (v > 0).long()).log_prob == pytest.approx(math.log(0.5), rel=1e-12)
+    assert nngp.orthant(K, (v < 0).long()).log_prob == pytest.approx(math.log(0.5), rel=1e-12)
+    # g = mean + v z: with this mean, g_1 > 0 asks z > -0.8 and g_3 > 0 asks z > 0.4 (the others: z < ...)
+    mean = torch.tensor([0.8, 0.0, -0.2, 0.0, 0.0, 0.0], dtype=torch.float64)
+    y = torch.tensor([1, 0, 1, 1, 0, 1])
+    assert nngp.log_orthant(K, y, mean=mean) == pytest.approx(math.log(special.ndtr(-0.4)), rel=1e-12)
+    with pytest.warns(RuntimeWarning, match="exactly 0"):
+        assert nngp.log_orthant(K, torch.tensor([1, 1, 1, 1, 1, 1])) == -math.inf
+
+
+@pytest.mark.parametrize("z", [41.0, 1e2, 1e3, 1e4])
+def test_extreme_means_give_a_finite_log_probability(z):
+    """Guards (issue 26): a mean of +1e4 with the opposite label raised FloatingPointError ('non-finite
+    site parameters'). n = 1 and 2 are closed forms; n = 3 reduces the far-off constraint (its tail,
+    by Gauss-Laguerre quadrature) to orthant problems of the other two, checked here against a
+    one-dimensional adaptive quadrature of the same conditional problems."""
+    from scipy import integrate
+
+    from nngp.orthant_exact import exact_log_orthant
+
+    assert nngp.log_orthant(np.eye(1), [0], mean=[z]) == pytest.approx(special.log_ndtr(-z), rel=1e-12)
+    K2 = torch.tensor([[1.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    # the bulk of the mass sits at g_1 = 0-, where g_2 ~ N(0.3 - 0.5 z, 0.75): the second factor matters
+    two = nngp.log_orthant(K2, [0, 1], mean=[z, 0.3])
+    assert math.isfinite(two) and two < special.log_ndtr(-z) + special.log_ndtr((0.3 - 0.5 * z) / math.sqrt(0.75)) + 1
+    K3 = torch.tensor([[1.0, 0.5, 0.2], [0.5, 1.0, 0.3], [0.2, 0.3, 1.0]], dtype=torch.float64)
+    y3, m3 = torch.tensor([0, 1, 1]), torch.tensor([z, 0.0, 0.2], dtype=torch.float64)
+    got = nngp.orthant(K3, y3, mean=m3)
+    assert math.isfinite(got.log_prob) and got.converged
+
+    k = K3[1:, 0]
+    cond_K = K3[1:, 1:] - torch.outer(k, k)
+
+    def log_integrand(g1):  # log N(g1; z, 1) + log P[rest | g1] for g1 < 0, less the constant -z^2/2 - log(2 pi)/2
+        return -0.5 * g1 * g1 + g1 * z + exact_log_orthant(cond_K, y3[1:].double(), m3[1:] + k * (g1 - z))
+
+    top = log_integrand(0.0)
+    val, _ = integrate.quad(lambda g: math.exp(log_integrand(g) - top), -50.0 / z, 0.0, epsabs=0, epsrel=1e-10,
+                            points=[-1.0 / z, -0.1 / z])
+    assert got.log_prob == pytest.approx(top + math.log(val) - 0.5 * z * z - 0.5 * math.log(2 * math.pi), rel=1e-9)
+
+
+def test_far_tail_truncated_variance_is_accurate():
+    """The truncated normal's variance far in the tail (EP's site update) against 60-digit arithmetic:
+    1 - r (z + r) loses every digit there (relative error eps z^4)."""
+    mp = pytest.importorskip("mpmath")
+    from nngp.ep import truncated_moments
+
+    mp.mp.dps = 60
+    for z in (-10.0, -49.0, -51.0, -200.0, -1e4):
+        a = mp.mpf(-z)
+        lam = mp.npdf(a) / (mp.erfc(a / mp.sqrt(2)) / 2)
+        want = float(1 + a * lam - lam ** 2)
+        _, _, var = truncated_moments(torch.tensor([z], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64),
+                                      torch.tensor([1.0], dtype=torch.float64))
+        assert float(var) == pytest.approx(want, rel=1e-9)
 
 
 def _nngp_problem(dataset, n, seed, random_labels):

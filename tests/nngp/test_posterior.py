@@ -213,3 +213,22 @@ def test_training_set_with_collinear_inputs_and_opposite_labels_has_no_fit():
         nngp.log_ps(arch, split)
     y[1] = 0  # same labels: possible, and finite
     assert math.isfinite(nngp.log_ps(arch, sampler.Split.from_arrays(x, y, rng.random((3, 5)), [0, 1, 0])))
+
+
+def test_ep_conditional_on_two_test_points_is_exact_under_q():
+    """Issue 26: with k <= 2 distinct test points the conditional orthant has a closed form; ep-conditional
+    gives it (checked against scipy's bivariate normal CDF of q(g_E | S)), where batched EP was off."""
+    from scipy import stats
+
+    split = sampler.load_split("mnist", n_train=30, n_test=2, seed=3)
+    arch = sampler.FCN(depth=2, width=64)
+    post = nngp.train_posterior(arch, split)
+    functions = ["00", "01", "10", "11"]
+    got = nngp.log_pb(arch, split, functions, method="ep-conditional", posterior=post)
+    mu, cov = post.pred_mean.numpy(), post.pred_cov.numpy()
+    for f, value in zip(functions, got):
+        s = np.array([1.0 if b == "1" else -1.0 for b in f])
+        want = math.log(stats.multivariate_normal.cdf(np.zeros(2), mean=-s * mu, cov=cov * np.outer(s, s),
+                                                      abseps=0.0, releps=1e-12))
+        assert value == pytest.approx(want, rel=1e-8, abs=1e-10)
+    assert np.logaddexp.reduce(got) == pytest.approx(0.0, abs=1e-8)

@@ -57,3 +57,71 @@ def test_missing_and_malformed_files_say_where(tmp_path):
         load_arrays(tmp_path / "d", n_train=2, n_test=2)
     with pytest.raises(ValueError, match="data.path is required for dataset 'arrays'"):
         DataConfig(dataset="arrays")
+
+
+# --- issue 26: files that broke inside numpy, each now one line naming the file and what was expected ---
+def _files(tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, **_split_arrays(np.random.default_rng(3)))
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    for k, v in _split_arrays(np.random.default_rng(4)).items():
+        np.save(objects / f"{k}.npy", v.astype(object) if k == "x_train" else v, allow_pickle=True)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros((5, 3)))
+    empty_npy = tmp_path / "emptynpy"
+    empty_npy.mkdir()
+    for k, v in _split_arrays(np.random.default_rng(5)).items():
+        np.save(empty_npy / f"{k}.npy", v)
+    (empty_npy / "y_test.npy").write_bytes(b"")
+    return {"empty": (empty, r"empty.npz'? is not a readable .npz file: it is empty \(0 bytes\); expected an .npz"),
+            "truncated": (truncated, r"truncated.npz'? is not a readable .npz file: it is not a complete .npz \(zip\) "
+                                     r"archive: truncated or damaged"),
+            "objects": (objects, r"objects'?: x_train.npy is not a readable .npy array: it holds object arrays"),
+            "plain": (plain, r"plain.npy'? holds a single .npy array of shape \(5, 3\); expected an .npz file"),
+            "empty .npy": (empty_npy, r"emptynpy'?: y_test.npy is not a readable .npy array: it is empty")}
+
+
+@pytest.mark.parametrize("which", ["empty", "truncated", "objects", "plain", "empty .npy"])
+def test_unreadable_array_files_are_one_line_naming_the_file(tmp_path, which):
+    """Guards (issue 26): EOFError, BadZipFile, numpy's allow_pickle message and a TypeError about a
+    context manager, none naming data.path or saying what was expected."""
+    path, match = _files(tmp_path)[which]
+    with pytest.raises(ValueError, match=match) as info:
+        load_arrays(path, n_train=4, n_test=2)
+    assert "\n" not in str(info.value) and "data.path" in str(info.value)
+
+
+@pytest.mark.parametrize("path", [None, "", 3])
+def test_a_missing_path_is_named(path):
+    """Guards (issue 26): load_arrays(path=None) raised pathlib's TypeError."""
+    with pytest.raises(TypeError, match=r"data.path must be the path of an .npz file .*, got"):
+        load_arrays(path, n_train=4, n_test=2)
+
+
+def test_a_pickle_payload_is_never_executed(tmp_path):
+    """A pickle whose loading would run code (here: create a file) is refused unloaded."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for name in ("payload.npz", "payload.npy"):
+        (tmp_path / name).write_bytes(pickle.dumps(Payload()))
+        with pytest.raises(ValueError, match=f"{name}'? .*(pickle|object arrays)"):
+            load_arrays(tmp_path / name, n_train=4, n_test=2)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for k, v in _split_arrays(np.random.default_rng(6)).items():
+        np.save(folder / f"{k}.npy", v)
+    (folder / "x_train.npy").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="x_train.npy is not a readable .npy array"):
+        load_arrays(folder, n_train=4, n_test=2)
+    assert not marker.exists()

@@ -46,6 +46,19 @@ def test_invalid_counts(kwargs, match):
         FunctionCounts(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(counts=None), r"counts must be a mapping of bitstring -> count .*, got NoneType"),
+    (dict(counts=[("01", 1)], n_runs=1, n_fit=1), r"counts must be a mapping .*, got list"),
+    (dict(counts={3: 1}, n_runs=1, n_fit=1), r"counts key 3 must be a bitstring \(str of '0'/'1'\), got int"),
+    (dict(counts={"01": 1, 5: 1}, n_runs=2, n_fit=2), r"counts key 5 must be a bitstring"),
+])
+def test_wrong_types_of_counts_are_named(kwargs, match):
+    """Guards (issue 26): None and an integer key raised unnamed TypeErrors ('NoneType' object is not
+    iterable, object of type 'int' has no len())."""
+    with pytest.raises(TypeError, match=match):
+        FunctionCounts(**kwargs)
+
+
 def test_function_counts_is_a_read_only_mapping():
     import collections.abc
     import pickle

@@ -70,7 +70,7 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--no-progress"] + TINY_RUN) == 2
     err = one_line(capsys)
-    assert "No space left on device" in err and str(out / "config.toml") in err and "free some space" in err
+    assert "No space left on device" in err and str(out / "sources.json") in err and "free some space" in err  # the first file written
 
 
 def test_out_under_a_file_is_one_line(tmp_path, capsys):
@@ -221,3 +221,19 @@ def test_a_sweep_through_main(tmp_path, capsys):
     sweep = json.loads((out / "sweep.json").read_text())
     assert [p["name"] for p in sweep["points"]] == ["width=8", "width=16"]
     assert (out / "cases" / "width=8" / "shards" / "sgd" / "000001.parquet").is_file()
+
+
+def test_no_command_prints_the_help(capsys):
+    """Guards (issue 26): `sgdbayes` alone exited 2 and printed nothing."""
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert "usage: sgdbayes" in out and "run" in out and "estimators" in out
+    assert err.count("\n") == 1 and err.startswith("sgdbayes: error: a command is required")
+
+
+def test_python_dash_m_sgdbayes_is_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "sgdbayes", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage: sgdbayes" in done.stdout

@@ -148,3 +148,73 @@ def test_under_ray_the_driver_makes_no_fit(tmp_path, local_ray, monkeypatch):
     extras = json.loads((tmp_path / "cases" / "main" / "extras.json").read_text())
     assert extras["ep"]["ep_converged"] is True
     assert sum(len(v) for v in RunFolder(tmp_path).read_manifest()["nodes"]["fits"].values()) == 3
+
+
+SIGTERM_AFTER_ONE_SHARD = """
+import os, signal, sys
+import sgdbayes.fanout as fanout
+real = fanout._ray_results
+def results(tasks, address):
+    for n, item in enumerate(real(tasks, address)):
+        yield item
+        if tasks[item[0]].kind == "sgd":  # one shard is on disk (Ray is up): SIGTERM, as `kill PID` sends it
+            os.kill(os.getpid(), signal.SIGTERM)
+fanout._ray_results = results
+from sgdbayes.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ray_init_does_not_take_the_callers_sigterm_handler(monkeypatch, tmp_path):
+    """Fast version of the test below, with a stand-in for Ray whose init installs its own SIGTERM
+    handler as ray.init does (sys.exit(signum)): the caller's handler is in place afterwards."""
+    import threading
+    import types
+
+    import sgdbayes.fanout as fanout
+    from sgdbayes.fanout import ShardTask
+
+    def ray_handler(signum, frame):
+        raise SystemExit(signum)
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, cluster_resources=lambda: {}, shutdown=lambda: None,
+                                 init=lambda **kw: signal.signal(signal.SIGTERM, ray_handler),
+                                 get=lambda ref: ref(), wait=lambda refs, num_returns: (refs[:1], refs[1:]))
+    fake.remote = lambda f: types.SimpleNamespace(options=lambda **kw: types.SimpleNamespace(
+        remote=lambda task: (lambda: f(task))))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(fanout.atexit, "register", lambda f: None)
+
+    def ours(signum, frame):
+        pass
+
+    assert threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        task = ShardTask("x", 0, str(tmp_path / "x.done"), None, _touch)
+        assert [r.index for _, r in fanout._ray_results([task], None)] == [0]
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _touch(task, progress=None):
+    open(task.output, "w").close()
+    return 1
+
+
+@pytest.mark.slow
+def test_sigterm_under_ray_exits_cleanly(tmp_path):
+    """Guards (issue 26): under --executor ray, SIGTERM exited 15 through Ray's own handler (ray.init
+    replaces the process's: sys.exit(signum)), with a native stack trace; the local executor exits
+    143 with one line. Now both say the same line and exit 143, lock released."""
+    out = tmp_path / "run"
+    args = ["run", "--no-progress", "--executor", "ray", "--out", str(out)]
+    for o in SMALL + ["estimators.sgd.n_runs=64", "estimators.sgd.shard_size=8"]:
+        args += ["--set", o]
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_ONE_SHARD] + args, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 143, proc.stderr
+    assert "sgdbayes run: terminated (SIGTERM); finished shards are kept, rerun to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr and "SIGTERM" not in proc.stderr.replace("terminated (SIGTERM)", "")
+    assert not (out / ".lock").exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import nngp
 from sgdbayes.cli import main
 from sgdbayes.config import load_config
 from sgdbayes.estimators import RESULT_SCHEMA
@@ -137,6 +138,9 @@ def test_finite_width_config_runs_small_and_reports_log_ps_tv_and_p_values(tmp_p
         lo, hi = prior["p_s_prior_ci"]
         assert prior["n_samples"] == 16384 and 0 < lo < prior["p_s_prior"] < hi < 1
         assert math.isfinite(case["log_p_s"]) and math.isfinite(case["log_p_s_tilting"])
+        # issue 26: the bound comes from the more accurate (tilting's) log P(S), EP's being biased low
+        assert case["pac_bayes_bound_from"] == "log_p_s_tilting"
+        assert case["pac_bayes_bound"] == pytest.approx(nngp.pac_bayes_bound(min(case["log_p_s_tilting"], 0.0), 4))
         pairs = {(p["a"], p["b"]): p for p in case["pairs"]}
         assert set(pairs) == {("prior", "ep"), ("prior", "tilting"), ("sgd", "prior"), ("sgd", "ep")}
         assert pairs["sgd", "prior"]["fit_test"] == "homogeneity" and pairs["prior", "ep"]["fit_test"] == "goodness-of-fit"

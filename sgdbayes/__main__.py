@@ -1,0 +1,7 @@
+"""``python -m sgdbayes``: the ``sgdbayes`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
