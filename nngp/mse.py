@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sampler.checks import check_choice, check_float, check_int
+from sampler.checks import check_choice, check_device, check_float, check_int
 
 SOLVERS = ("auto", "cholesky", "cg")
 #: ``solver="auto"`` factorises K_XX by Cholesky up to this m, and uses conjugate gradients above.
@@ -212,6 +212,7 @@ def gp_regression(K, Y, *, n_train: int, noise: float, solver: str = "auto", cg_
     Y = _check_targets(Y, m)
     noise = check_float("noise", noise, minimum=0.0, strict_minimum=True)
     check_choice("solver", solver, SOLVERS)
+    device = check_device(device)
     if solver == "auto":
         solver = "cholesky" if m <= CHOLESKY_MAX_M else "cg"
     Kd = K.to(device)

@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 
 from sampler.architectures import FCN, Architecture, standard_std
-from sampler.checks import check_choice, check_int
+from sampler.checks import check_choice, check_device, check_int
 from sampler.seeding import make_generator
 
 from .kernels import _FCNKernel, _expectations, as_float64
@@ -255,6 +255,7 @@ def empirical_ntk(
     n_init = check_int("n_init", n_init, minimum=2)
     seed = check_int("seed", seed, minimum=0)
     check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+    device = check_device(device)
     x64 = as_float64("x", x)
     n, d = x64.shape
     shape = (d,) if input_shape is None else tuple(int(s) for s in input_shape)

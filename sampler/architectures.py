@@ -518,27 +518,33 @@ def factory_name(factory) -> str:
     return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__name__)}"
 
 
-def _declares_input_shape(factory: Callable) -> bool:
-    """Whether ``factory`` gets ``input_shape`` (:func:`_call_factory`)."""
-    try:
-        return "input_shape" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return True
-
-
-def _call_factory(factory: Callable, input_shape: tuple[int, ...], kwargs: dict) -> Any:
-    """``factory(**kwargs)``, with ``input_shape`` passed only where the signature declares a parameter of
-    that name (first positional, or keyword); a signature that cannot be read gets it first, as documented."""
+def _declares_input_shape(factory: Callable, kwargs=()) -> bool:
+    """Whether :func:`_call_factory` passes ``input_shape`` to ``factory``: it has a parameter of that name,
+    or its first parameter is positional, required and not among ``kwargs`` (``def make(shape, width=8)``);
+    a signature that cannot be read gets it, as documented."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        return factory(input_shape, **kwargs)
-    p = params.get("input_shape")
-    if p is None:
+        return True
+    if "input_shape" in params:
+        return True
+    first = next(iter(params.values()), None)
+    return (first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
+            and first.default is first.empty and first.name not in dict(kwargs))
+
+
+def _call_factory(factory: Callable, input_shape: tuple[int, ...], kwargs: dict) -> Any:
+    """``factory(**kwargs)``, given ``input_shape`` only where it asks for it (:func:`_declares_input_shape`):
+    as ``input_shape=`` where a keyword-only parameter has that name, else first."""
+    if not _declares_input_shape(factory, kwargs):
         return factory(**kwargs)
-    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and next(iter(params)) == "input_shape":
-        return factory(input_shape, **kwargs)
-    return factory(**kwargs, input_shape=input_shape)
+    try:
+        p = inspect.signature(factory).parameters.get("input_shape")
+    except (TypeError, ValueError):
+        p = None
+    if p is not None and p.kind == p.KEYWORD_ONLY:
+        return factory(**kwargs, input_shape=input_shape)
+    return factory(input_shape, **kwargs)
 
 
 def resolve_factory(factory) -> Callable:
@@ -687,7 +693,7 @@ class Module(Architecture):
         try:
             net = _call_factory(factory, tuple(input_shape), dict(self.kwargs))
         except Exception as exc:  # the user's code: one line naming the call and the cause (chained)
-            shape = [f"input_shape={tuple(input_shape)!r}"] if _declares_input_shape(factory) else []
+            shape = [repr(tuple(input_shape))] if _declares_input_shape(factory, dict(self.kwargs)) else []
             args = ", ".join(shape + [f"{k}={v!r}" for k, v in self.kwargs])
             raise ValueError(f"arch.factory {name!r} raised {_first_line(exc)} when called as "
                              f"{name.split(':')[-1]}({args})") from exc

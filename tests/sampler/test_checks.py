@@ -33,6 +33,8 @@ def calls(split):
         "nngp.kernel": lambda d: nngp.kernel(ARCH, x, device=d),
         "nngp.empirical_kernel": lambda d: nngp.empirical_kernel(ARCH, x, n_samples=4, seed=0, device=d),
         "nngp.kernel_for": lambda d: nngp.kernel_for(ARCH, x, device=d),
+        "nngp.empirical_ntk": lambda d: nngp.empirical_ntk(ARCH, x, n_init=2, seed=0, device=d),
+        "nngp.gp_regression": lambda d: nngp.gp_regression(K, torch.ones(8), n_train=8, noise=0.1, device=d),
         "nngp.train_posterior": lambda d: nngp.train_posterior(ARCH, split, device=d),
         "nngp.ess_sample": lambda d: nngp.ess_sample(K, split.y_train, 8, n_samples=2, seed=0, device=d),
         "nngp.ess_posterior": lambda d: nngp.ess_posterior(ARCH, split, 2, seed=0, device=d),
@@ -45,7 +47,7 @@ def calls(split):
 
 NAMES = sorted([
     "sample_sgd", "train_runs", "sample_prior", "iter_prior_outputs", "Network", "make_generator", "nngp.kernel",
-    "nngp.empirical_kernel", "nngp.kernel_for", "nngp.train_posterior", "nngp.ess_sample", "nngp.ess_posterior",
+    "nngp.empirical_kernel", "nngp.kernel_for", "nngp.empirical_ntk", "nngp.gp_regression", "nngp.train_posterior", "nngp.ess_sample", "nngp.ess_posterior",
     "analysis.critical_samples", "analysis.critical_sample_ratio", "mcmc_functions", "run_nuts"])
 
 
