@@ -1,6 +1,6 @@
 """Complexity measures of functions (bitstrings on E) and of trained networks.
 
-Functions are non-empty bitstrings of '0'/'1' (DESIGN.md). The Boolean measures take the full truth
+Functions are non-empty bitstrings of '0'/'1' (docs/DESIGN.md). The Boolean measures take the full truth
 table of an n-input Boolean function (n in 1..16), character ``i`` being the output at the input whose
 bits, most significant first, are the binary expansion of ``i`` (the order of
 ``sampler.data.boolean_inputs``).

@@ -1,7 +1,7 @@
 """Statistics comparing P_SGD with P_B: correlations of the logs, distances between the
 distributions, cumulative mass. Pure functions over numpy arrays; results are frozen dataclasses.
 
-Logs are natural (DESIGN.md).
+Logs are natural (docs/DESIGN.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """NNGP kernels, orthant probabilities and log P_B(f|S) in the infinite-width limit.
 
-Public API (DESIGN.md): :func:`kernel` (closed forms registered per spec type, :func:`register_kernel`), :func:`empirical_kernel`, :func:`kernel_for`, :class:`NNGPKernel`,
+Public API (docs/DESIGN.md): :func:`kernel` (closed forms registered per spec type, :func:`register_kernel`), :func:`empirical_kernel`, :func:`kernel_for`, :class:`NNGPKernel`,
 :func:`orthant` / :func:`log_orthant`, :func:`log_ps`, :func:`log_pb` (and
 :func:`log_pb_details`), :func:`train_posterior`, :func:`gp_test_error`,
 :func:`pac_bayes_bound`; NTKs (:func:`ntk`, :func:`empirical_ntk`, :func:`register_ntk`) and the

@@ -6,7 +6,7 @@ a Gaussian site ``exp(-tau_i g_i^2 / 2 + nu_i g_i)``; site updates match the mom
 cavity times the step, i.e. of a Gaussian truncated to a half-line (the probit likelihood in the
 limit of infinite slope: ``z = s mu / sqrt(var)`` instead of ``s mu / sqrt(1 + var)``).
 
-Why our own: gpytorch has no EP and GPy's Heaviside EP is broken (DESIGN.md).
+Why our own: gpytorch has no EP and GPy's Heaviside EP is broken (docs/DESIGN.md).
 
 Numerics. The posterior is computed from ``B = I + S^1/2 K S^1/2`` (eigenvalues >= 1, so a
 merely positive semi-definite K with duplicate inputs is fine) with one Cholesky and one

@@ -1,7 +1,7 @@
 """log P(S) and log P_B(f|S) in the NNGP limit, for thousands of functions.
 
 ``P_B(f|S) = P(S, E = f) / P(S)`` where both are orthant probabilities of ``g ~ N(0, K)``, K the
-NNGP kernel on S then E (DESIGN.md). Two EP estimators:
+NNGP kernel on S then E (docs/DESIGN.md). Two EP estimators:
 
 ``ep`` (the reference's method)
     One EP on all m + k points per function, labels ``(y_S, f)``:

@@ -3,7 +3,7 @@
 A spec builds a network for one example's ``input_shape`` (:meth:`Architecture.build`) and gives
 its protocol object (:meth:`Architecture.network`, a :class:`sampler.ensemble.Network`). Networks
 map *flattened* inputs ``(n, d)`` (``sampler.Split``'s layout) to one scalar per example, ``(n,)``.
-Parameters follow DESIGN.md's standard rule (``W ~ N(0, sigma_w**2 / fan_in)``, ``b ~ N(0,
+Parameters follow docs/DESIGN.md's standard rule (``W ~ N(0, sigma_w**2 / fan_in)``, ``b ~ N(0,
 sigma_b**2)``), drawn from an explicit generator in ``named_parameters()`` order.
 
 A new architecture is a frozen dataclass subclass of :class:`Architecture` with a ``kind``,

@@ -3,7 +3,7 @@
 A *pool* is a labelled set of examples ``x`` of shape ``(N, *input_shape)`` with integer class
 labels. It is binarised (``half``: class >= ceil(C/2) -> 1; ``parity``: class % 2) and split by
 a seed into a training set S of size m and a test set E of size k; E's order is fixed by the
-split (DESIGN.md).
+split (docs/DESIGN.md).
 
 Input scaling: image pixels are divided by their maximum possible value (255 for MNIST,
 Fashion-MNIST and CIFAR-10, 16 for scikit-learn's digits) so they lie in [0, 1]; Ionosphere's

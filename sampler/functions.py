@@ -1,7 +1,7 @@
 """Functions as bitstrings on the test set E, and their counts over many runs or samples.
 
 A function f is the network's predicted labels on E in E's order, ``'1'`` where the scalar output
-is > 0: a ``str`` of '0'/'1' of length k (DESIGN.md).
+is > 0: a ``str`` of '0'/'1' of length k (docs/DESIGN.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Finite-width posterior over the network's weights by pyro NUTS, with arviz diagnostics.
 
-The prior is DESIGN.md's standard parameterisation, non-centred: each parameter tensor is ``scale *
+The prior is docs/DESIGN.md's standard parameterisation, non-centred: each parameter tensor is ``scale *
 z``, ``z ~ N(0, I)`` sampled (``scale`` by :func:`sampler.architectures.standard_std`; nothing sampled
 for a zero scale), evaluated through ``arch.network``. The 0-1 likelihood of S is the tempered sigmoid ``prod_i sigmoid((2 y_i - 1) f(x_i) / T)``; ``T -> 0``
 approaches it but makes the posterior harder for NUTS. Functions on E are read from every draw;

@@ -1,6 +1,6 @@
 """P_B(f|S) of the finite network by prior (rejection) sampling.
 
-Draw random initialisations of the network (the prior of DESIGN.md: ``W ~ N(0, sigma_w**2 /
+Draw random initialisations of the network (the prior of docs/DESIGN.md: ``W ~ N(0, sigma_w**2 /
 fan_in)``, ``b ~ N(0, sigma_b**2)``), keep those whose function reproduces every label of S and
 count their functions on E. This is exact for the finite network up to Monte Carlo error, and
 practical where P(S) is not tiny (the Boolean n = 7 system with |S| = 32 or 64).

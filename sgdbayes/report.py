@@ -5,7 +5,7 @@ this module chooses what to compute and writes it down.
 For each case and each pair ``(a, b)`` of :attr:`ExperimentConfig.pairs` (``a`` tested, ``b`` the
 reference), :func:`pair_stats` compares the two over the functions both *see* (a sampler: count >=
 ``analysis.min_count``; a scorer: a finite log P). The first pair of a case is its *primary* pair:
-its statistics are the case's summary (DESIGN.md's keys ``n_runs``, ``n_fit``, ``n_functions``,
+its statistics are the case's summary (docs/DESIGN.md's keys ``n_runs``, ``n_fit``, ``n_functions``,
 ``pearson_log``, ``spearman``, ``min_count``, ...) and it gets the full set of figures.
 ``summary.json`` holds the first case's summary at top level and ``cases``, every case's summary,
 pairs and extras.

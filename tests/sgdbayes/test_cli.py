@@ -193,7 +193,7 @@ def test_sigterm_stops_the_run_cleanly(tmp_path):
 
 # happy paths through the command line (issue 15: only failures were tested through main) ----------
 def test_run_then_analyze_through_main(tmp_path, capsys):
-    """`sgdbayes run` writes the folder DESIGN.md promises and prints the summary; `sgdbayes analyze`
+    """`sgdbayes run` writes the folder docs/DESIGN.md promises and prints the summary; `sgdbayes analyze`
     re-makes the report with another min_count."""
     import json
 
