@@ -55,6 +55,8 @@ from .optimizers import EnsembleOptimizer, check_rule, torch_optimizer
 from .seeding import make_generator
 from .store import ShardProgress, count_table, fingerprint, merge_shards, run_shards, split_digest
 
+#: How a run ends (:attr:`TrainSpec.stop`): at 100% training accuracy, or after a fixed budget of epochs.
+STOPS = ("fit", "budget")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,11 @@ class TrainSpec:
     check_every : int or None
         None: check training accuracy on the whole training set at each epoch's end (the
         paper's way); N >= 1: every N steps (and at ``max_epochs``).
+    stop : {"fit", "budget"}
+        ``fit`` (default): stop at 100% training accuracy, as above. ``budget``: every run trains
+        exactly ``max_epochs`` epochs whether or not it fits S (the fixed budget of double-descent
+        experiments); ``fit`` then says whether it fits S at the end, and only those runs' functions
+        are counted. Needs ``epochs_after_fit = 0`` and ``check_every = None``.
     """
 
     optimizer: str = "sgd"
@@ -92,6 +99,7 @@ class TrainSpec:
     max_epochs: int = 200
     epochs_after_fit: int = 0
     check_every: int | None = None
+    stop: str = "fit"
 
     def __post_init__(self):
         check_rule(self.optimizer, self.lr, self.momentum)
@@ -104,6 +112,19 @@ class TrainSpec:
                 raise ValueError("check_every must be None (check at each epoch's end) or an integer >= 1, "
                                  "got check_every=0")
             check_int("check_every", self.check_every, minimum=1)
+        check_choice("stop", self.stop, STOPS)
+        if self.stop == "budget" and (self.epochs_after_fit or self.check_every is not None):
+            raise ValueError(f"stop='budget' trains max_epochs epochs and reads the end: it needs epochs_after_fit=0 "
+                             f"and check_every=None, got epochs_after_fit={self.epochs_after_fit}, "
+                             f"check_every={self.check_every}")
+
+    def to_dict(self) -> dict:
+        """The fields as a dict, ``stop`` left out at its default ``fit`` (fingerprints from before it
+        existed stay valid)."""
+        d = dataclasses.asdict(self)
+        if d["stop"] == "fit":
+            del d["stop"]
+        return d
 
     def check_train_size(self, m: int) -> None:
         """Raise ``ValueError`` if ``batch_size`` exceeds the training set size ``m``."""
@@ -211,7 +232,9 @@ class RunsChunk:
     int32 (to fit, started epochs when ``check_every`` is set, or ``max_epochs``), ``final_loss`` float64
     (mean over the whole training set at the end; nan if it diverged); ``first_layer`` how the first
     layer was trained (``FirstLayer.info()`` of :mod:`sampler._span`); ``measures``: with a ``measure``
-    hook, ``{name: (n,) float64}`` of the trained members (nan for runs that did not fit)."""
+    hook, ``{name: (n,) float64}`` of the trained members (nan for runs that did not fit); at the end of
+    each run (fitted or not): ``train_error`` and ``test_error`` (fractions of S and E misclassified) and
+    ``test_loss`` (mean loss on E, as ``final_loss`` on S), float64, nan where it diverged."""
 
     runs: np.ndarray
     functions: list
@@ -220,6 +243,9 @@ class RunsChunk:
     final_loss: np.ndarray
     first_layer: dict = dataclasses.field(default_factory=dict)
     measures: dict = dataclasses.field(default_factory=dict)
+    train_error: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    test_error: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    test_loss: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
 
 def iter_runs(arch: Architecture, split: Split, spec: TrainSpec, runs: Sequence[int], *, seed: int,
@@ -300,6 +326,8 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
     y_bool = y.bool()
     yf = y.to(dtype)
     x_test = path.inputs(split.x_test)
+    y_test_bool = split.y_test.to(dev).bool()
+    y_test_f = split.y_test.to(device=dev, dtype=dtype)
     m, bs = split.n_train, spec.batch_size
     spe = spec.steps_per_epoch(m)
     max_steps = spec.max_epochs * spe
@@ -395,7 +423,9 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         if on_step is not None:
             on_step(slot_run.copy(), params)
 
-        if every is None:
+        if spec.stop == "budget":  # read only at the end of the budget
+            due = np.zeros(len(step), dtype=bool)
+        elif every is None:
             due = step % spe == 0
         else:
             due = step % every == 0
@@ -405,10 +435,13 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         sl = np.nonzero(need)[0]
         with torch.no_grad():
             out = evaluate(path.trained(subset(params, sl)), x)
-            fits_t = ((out > 0) == y_bool).all(1)
+            right_t = (out > 0) == y_bool
+            fits_t = right_t.all(1)
+            train_error_t = 1.0 - right_t.double().mean(1)
             loss_t = member_losses(out, yf, spec.loss)
             finite_t = torch.isfinite(out).all(1) & torch.isfinite(loss_t)
         fits, loss, finite = fits_t.cpu().numpy(), loss_t.double().cpu().numpy(), finite_t.cpu().numpy()
+        train_error = train_error_t.cpu().numpy()
         in_train = fit_step[sl] < 0
         newly = in_train & fits & finite
         fit_step[sl[newly]] = step[sl[newly]]
@@ -424,7 +457,12 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
         final_loss = np.where(finite[done], loss[done], np.nan)
         n_diverged += int((~finite[done]).sum())
         with torch.no_grad():
-            functions = outputs_to_strings(evaluate(subset(params, fin), x_test))
+            out_test = evaluate(subset(params, fin), x_test)
+            functions = outputs_to_strings(out_test)
+            test_error = 1.0 - ((out_test > 0) == y_test_bool).double().mean(1).cpu().numpy()
+            test_loss = member_losses(out_test, y_test_f, spec.loss).double().cpu().numpy()
+        test_error = np.where(finite[done], test_error, np.nan)
+        test_loss = np.where(finite[done], test_loss, np.nan)
         for j in fin.tolist():
             if int(slot_run[j]) in keep:
                 members[int(slot_run[j])] = path.member(params, j, make_generator(seed, "init", int(slot_run[j])))
@@ -437,7 +475,7 @@ def _train(arch, split, spec, runs, seed, ensemble, dev, dtype, keep, members, o
                 measures[name] = np.full(len(fin), np.nan)
                 measures[name][ok] = np.asarray(v, dtype=np.float64)
         yield RunsChunk(slot_run[fin].copy(), functions, ok, epochs, final_loss.astype(np.float64), dict(info),
-                        measures)
+                        measures, np.where(finite[done], train_error[done], np.nan), test_error, test_loss)
 
         assign(fin)
         # Once runs are used up, drop idle members so the tail trains only what is left.
@@ -513,17 +551,21 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
         how the first layer was trained (``span``): ``first_layer`` ("span" or "full"), ``span_rank``
         (r, or None where not computed), ``input_dim`` (d) and ``first_layer_reason``; with ``measure``
         (:func:`iter_runs`) also ``measures`` (``{name: [value of each fitted run]}``, run order) and
-        ``measured_function`` (each fitted run's function, run order).
+        ``measured_function`` (each fitted run's function, run order). With ``spec.stop = "budget"``
+        also ``budget``: ``{"fit", "train_error", "test_error", "train_loss", "test_loss": [value of
+        each run]}``, every run started (fitted or not) in run order (:class:`RunsChunk`).
     """
     counts: Counter = Counter()
     fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
     first_layer: dict = {}
     functions, measured = [], []  # with measure: each fitted run's function and measures
+    every_run = []  # with stop = "budget": (runs, fit, train_error, test_error, train_loss, test_loss) per chunk
     for c in _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
                            dtype=dtype, tf32=tf32, span=span, measure=measure):
         first_layer = c.first_layer
         counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
         fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
+        every_run.append((c.runs, c.fit, c.train_error, c.test_error, c.final_loss, c.test_loss))
         if measure is not None:
             functions += [f for f, ok in zip(c.functions, c.fit) if ok]
             measured.append({k: v[c.fit] for k, v in c.measures.items()})
@@ -531,6 +573,11 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     by_run = np.argsort(order, kind="stable")
     info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device)),
             **first_layer}
+    if spec.stop == "budget":
+        runs_all, *columns = (np.concatenate(parts) for parts in zip(*every_run))
+        order_all = np.argsort(runs_all, kind="stable")
+        info["budget"] = {name: [v.item() for v in col[order_all]] for name, col in
+                          zip(("fit", "train_error", "test_error", "train_loss", "test_loss"), columns)}
     if measure is not None:
         names = list(dict.fromkeys(k for d in measured for k in d))
         info["measures"] = {k: np.concatenate([d.get(k, np.full(0, np.nan)) for d in measured])[by_run].tolist()
@@ -575,7 +622,7 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
     _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     step = shard_size if run_folder is not None else n_runs  # in memory: one shard
     plan = [{"start": a, "stop": min(a + step, n_runs)} for a in range(0, n_runs, step)]
-    print_ = fingerprint({"seed": seed, "spec": dataclasses.asdict(spec), "arch": arch.to_dict(),
+    print_ = fingerprint({"seed": seed, "spec": spec.to_dict(), "arch": arch.to_dict(),
                           "split": split_digest(split), "dtype": str(dtype)})
 
     def compute(shard, callback):
@@ -591,7 +638,8 @@ def reference_run(arch: Architecture, split: Split, spec: TrainSpec, *, seed: in
                   dtype: torch.dtype = torch.float32, callback: Callable | None = None) -> dict:
     """Run ``run`` trained alone with plain ``torch.optim`` (the reference for tests and benchmarks):
     same initialisation, minibatch order, losses and stopping rule as the engine; ``callback(module)``
-    after every optimiser step. Returns ``function``, ``fit``, ``epochs``, ``final_loss`` and ``module``."""
+    after every optimiser step. Returns ``function``, ``fit``, ``epochs``, ``final_loss``, ``train_error``,
+    ``test_error``, ``test_loss`` and ``module``."""
     m, bs = split.n_train, spec.batch_size
     spec.check_train_size(m)
     net = arch.build(split.input_shape, generator=make_generator(seed, "init", run), dtype=dtype)
@@ -600,7 +648,7 @@ def reference_run(arch: Architecture, split: Split, spec: TrainSpec, *, seed: in
     spe = spec.steps_per_epoch(m)
     gen = make_generator(seed, "batches", int(run))
     max_steps, end, fit_at, steps = spec.max_epochs * spe, spec.max_epochs * spe, None, 0
-    fits, loss = False, math.nan
+    fits, loss, train_error = False, math.nan, math.nan
     while steps < end:
         for idx in torch.randperm(m, generator=gen).split(bs):
             batch_loss = reference_loss(net(x[idx]), y[idx], spec.loss)
@@ -611,18 +659,23 @@ def reference_run(arch: Architecture, split: Split, spec: TrainSpec, *, seed: in
             if callback is not None:
                 callback(net)
             due = steps % spe == 0 if spec.check_every is None else steps % spec.check_every == 0
-            if steps == end or (fit_at is None and due):
+            if steps == end or (fit_at is None and due and spec.stop == "fit"):
                 with torch.no_grad():
                     out = net(x)
                 fits = bool(((out > 0) == y.bool()).all())
+                train_error = float(((out > 0) != y.bool()).double().mean())
                 loss = float(reference_loss(out, y, spec.loss))
                 if fit_at is None and fits:
                     fit_at = steps
-                    end = steps + spec.epochs_after_fit * spe
+                    end = steps + spec.epochs_after_fit * spe if spec.stop == "fit" else end
                 if steps >= end:
                     break
     with torch.no_grad():
-        function = outputs_to_strings(net(x_test).unsqueeze(0))[0]
+        out_test = net(x_test)
+        function = outputs_to_strings(out_test.unsqueeze(0))[0]
+        test_error = float(((out_test > 0) != split.y_test.bool()).double().mean())
+        test_loss = float(reference_loss(out_test, split.y_test, spec.loss))
     fit = fit_at is not None and fits and max_steps > 0
     return {"function": function, "fit": fit, "epochs": -(-fit_at // spe) if fit_at else spec.max_epochs,
-            "final_loss": loss, "module": net}
+            "final_loss": loss, "train_error": train_error, "test_error": test_error, "test_loss": test_loss,
+            "module": net}

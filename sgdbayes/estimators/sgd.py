@@ -60,7 +60,10 @@ class _SamplingOptions(FlatnessOptions, _Knobs):  # fields in the order knobs, s
         return {**table, "check_every": None} if zero else table
 
     def to_table(self):
-        return {**super().to_table(), "check_every": self.check_every or 0}
+        table = {**super().to_table(), "check_every": self.check_every or 0}
+        if table.get("stop") == "fit":  # the default, left out: fingerprints from before the key stay valid
+            del table["stop"]
+        return table
 
     @model_validator(mode="after")
     def _check_train_spec(self):
