@@ -83,6 +83,8 @@ class Split:
         Positions of S and E in the pool.
     corrupted_index : np.ndarray of int64
         Positions in S whose labels were replaced by random bits (see :func:`corrupt_labels`).
+    flipped_index : np.ndarray of int64
+        Positions in S whose labels were flipped, ``y -> 1 - y`` (label noise, :func:`flip_labels`).
     """
 
     x_train: torch.Tensor
@@ -97,6 +99,7 @@ class Split:
     train_index: np.ndarray = field(repr=False)
     test_index: np.ndarray = field(repr=False)
     corrupted_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    flipped_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     def __post_init__(self):
         for name in ("x_train", "x_test"):
@@ -197,6 +200,7 @@ class Split:
             f"train S     m = {m}, class 1 share {self.y_train.float().mean().item():.3f}",
             f"test E      k = {k}, class 1 share {self.y_test.float().mean().item():.3f}",
             f"corrupted   {len(self.corrupted_index)} of S's labels replaced by random bits",
+            f"flipped     {len(self.flipped_index)} of S's labels flipped (label noise)",
         ])
 
 
@@ -470,6 +474,48 @@ def corrupt_labels(split: Split, fraction: float, *, seed: int) -> Split:
     y = split.y_train.clone()
     y[torch.from_numpy(where)] = torch.from_numpy(rng.integers(0, 2, size=n_replace).astype(np.int64))
     return replace(split, y_train=y, corrupted_index=where)
+
+
+def flip_labels(split: Split, fraction: float, *, seed: int) -> Split:
+    """Label noise: a copy of ``split`` in which exactly ``round(fraction * m)`` positions of S, chosen
+    uniformly without replacement, have their label flipped (``y -> 1 - y``); E keeps its true labels.
+    The positions are recorded in ``flipped_index``; same seed, same flips. (Unlike
+    :func:`corrupt_labels`, every chosen label changes.)"""
+    fraction = check_float("label_noise", fraction, minimum=0.0, maximum=1.0)
+    seed = check_int("seed", seed, minimum=0)
+    m = split.n_train
+    rng = np.random.default_rng(derive_seed(seed, "label-noise", split.dataset))
+    where = np.sort(rng.choice(m, size=int(round(fraction * m)), replace=False)).astype(np.int64)
+    y = split.y_train.clone()
+    index = torch.from_numpy(where)
+    y[index] = 1 - y[index]
+    return replace(split, y_train=y, flipped_index=where)
+
+
+def pca_pool(pool: Pool, dim: int) -> Pool:
+    """``pool`` projected onto its ``dim`` leading principal components, each scaled to unit variance.
+
+    The projection is fitted on the whole pool (unsupervised: centred inputs, eigenvectors of their
+    ``d x d`` covariance in float64, each signed so that its largest-magnitude entry is positive);
+    the result's inputs are ``(N, dim)`` float32 with ``input_shape = (dim,)``. The pool keeps its
+    name, so a split seed picks the same S and E with or without the projection.
+    """
+    d = int(pool.x.shape[1])
+    dim = check_int("pca_dim", dim, minimum=1)
+    if dim > min(d, pool.size):
+        raise ValueError(f"pca_dim must be <= min(d, N) = {min(d, pool.size)} for {pool.name!r} (d = {d}, "
+                         f"N = {pool.size}), got pca_dim={dim}")
+    x = pool.x.astype(np.float64)
+    centred = x - x.mean(0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / pool.size)
+    values, vectors = values[::-1][:dim], vectors[:, ::-1][:, :dim]
+    if values[-1] <= 0:
+        raise ValueError(f"pca_dim must be <= the rank of {pool.name!r}'s inputs, got pca_dim={dim} "
+                         f"(component {dim} has variance {values[-1]:.3g})")
+    vectors = vectors * np.sign(vectors[np.abs(vectors).argmax(0), np.arange(dim)])
+    z = (centred @ vectors / np.sqrt(values)).astype(np.float32)
+    return replace(pool, x=z, input_shape=(dim,),
+                   source=f"{pool.source}; projected on its {dim} leading principal components, whitened")
 
 
 ARRAY_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")

@@ -22,7 +22,8 @@ import torch
 
 import nngp
 from sampler.architectures import Architecture
-from sampler.data import BINARIZATIONS, DATASETS, Split, corrupt_labels, load_arrays, load_split
+from sampler.data import (BINARIZATIONS, DATASETS, Split, corrupt_labels, flip_labels, load_arrays, load_pool,
+                          pca_pool, split_pool)
 from sampler.checks import check_plain_name
 from sampler.network_check import check_network
 from sampler.store import ShardError, atomic_write_bytes, file_digest, fingerprint, split_digest
@@ -51,6 +52,12 @@ class DataConfig:
     corrupt_fraction : float
         In [0, 1]: that fraction of S's labels replaced by random bits (seeded by ``seed``); E
         keeps its true labels.
+    label_noise : float
+        In [0, 1]: exactly ``round(label_noise * m)`` of S's labels flipped (seeded by ``seed``,
+        :func:`sampler.data.flip_labels`); E keeps its true labels. Not with ``corrupt_fraction``.
+    pca_dim : int
+        0 (default): the inputs as they are; n >= 1: projected onto the pool's n leading principal
+        components, whitened (:func:`sampler.data.pca_pool`). Not for ``arrays``.
     path : str
         ``arrays`` only: an ``.npz`` file or a folder of ``.npy`` files with keys ``x_train``,
         ``y_train``, ``x_test``, ``y_test`` (a given split) or ``x``, ``y`` (a pool split by seed).
@@ -64,6 +71,8 @@ class DataConfig:
     data_dir: str = ""
     target: str = ""
     corrupt_fraction: float = Field(0.0, ge=0.0, le=1.0, strict=True)
+    label_noise: float = Field(0.0, ge=0.0, le=1.0, strict=True)
+    pca_dim: int = Field(0, ge=0, strict=True)
     path: str = ""
 
     @model_validator(mode="after")
@@ -74,20 +83,29 @@ class DataConfig:
             raise ValueError(f"data.path is only for dataset 'arrays', got dataset={self.dataset!r}")
         if self.target and self.dataset != "boolean":
             raise ValueError(f"data.target is only for dataset 'boolean', got dataset={self.dataset!r}")
+        if self.pca_dim and self.dataset == "arrays":
+            raise ValueError("data.pca_dim is only for the named datasets, not 'arrays' (project the arrays yourself)")
+        if self.label_noise and self.corrupt_fraction:
+            raise ValueError(f"data.label_noise and data.corrupt_fraction are two kinds of label noise: set one, got "
+                             f"label_noise={self.label_noise}, corrupt_fraction={self.corrupt_fraction}")
         return self
 
 
 def split_for(data: DataConfig) -> Split:
-    """The split ``data`` describes, label corruption included, loaded now."""
+    """The split ``data`` describes, projection and label noise or corruption included, loaded now."""
     if data.dataset == "arrays":
         split = load_arrays(data.path, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
                             binarize=data.binarize)
     else:
-        split = load_split(data.dataset, n_train=data.n_train, n_test=data.n_test, seed=data.seed,
-                           binarize=data.binarize, data_dir=data.data_dir or None,
-                           target=(data.target or None) if data.dataset == "boolean" else None)
+        pool = load_pool(data.dataset, data_dir=data.data_dir or None,
+                         target=(data.target or None) if data.dataset == "boolean" else None)
+        if data.pca_dim:
+            pool = pca_pool(pool, data.pca_dim)
+        split = split_pool(pool, n_train=data.n_train, n_test=data.n_test, seed=data.seed, binarize=data.binarize)
     if data.corrupt_fraction > 0:
         split = corrupt_labels(split, data.corrupt_fraction, seed=data.seed)
+    if data.label_noise > 0:
+        split = flip_labels(split, data.label_noise, seed=data.seed)
     return split
 
 
