@@ -220,3 +220,6 @@ def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> lis
     table = markdown_table(["case"] + [t for _, t in kind.columns],
                            [[c.name] + [s.get(k) for k, _ in kind.columns] for c, s in zip(cases, summaries)])
     return [f"## Sweep: {config.sweep.kind}", "", table, "", f"![sweep]({path.relative_to(folder)})", ""]
+
+
+from . import double_descent  # noqa: E402,F401 (registers the sweep kind double_descent)

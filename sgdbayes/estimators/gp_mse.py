@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from nngp.mse import gp_regression, targets
@@ -39,7 +40,8 @@ class GPMSEEstimator(GaussianScorer):
 
     Options = GPMSEOptions
     target = "gp-mse"
-    summary_rows = (("gp-mse_log_p_fit", "log P(fits S) (GP regression)"),)
+    summary_rows = (("gp-mse_log_p_fit", "log P(fits S) (GP regression)"),
+                    ("gp-mse_test_error", "test error of the GP-regression posterior mean's sign"))
 
     def conditions(self, options):
         return options.condition
@@ -50,3 +52,11 @@ class GPMSEEstimator(GaussianScorer):
         g = gp_regression(case.fit("kernel").K, targets(split.y_train), n_train=split.n_train, noise=options.noise,
                           solver=options.solver, device=resolve_device(options.device), joint=joint)
         return g, {"noise": options.noise, "joint": joint}
+
+    def extras(self, case, options, result):
+        """The base's extras and ``gp-mse_test_error``: the error on E of the sign of the posterior mean
+        (the GP regression's own classifier: the no-peak reference of double descent)."""
+        fit, y_test = case.fit(self._fit_name(case, options)), case.split().y_test
+        pred = (fit["mean"][fit["n_train"]:] > 0).to(torch.int64)
+        return {**super().extras(case, options, result),
+                f"{self.name}_test_error": float((pred != y_test.to(torch.int64)).double().mean())}

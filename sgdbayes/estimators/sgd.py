@@ -20,6 +20,7 @@ from pydantic import Field, create_model, model_validator
 
 from sampler.sgd import DEVICES, TrainSpec, sgd_shard
 
+from ..double_descent import budget_extras
 from .base import Estimator, Options, attribute_docs, register_estimator
 from .flatness import FlatnessOptions, check_options, flatness_extras, shard_measure
 
@@ -111,6 +112,8 @@ class SGDEstimator(Estimator):
         # how the shards trained the first layer (sampler.sgd_shard's info; shards from before it: "full")
         layer = {"sgd_first_layer": "/".join(sorted({i.get("first_layer", "full") for i in result.infos})) or None,
                  "sgd_span_rank": next((i["span_rank"] for i in result.infos if i.get("span_rank")), None)}
+        if options.stop == "budget":  # every run's train and test error and loss (sgdbayes.double_descent)
+            layer.update(budget_extras(result.infos, n_parameters(case.arch, case.split().input_shape)))
         if epochs.size == 0:
             return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None, **layer}
         return {"sgd_mean_epochs": float(epochs.mean()), "sgd_median_epochs": float(np.median(epochs)),
