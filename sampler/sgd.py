@@ -592,14 +592,14 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
                max_epochs: int = TrainSpec.max_epochs, epochs_after_fit: int = TrainSpec.epochs_after_fit,
                check_every: int | None = TrainSpec.check_every, ensemble: int = 256, run_folder=None,
                shard_size: int = 1024, progress=True, dtype: torch.dtype = torch.float32,
-               span: bool | None = None) -> FunctionCounts:
+               span: bool | None = None, stop: str = TrainSpec.stop) -> FunctionCounts:
     """P_SGD by counting: train ``n_runs`` networks to 100% training accuracy and count their functions.
 
     Parameters
     ----------
     n_runs : int
         Runs started (>= 1); runs that never fit are counted in ``n_runs`` and not in ``n_fit``.
-    optimizer, lr, batch_size, loss, momentum, max_epochs, epochs_after_fit, check_every
+    optimizer, lr, batch_size, loss, momentum, max_epochs, epochs_after_fit, check_every, stop
         See :class:`TrainSpec` (whose defaults these are).
     seed : int
         Same seed, same counts (on the same device type), whatever ``ensemble`` or ``shard_size``.
@@ -618,7 +618,7 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
     n_runs = check_int("n_runs", n_runs, minimum=1)
     check_int("shard_size", shard_size, minimum=1)
     spec = TrainSpec(optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss, momentum=momentum,
-                     max_epochs=max_epochs, epochs_after_fit=epochs_after_fit, check_every=check_every)
+                     max_epochs=max_epochs, epochs_after_fit=epochs_after_fit, check_every=check_every, stop=stop)
     _check_inputs(arch, split, spec, seed, ensemble, device, dtype)
     step = shard_size if run_folder is not None else n_runs  # in memory: one shard
     plan = [{"start": a, "stop": min(a + step, n_runs)} for a in range(0, n_runs, step)]

@@ -93,3 +93,12 @@ def test_default_stop_leaves_the_spec_dict_and_its_fingerprint_as_before():
 def test_stop_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainSpec(**kwargs)
+
+
+def test_sample_sgd_takes_the_budget_and_counts_only_runs_that_fit(digits):
+    arch = sampler.FCN(depth=1, width=3)
+    spec = TrainSpec(lr=0.3, batch_size=5, max_epochs=5, stop="budget")
+    counts = sampler.sample_sgd(arch, digits, 6, lr=0.3, batch_size=5, max_epochs=5, stop="budget", seed=2,
+                                progress=False)
+    _, info = shard_meta(sgd_shard(arch, digits, spec, seed=2, start=0, stop=6))
+    assert counts.n_runs == 6 and counts.n_fit == sum(info["budget"]["fit"]) == len(info["epochs"])
