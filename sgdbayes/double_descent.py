@@ -57,6 +57,12 @@ def _extra(summary: Mapping, key: str, label: str | None = None) -> float:
     return float(summary[key]) if label is None and summary.get(key) is not None else math.nan
 
 
+def _reference_name(summary: Mapping, label: str, key: str) -> str:
+    """``label: what it is`` and, for GP regression, its likelihood's noise variance."""
+    noise = _extra(summary, "gp-mse_noise", label) if key == "gp-mse_test_error" else math.nan
+    return f"{label}: {REFERENCES[key]}" + (f" (noise {noise:g})" if math.isfinite(noise) else "")
+
+
 def _references(summaries) -> list[tuple[str, str]]:
     """``(estimator label, extras key)`` of every NNGP reference the summaries hold, in order."""
     found = {(label, key) for s in summaries for label, d in s.get("extras", {}).items()
@@ -82,7 +88,8 @@ def curves(cases, summaries) -> list[dict]:
                     "sgd_test_loss_mean", "sgd_test_loss_lo", "sgd_test_loss_hi", "sgd_budget_fit_fraction"):
             row[key] = [_extra(summaries[i], key) for i in sel]
         # the references: one value per case (infinite width: the same at every width), by estimator label
-        row["references"] = {f"{label}: {REFERENCES[key]}": [_extra(summaries[i], key, label) for i in sel]
+        row["references"] = {_reference_name(summaries[sel[0]], label, key): [_extra(summaries[i], key, label)
+                                                                               for i in sel]
                              for label, key in _references(summaries)}
         finite = np.isfinite(p)
         peak = find_peak(p[finite], np.asarray(row["sgd_test_error_mean"])[finite], m=m) if finite.any() else None
