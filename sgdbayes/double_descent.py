@@ -45,7 +45,7 @@ def budget_extras(infos: Sequence[Mapping], n_parameters: int) -> dict:
 
 
 #: The NNGP references' test errors: extras key -> what it is (:mod:`sgdbayes.estimators.gp_mse`, ``ep``).
-REFERENCES = {"gp-mse_test_error": "NNGP, Gaussian likelihood", "gp_test_error": "NNGP, EP"}
+REFERENCES = {"gp-mse_test_error": "NNGP, Gaussian likelihood", "gp_test_error": "NNGP, EP (sign of its mean)"}
 
 
 def _extra(summary: Mapping, key: str, label: str | None = None) -> float:
@@ -60,7 +60,7 @@ def _extra(summary: Mapping, key: str, label: str | None = None) -> float:
 def _reference_name(summary: Mapping, label: str, key: str) -> str:
     """``label: what it is`` and, for GP regression, its likelihood's noise variance."""
     noise = _extra(summary, "gp-mse_noise", label) if key == "gp-mse_test_error" else math.nan
-    return f"{label}: {REFERENCES[key]}" + (f" (noise {noise:g})" if math.isfinite(noise) else "")
+    return f"{label}: {REFERENCES[key]}" + (f" (variance {noise:g})" if math.isfinite(noise) else "")
 
 
 def _references(summaries) -> list[tuple[str, str]]:
@@ -99,11 +99,11 @@ def curves(cases, summaries) -> list[dict]:
 
 
 def _draw(plt, cases, summaries):
-    fig, axes, _ = _figure(plt, summaries, 2, (13, 4.6))
+    fig, axes, _ = _figure(plt, summaries, 3, (16, 4.8))
     m_seen = set()
     for c in curves(cases, summaries):
         p = np.asarray(c["p"])
-        tag = f"label noise {c['label_noise']:g}"
+        tag = f"{c['label_noise']:.0%} of S flipped"
         mean, lo, hi = (np.asarray(c[k], float) for k in ("sgd_test_error_mean", "sgd_test_error_lo",
                                                            "sgd_test_error_hi"))
         line = axes[0].errorbar(p, mean, yerr=np.nan_to_num(np.abs(np.vstack([mean - lo, hi - mean]))), fmt="o-",
@@ -114,19 +114,20 @@ def _draw(plt, cases, summaries):
         for (name, values), style in zip(c["references"].items(), (":", "-.", (0, (1, 4)), (0, (5, 2, 1, 2)))):
             v = np.asarray(values, float)
             if np.isfinite(v).any():
-                axes[0].axhline(np.nanmean(v), ls=style, color=color, label=f"{name} (infinite width), {tag}")
+                axes[0].axhline(np.nanmean(v), ls=style, color=color, label=f"{name}, {tag}")
         tl, tlo, thi = (np.asarray(c[k], float) for k in ("sgd_test_loss_mean", "sgd_test_loss_lo", "sgd_test_loss_hi"))
         axes[1].errorbar(p, tl, yerr=np.nan_to_num(np.abs(np.vstack([tl - tlo, thi - tl]))), fmt="o-", capsize=3,
                          color=color, label=f"SGD test loss (95% CI), {tag}")
         m_seen.add(c["m"])
-    for ax in axes:
+    for ax in axes[:2]:
         for m in sorted(m_seen):
             ax.axvline(m, color="grey", ls="--", lw=1)
             ax.text(m, 0.98, " p = m", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
     axes[0].set(xscale="log", xlabel="parameters p (log)", ylabel="error (fraction misclassified)")
-    axes[1].set(xscale="log", yscale="log", xlabel="parameters p (log)", ylabel="test loss on E (training loss)")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    axes[1].set(xscale="log", yscale="log", xlabel="parameters p (log)", ylabel="test loss on E (the loss trained on)")
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend, in a panel of its own: the curves fill theirs
+    axes[2].axis("off")
+    axes[2].legend(handles, labels, loc="center left", fontsize=8, title="test loss: colours as the errors")
     fig.suptitle("Double descent: fixed-budget SGD across the interpolation threshold, beside the NNGP posterior")
     return fig
 
