@@ -10,6 +10,7 @@ folder set, so a worker neither re-reads the config nor re-loads the data.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,6 +75,15 @@ class DataConfig:
     label_noise: float = Field(0.0, ge=0.0, le=1.0, strict=True)
     pca_dim: int = Field(0, ge=0, strict=True)
     path: str = ""
+
+    def fingerprint_dict(self) -> dict:
+        """The keys as a dict for fingerprints, ``label_noise`` and ``pca_dim`` left out at their defaults
+        (off), so that fingerprints from before these keys existed stay valid."""
+        d = dataclasses.asdict(self)
+        for key in ("label_noise", "pca_dim"):
+            if not d[key]:
+                del d[key]
+        return d
 
     @model_validator(mode="after")
     def _keys_of_their_dataset(self):
@@ -180,7 +190,7 @@ class Case:
         return Path(self.folder) / "fits" / f"{check_plain_name('fit name', name)}.pt"
 
     def _fingerprint(self, name: str) -> str:
-        return fingerprint({"fit": name, "data": vars(self.data), "arch": self.arch.to_dict(),
+        return fingerprint({"fit": name, "data": self.data.fingerprint_dict(), "arch": self.arch.to_dict(),
                             "sources": self.digests()})
 
     def save_fit(self, name: str, value: Any) -> Path:

@@ -19,7 +19,6 @@ estimator by name. ``analyze_run(out)`` re-makes the report without running anyt
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -69,7 +68,7 @@ def _where(case: Case) -> str:
 def estimator_fingerprint(case: Case, spec) -> str:
     """What determines the numbers of ``spec``'s shards in ``case`` (its data, architecture, method
     and options), hashed: each shard carries it, and shards with another one are refused."""
-    return fingerprint({"data": dataclasses.asdict(case.data), "arch": case.arch.to_dict(), "method": spec.method,
+    return fingerprint({"data": case.data.fingerprint_dict(), "arch": case.arch.to_dict(), "method": spec.method,
                         "options": spec.options.to_table(), "sources": case.digests()})
 
 

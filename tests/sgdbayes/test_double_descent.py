@@ -70,3 +70,18 @@ def test_double_descent_config_runs_tiny_and_draws_the_sweep(tmp_path):
     # the same curves from sweep.json's points (no extras there: the summaries' top level)
     again = curves(cfg.cases(), [p["summary"] for p in sweep["points"]])
     assert [c["sgd_test_error_mean"] for c in again] == [c["sgd_test_error_mean"] for c in got]
+
+
+def test_new_data_keys_at_their_defaults_leave_fingerprints_as_before():
+    from sampler.store import fingerprint
+    from sgdbayes.pipeline import estimator_fingerprint
+
+    before = {"dataset": "mnist", "n_train": 100, "n_test": 20, "seed": 0, "binarize": "half", "data_dir": "",
+              "target": "", "corrupt_fraction": 0.0, "path": ""}  # DataConfig's keys before label_noise, pca_dim
+    assert DataConfig().fingerprint_dict() == before
+    assert DataConfig(label_noise=0.1).fingerprint_dict()["label_noise"] == 0.1
+    case = load_config(None, []).cases()[0]
+    spec = case.estimators[0]
+    assert estimator_fingerprint(case, spec) == fingerprint({
+        "data": before, "arch": case.arch.to_dict(), "method": spec.method, "options": spec.options.to_table(),
+        "sources": case.digests()})
