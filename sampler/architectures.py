@@ -20,6 +20,7 @@ import functools
 import importlib
 import inspect
 import math
+import warnings
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,7 +52,8 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
 
 
 def standard_std(name: str, shape: tuple[int, ...], sigma_w: float, sigma_b: float) -> float:
-    """Prior standard deviation of one parameter tensor: the project's one initialisation rule.
+    """Prior standard deviation of one parameter tensor by its name and shape alone (the rule for
+    parameters no layer describes, :func:`parameter_stds`).
 
     A parameter whose name's last part starts with ``bias`` is a bias (``sigma_b``); anything else
     a weight, ``sigma_w / sqrt(fan_in)`` with ``fan_in`` the product of ``shape[1:]`` (1 for a vector).
@@ -62,17 +64,61 @@ def standard_std(name: str, shape: tuple[int, ...], sigma_w: float, sigma_b: flo
     return sigma_w / math.sqrt(fan_in)
 
 
-def init_standard_(module: nn.Module, sigma_w: float, sigma_b: float, generator: torch.Generator) -> nn.Module:
+def _layer_fan_in(layer: nn.Module, pname: str, p: torch.Tensor) -> int | None | str:
+    """What the layer that owns parameter ``pname`` says of it: its fan-in (a weight), ``None`` (a bias)
+    or ``"unknown"`` (a layer type this rule does not know)."""
+    if isinstance(layer, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention,
+                          nn.LayerNorm, nn.GroupNorm)):
+        if "bias" in pname:
+            return None
+        if isinstance(layer, nn.modules.conv._ConvNd) and layer.transposed:
+            return layer.out_channels // layer.groups * math.prod(layer.kernel_size)
+        if isinstance(layer, (nn.LayerNorm, nn.GroupNorm)):
+            return 1  # an elementwise scale
+        return math.prod(p.shape[1:]) if p.dim() > 1 else 1  # (out, in, *kernel): torch's own layout
+    return "unknown"
+
+
+def parameter_stds(module: nn.Module, sigma_w: float, sigma_b: float) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """The standard rule's prior standard deviation of every parameter of ``module`` (in
+    ``named_parameters()`` order), and the parameters whose role no layer tells.
+
+    A parameter of a layer that knows its fan-in (``nn.Linear``, convolutions, ``nn.MultiheadAttention``;
+    norm layers' scales count as weights of fan-in 1) is a weight ``N(0, sigma_w^2 / fan_in)`` or a bias
+    ``N(0, sigma_b^2)``. Any other (an ``nn.Parameter`` of the user's own module) falls back to
+    :func:`standard_std` (its name and shape), and is listed as ambiguous when that guess may be wrong: a
+    matrix (used as ``x @ W`` its fan-in is ``shape[0]``, not ``shape[1:]``) or a vector not named
+    ``bias*`` (a bias or a scale?).
+    """
+    owner = {}
+    for mod_name, sub in module.named_modules():
+        for pname, p in sub.named_parameters(recurse=False):
+            owner[f"{mod_name}.{pname}" if mod_name else pname] = (sub, pname, p)
+    stds, ambiguous = [], []
+    for name, p in module.named_parameters():
+        sub, pname, _ = owner[name]
+        fan_in = _layer_fan_in(sub, pname, p)
+        if fan_in == "unknown":
+            stds.append(standard_std(name, tuple(p.shape), sigma_w, sigma_b))
+            if p.dim() > 1 or not pname.startswith("bias"):
+                ambiguous.append(f"{name} {tuple(p.shape)}")
+        else:
+            stds.append(sigma_b if fan_in is None else sigma_w / math.sqrt(fan_in))
+    return tuple(stds), tuple(ambiguous)
+
+
+def init_standard_(module: nn.Module, stds, generator: torch.Generator) -> nn.Module:
     """Draw every parameter of ``module`` in place, in ``named_parameters()`` order: ``N(0, 1)``
-    noise of its shape (on its device, in its dtype) times :func:`standard_std`. Returns ``module``."""
+    noise of its shape (on its device, in its dtype) times its standard deviation in ``stds``
+    (:meth:`Architecture.parameter_stds`). Returns ``module``."""
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for (name, p), std in zip(module.named_parameters(), stds, strict=True):
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-            p.copy_(noise * standard_std(name, tuple(p.shape), sigma_w, sigma_b))
+            p.copy_(noise * std)
     return module
 
 
-def draw_standard(named_shapes, n: int, *, sigma_w: float, sigma_b: float, generator: torch.Generator,
+def draw_standard(shapes, stds, n: int, *, generator: torch.Generator,
                   dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """Parameters of ``n`` networks stacked, each parameter drawn as one ``(n, *shape)`` tensor.
 
@@ -81,8 +127,7 @@ def draw_standard(named_shapes, n: int, *, sigma_w: float, sigma_b: float, gener
     generator's device.
     """
     out = []
-    for name, shape in named_shapes:
-        std = standard_std(name, tuple(shape), sigma_w, sigma_b)
+    for shape, std in zip(shapes, stds, strict=True):
         if std == 0:
             out.append(torch.zeros((n, *shape), dtype=dtype, device=generator.device))
             continue
@@ -278,7 +323,12 @@ class Architecture:
 
     def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
         """Draw the parameters of ``module`` (built by this spec) in place from ``generator``."""
-        return init_standard_(module, self.sigma_w, self.sigma_b, generator)  # type: ignore[attr-defined]
+        return init_standard_(module, self.parameter_stds(module), generator)
+
+    def parameter_stds(self, module: nn.Module) -> tuple[float, ...]:
+        """The standard rule's standard deviation of each parameter of ``module`` (built by this spec), in
+        ``named_parameters()`` order (:func:`parameter_stds`)."""
+        return parameter_stds(module, self.sigma_w, self.sigma_b)[0]  # type: ignore[attr-defined]
 
     #: Whether :meth:`init_` is the standard rule (then many members can be drawn as stacked tensors).
     standard_init = True
@@ -718,6 +768,15 @@ class Module(Architecture):
                 raise ValueError(f"arch.factory {module.factory_name!r}: the module's forward pass raised "
                                  f"{_first_line(exc)} on zeros of shape (2, {', '.join(map(str, input_shape))})"
                                  ) from exc
+        if self.init == "standard":
+            ambiguous = [a.removeprefix("net.") for a in parameter_stds(module, self.sigma_w, self.sigma_b)[1]]
+            if ambiguous:
+                warnings.warn(
+                    f"arch.factory {module.factory_name!r}: init = 'standard' cannot tell the role of parameter(s) "
+                    f"{', '.join(ambiguous)}: no layer that knows its fan-in (nn.Linear, a convolution, ...) owns "
+                    f"them, so they are drawn by name and shape (a matrix as a weight of fan-in shape[1:], a vector "
+                    f"not named bias* as a weight of fan-in 1); a matrix used as x @ W has fan-in shape[0]. Put "
+                    f"them in nn.Linear, name biases bias*, or use init = 'module'", UserWarning, stacklevel=4)
         return module
 
     def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
