@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import math
-import warnings
 import sys
+import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -597,19 +599,52 @@ def _call_factory(factory: Callable, input_shape: tuple[int, ...], kwargs: dict)
     return factory(input_shape, **kwargs)
 
 
+def is_factory_file(factory) -> bool:
+    """Whether a factory string names a Python file (``"./mynets.py:tanh_mlp"``) rather than a module."""
+    return isinstance(factory, str) and ":" in factory and factory.rsplit(":", 1)[0].endswith(".py")
+
+
+def _module_from_file(factory: str, path: str):
+    """The module of the file ``path`` (absolute), loaded once per path under a private name in
+    ``sys.modules`` (as an import would: the same classes every time it is asked for)."""
+    name = "_sgdbayes_factory_" + hashlib.blake2b(path.encode(), digest_size=6).hexdigest()
+    if name in sys.modules:
+        return sys.modules[name]
+    if not Path(path).is_file():
+        raise ValueError(f"arch.factory {factory!r}: no such file {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ValueError(f"arch.factory {factory!r}: running {path} raised {_first_line(exc)}") from exc
+    return module
+
+
 def resolve_factory(factory) -> Callable:
-    """The callable ``factory`` names: ``"package.module:function"`` (``function`` may be dotted)
-    or the callable itself; otherwise a ``ValueError`` naming ``arch.factory`` and what went wrong."""
+    """The callable ``factory`` names: ``"package.module:function"`` (``function`` may be dotted), a file
+    ``"path/to/nets.py:function"`` (a path relative to the working directory here; configs make it
+    relative to the config file), or the callable itself; otherwise a ``ValueError`` naming
+    ``arch.factory`` and what went wrong."""
     if callable(factory):
         return factory
-    if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
-        raise ValueError(f"arch.factory must be 'package.module:function' (or a callable in Python), got {factory!r}")
-    mod_name, attr = factory.split(":")
-    try:
-        obj = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ValueError(f"arch.factory {factory!r}: cannot import module {mod_name!r} "
-                         f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH?") from None
+    if is_factory_file(factory):
+        path, attr = factory.rsplit(":", 1)
+        obj = _module_from_file(factory, str(Path(path).expanduser().resolve()))
+        mod_name = path
+    elif not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
+        raise ValueError(f"arch.factory must be 'package.module:function' or 'path/to/file.py:function' (or a "
+                         f"callable in Python), got {factory!r}")
+    else:
+        mod_name, attr = factory.split(":")
+        try:
+            obj = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ValueError(f"arch.factory {factory!r}: cannot import module {mod_name!r} "
+                             f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH? (or name the file: "
+                             f"factory = './{mod_name.replace('.', '/')}.py:{attr}')") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"arch.factory {factory!r}: module {mod_name!r} has no attribute {attr!r}")
@@ -798,6 +833,8 @@ class Module(Architecture):
         """The file of the factory's module (where it is a file)."""
         if not self.importable:
             return ()
+        if is_factory_file(self.factory):
+            return (Path(self.factory.rsplit(":", 1)[0]).expanduser().resolve(),)
         file = getattr(importlib.import_module(self.factory.split(":")[0]), "__file__", None)
         return (Path(file),) if file and Path(file).is_file() else ()
 
