@@ -128,7 +128,7 @@ def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_labe
         fig.colorbar(sc, ax=ax, label=color_label)
     if diagonal and keep.any():
         _diagonal(ax, min(xs.min(), ys.min()), max(xs.max(), ys.max()), lw=1, label="y = x")
-    if fit is not None and fit.get("slope") is not None and keep.any():
+    if fit is not None and all(fit.get(k) is not None for k in ("slope", "intercept", "r")) and keep.any():
         # ln y = a + b ln x  ->  log10 y = a / ln 10 + b log10 x
         gx = np.array([xs.min(), xs.max()])
         ax.plot(gx, fit["intercept"] / LN10 + fit["slope"] * gx, "-", color="C3", lw=1.2, zorder=4,
