@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("run_dir")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="analysis.KEY=VALUE",
                    help="override an [analysis] or [report] key, e.g. --set analysis.min_count=5")
+    a.add_argument("--out", default=None, help="write the report into this folder instead (variants side by side)")
 
     sub.add_parser("estimators", help="list the registered estimators and their options")
 
@@ -105,7 +106,7 @@ def _cmd_prior_bias(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    return _print(analyze_run(args.run_dir, overrides=args.overrides))
+    return _print(analyze_run(args.run_dir, overrides=args.overrides, out=args.out))
 
 
 def _print(result) -> int:

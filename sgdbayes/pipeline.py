@@ -164,13 +164,33 @@ def check_sources(folder: RunFolder, cases, *, required: bool = True) -> None:
                                  f"Restore it, or pass a new --out")
 
 
+def config_differences(before: ExperimentConfig, now: ExperimentConfig, *, limit: int = 6) -> str:
+    """The keys in which two configs differ, with both values (``key: folder X, now Y``), at most ``limit``."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(before.to_dict()), flat(now.to_dict())
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    shown = [f"{k}: folder {a.get(k, '<absent>')!r}, now {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ("differs in " + "; ".join(shown) + more) if keys else "differs"
+
+
 def _check_folder_config(folder: RunFolder, config: ExperimentConfig, cases) -> None:
     """Under the folder's lock: the folder's config must be ``config`` and its data and code those
     of the prepared ``cases`` (:func:`check_sources`), or the folder is new."""
     if folder.config_path.is_file():
-        if load_config(folder.config_path) != config:
-            raise ValueError(f"run folder {folder.path} holds a different config ({folder.config_path}); resume it "
-                             f"with the same config, or pass a new --out")
+        before = load_config(folder.config_path)
+        if before != config:
+            raise ValueError(f"run folder {folder.path} holds a different config ({folder.config_path}): "
+                             f"{config_differences(before, config)}; resume it with the same config, or pass a new "
+                             f"--out")
         check_sources(folder, cases)
     else:
         atomic_write_json(folder.path / SOURCES_NAME, _sources(cases))
@@ -374,9 +394,11 @@ def read_results(table: pa.Table, cases, extras: Mapping[str, Mapping[str, dict]
     return out
 
 
-def analyze_folder(folder: RunFolder, config: ExperimentConfig, cases=None) -> ExperimentResult:
+def analyze_folder(folder: RunFolder, config: ExperimentConfig, cases=None, *, out: str | Path | None = None
+                   ) -> ExperimentResult:
     """The report (statistics, figures, ``functions.parquet``, ``summary.json``, ``report.md``)
-    from ``results.parquet`` and the cases' ``extras.json``; ``cases``: the config's, prepared."""
+    from ``results.parquet`` and the cases' ``extras.json``; ``cases``: the config's, prepared; written
+    into ``out`` (with the config used, ``config.toml``) where given, else into the run folder."""
     path = folder.path / "results.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"run folder {folder.path} has no results.parquet: the run did not finish; rerun "
@@ -389,9 +411,14 @@ def analyze_folder(folder: RunFolder, config: ExperimentConfig, cases=None) -> E
     cases = cases if cases is not None else prepare_cases(config.cases(), folder.path)
     extras = {c.name: read_json(p, advice="rerun `sgdbayes run` to remake it") if p.is_file() else {}
               for c in cases for p in [Path(c.folder) / "extras.json"]}
-    summary, report = make_report(folder.path, config, cases, read_results(table, cases, extras), extras,
+    target = folder.path if out is None else Path(out)
+    if out is not None:
+        if target.resolve() == folder.path.resolve():
+            raise ValueError(f"--out {out} is the run folder itself; leave --out out to remake its own report")
+        atomic_write_text(target / "config.toml", config.to_toml())
+    summary, report = make_report(target, config, cases, read_results(table, cases, extras), extras,
                                   manifest=folder.read_manifest())
-    return ExperimentResult(folder.path, summary, report, tuple(summary_rows(config)))
+    return ExperimentResult(target, summary, report, tuple(summary_rows(config)))
 
 
 def missing_shards(folder: RunFolder, cases) -> list[str]:
@@ -407,9 +434,11 @@ def missing_shards(folder: RunFolder, cases) -> list[str]:
     return gone
 
 
-def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
+def analyze_run(run_dir: str | Path, *, overrides=(), out: str | Path | None = None) -> ExperimentResult:
     """Re-make the report of a finished run folder; ``overrides`` may change ``[analysis]`` and
-    ``[report]`` keys only."""
+    ``[report]`` keys only. ``out``: write the report (``report.md``, ``summary.json``, ``functions.parquet``,
+    ``pairs.csv``, figures, the config used) into that folder instead, so variants sit side by side and the
+    run's own report stays as it is."""
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
@@ -429,4 +458,4 @@ def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
             shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
             raise FileNotFoundError(f"run folder {folder.path} lacks {len(gone)} shard file(s) of its run: {shown}; "
                                     f"rerun `sgdbayes run` with --out {folder.path} to redo them")
-        return analyze_folder(folder, config, cases)
+        return analyze_folder(folder, config, cases, out=out)

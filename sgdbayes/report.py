@@ -245,9 +245,16 @@ def functions_table(case, config, est: Mapping[str, EstimatorResult],
     return pa.table(cols)
 
 
-def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dict[str, str]:
+def case_figures(folder: Path, case, config, est, wide: pa.Table, checks, summary: Mapping | None = None
+                 ) -> dict[str, str]:
     """The primary pair's five figures and the error-bar figures of one case, in
-    ``figures/<case>/``; returns name -> path relative to ``folder``."""
+    ``figures/<case>/``; returns name -> path relative to ``folder``. With the case's ``summary``, the
+    P_SGD-vs-P_B figures draw its fitted line, r and slope."""
+    fit = None
+    if summary and summary.get("slope_log") is not None:
+        fit = {"slope": summary["slope_log"], "intercept": summary["intercept_log"], "r": summary["pearson_log"],
+               "r_ci": summary.get("pearson_log_ci"),
+               "note": f"over {summary.get('n_common')} functions seen >= {summary.get('min_count')} times by both"}
     fig_dir = folder / "figures" / case.name
     out: dict[str, Path] = {}
     f = wide.to_pandas()
@@ -261,7 +268,7 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
                                              ", coloured by LZ complexity")):
                 out[name] = plots.plot_psgd_vs_pb(
                     lsgd, lpb, fig_dir / f"{name}.png", counts=count, color=f[key].to_numpy(), color_label=label,
-                    title=f"{a} vs {b}{title}", xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}")
+                    title=f"{a} vs {b}{title}", xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}", fit=fit)
             out["p_vs_complexity"] = plots.plot_p_vs_complexity(f["lz_complexity"].to_numpy(), lsgd, lpb,
                                                                 fig_dir / "p_vs_complexity.png")
             out["p_vs_error"] = plots.plot_p_vs_error(f["test_error"].to_numpy(), lsgd, lpb, fig_dir / "p_vs_error.png")
@@ -269,9 +276,8 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
     for c in checks:
         if c["functions"]:
             name = f"errorbars_{c['estimator']}_vs_{c['reference']}"
-            se = np.array(c["se_ref"]) / math.log(10)
-            out[name] = plots.plot_psgd_vs_pb(
-                c["log_p"], c["log_p_ref"], fig_dir / f"{name}.png", xerr=se,
+            out[name] = plots.plot_psgd_vs_pb(  # xerr in natural-log units: the plot draws them in log10
+                c["log_p"], c["log_p_ref"], fig_dir / f"{name}.png", xerr=np.array(c["se_ref"]),
                 title=f"{c['estimator']} against {c['reference']} (+- 1 s.e.), median |z| = "
                       f"{fmt(c['median_abs_z'], 3)}", xlabel=f"log10 P_B(f|S), {c['reference']}",
                 ylabel=f"log10 P_B(f|S), {c['estimator']}")
@@ -361,7 +367,7 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
         wide = functions_table(case, config, est, {label: d["function_columns"]
                                                    for label, d in extras.get(case.name, {}).items()
                                                    if "function_columns" in d})
-        s["figures"] = case_figures(folder, case, config, est, wide, checks)
+        s["figures"] = case_figures(folder, case, config, est, wide, checks, s)
         summaries.append(s)
         wides.append(wide)
         pair_rows += [[case.name] + [p.get(k) for k, _ in PAIR_COLUMNS] for p in s["pairs"]]
