@@ -283,7 +283,8 @@ def run_samplers(cases, planned, **where):
     results: dict[str, dict[str, EstimatorResult]] = {c.name: {} for c in cases}
     reports = []
     while todo:
-        done, more = run_shards(samplers, planned, todo, desc="samplers", **where)
+        labels = ", ".join(dict.fromkeys(s.label for _, s in samplers))
+        done, more = run_shards(samplers, planned, todo, desc=f"runs and samples ({labels})", **where)
         reports += more
         todo = {}
         for c, s in samplers:
@@ -340,7 +341,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
         t = time.perf_counter()
         scorers = [(c, s) for c in cases for s in c.estimators if s.estimator.kind == "scorer"]
         planned.update({(c.name, s.label): plan(c, s, found_functions(results[c.name])) for c, s in scorers})
-        done, reports = run_shards(scorers, planned, desc="scorers", **where)
+        labels = ", ".join(dict.fromkeys(s.label for _, s in scorers))
+        done, reports = run_shards(scorers, planned, desc=f"functions scored ({labels})", **where)
         for (name, label), res in done.items():
             results[name][label] = res
         _record(folder, "scorers", t, reports,
