@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="local", choices=EXECUTORS, help="where shards run")
     r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--extend", action="store_true",
+                   help="grow a run folder whose config differs only in a smaller n_runs: add the runs, redo the "
+                        "scoring and the report")
 
     a = sub.add_parser("analyze", help="re-make the statistics, figures and report of a finished run folder")
     a.add_argument("run_dir")
@@ -90,7 +93,7 @@ def _cmd_run(args) -> int:
         name = Path(args.config).stem if args.config else "default"
         out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _print(run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
-                                 address=args.address, progress=not args.no_progress))
+                                 address=args.address, progress=not args.no_progress, extend=args.extend))
 
 
 def _cmd_prior_bias(args) -> int:

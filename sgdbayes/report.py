@@ -345,8 +345,16 @@ def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
     lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in rows if key in summary]
     if summary.get("correlation_note"):
         lines.append(f"note: {summary['correlation_note']}")
-    if len(summary.get("cases", [])) > 1:
-        lines.append(f"({len(summary['cases'])} cases; the numbers above are the first's; see report.md)")
+    cases = summary.get("cases", [])
+    if len(cases) > 1:
+        lines += ["", f"{len(cases)} cases (the numbers above are the first's); every case:"]
+        for c in cases:
+            ci = c.get("pearson_log_ci")
+            lines.append(f"  {c.get('case')}: fit {fmt(c.get('n_fit'))}/{fmt(c.get('n_runs'))}, "
+                         f"{fmt(c.get('n_functions'))} functions, r {fmt(c.get('pearson_log'))}"
+                         + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+                         + f", slope {fmt(c.get('slope_log'))}, TV {fmt(c.get('dist_tv'))}, "
+                           f"log P(S) {fmt(c.get('log_p_s'))}, test error {fmt(c.get('sgd_mean_test_error'))}")
     return lines
 
 

@@ -82,6 +82,7 @@ SGDOptions = create_model(
 @register_estimator("sgd")
 class SGDEstimator(Estimator):
     """P_SGD by counting the functions of ``n_runs`` independently trained networks."""
+    growable = ("n_runs",)  # run i is a pure function of (seed, i): more runs leave the first ones as they are
 
     quantity = "p_sgd"
     Options = SGDOptions

@@ -45,3 +45,28 @@ def test_config_differences_lists_each_key():
     assert "estimators.sgd.lr: folder 0.1, now 0.5" in text
     assert config_differences(a, a) == "differs"
     assert "and 2 more" in config_differences(a, b, limit=1)
+
+
+def _counts(folder):
+    import pyarrow.parquet as pq
+    t = pq.read_table(folder / "functions.parquet").to_pydict()
+    return {f: c for f, c in zip(t["function"], t["count"]) if c}
+
+
+def test_extend_grows_a_run_to_what_a_fresh_run_gives(tmp_path, capsys):
+    grow = tmp_path / "grow"
+    assert main(["run", "--out", str(grow), "--no-progress"] + TINY_RUN) == 0  # 8 runs, shards of 4
+    more = TINY_RUN + ["--set", "estimators.sgd.n_runs=10"]
+    assert main(["run", "--out", str(grow), "--no-progress"] + more) == 2
+    assert "pass --extend" in capsys.readouterr().err
+    assert main(["run", "--out", str(grow), "--no-progress", "--extend"] + more) == 0  # a partial last shard
+    last = TINY_RUN + ["--set", "estimators.sgd.n_runs=12"]
+    assert main(["run", "--out", str(grow), "--no-progress", "--extend"] + last) == 0  # which is redone
+    fresh = tmp_path / "fresh"
+    assert main(["run", "--out", str(fresh), "--no-progress"] + last) == 0
+    assert _counts(grow) == _counts(fresh) and sum(_counts(grow).values()) > 8
+    assert load_config(grow / "config.toml").estimator("sgd").options.n_runs == 12
+    # anything else that differs is still refused, with --extend too
+    other = last + ["--set", "estimators.sgd.lr=0.3"]
+    assert main(["run", "--out", str(grow), "--no-progress", "--extend"] + other) == 2
+    assert "estimators.sgd.lr" in capsys.readouterr().err
