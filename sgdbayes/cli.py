@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -121,7 +122,9 @@ def _print(result) -> int:
 def _cmd_estimators(args) -> int:
     for name in estimator_names():
         est = get_estimator(name)
-        print(f"{name}  ({est.quantity}, {est.kind}): {(est.__doc__ or '').strip().splitlines()[0]}")
+        line = (est.__doc__ or "").strip().splitlines()[0] if est.__doc__ else "(no description)"
+        line = re.sub(r"\s*\((see )?(the )?module docstring\)", "", line)
+        print(f"{name}  ({est.quantity}, {est.kind}): {line}")
         docs, fields = est.Options.docs(), est.Options.model_fields
         for key, value in est.Options().model_dump().items():
             ann = fields[key].annotation

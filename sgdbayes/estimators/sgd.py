@@ -45,7 +45,7 @@ class _Knobs(Options):
     n_runs: int = Field(8192, ge=1, le=MAX_RUNS, description="runs started, each from a fresh initialisation")
     ensemble: int = Field(512, ge=1, description="networks trained at once")
     seed: int = Field(0, ge=0, description="run i is a pure function of (seed, i)")
-    device: Literal[DEVICES] = "cpu"
+    device: Literal[DEVICES] = Field("cpu", description="where the ensemble trains (cuda: TF32 matmuls)")
     shard_size: int = Field(1024, ge=1, description="runs per shard")
 
 
