@@ -85,7 +85,7 @@ def save_figure(fig, path) -> Path:
 
 def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_label: str = "",
                       yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
-                      xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)"):
+                      xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)", fit=None):
     """P_SGD against P_B on log10 axes with the diagonal P_SGD = P_B; the scatter is
     ``fig.axes[0].collections[0]``.
 
@@ -102,6 +102,10 @@ def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_labe
     yerr, xerr : (n,) or (2, n) arrays, optional
         Error bar half-widths in natural-log units (symmetric, or lower and upper rows); drawn in
         log10 units.
+    fit : mapping, optional
+        The correlation to draw: ``slope`` and ``intercept`` of ln P_SGD on ln P_B (natural logs), ``r``,
+        optionally ``r_ci`` (low, high) and ``note`` (over which functions): the fitted line over the
+        points' range and a box with r and the slope.
     """
     x = _arr("log_p_b", log_p_b)
     n = x.size
@@ -124,6 +128,16 @@ def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_labe
         fig.colorbar(sc, ax=ax, label=color_label)
     if diagonal and keep.any():
         _diagonal(ax, min(xs.min(), ys.min()), max(xs.max(), ys.max()), lw=1, label="y = x")
+    if fit is not None and all(fit.get(k) is not None for k in ("slope", "intercept", "r")) and keep.any():
+        # ln y = a + b ln x  ->  log10 y = a / ln 10 + b log10 x
+        gx = np.array([xs.min(), xs.max()])
+        ax.plot(gx, fit["intercept"] / LN10 + fit["slope"] * gx, "-", color="C3", lw=1.2, zorder=4,
+                label=f"fit: slope {fit['slope']:.2f}")
+        ci = fit.get("r_ci")
+        text = f"r = {fit['r']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else "")
+        text += f", slope {fit['slope']:.2f}" + (f"\n{fit['note']}" if fit.get("note") else "")
+        ax.text(0.98, 0.02, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
+                bbox=dict(boxstyle="round", fc="white", ec="0.6", alpha=0.9), zorder=5)
     if c is not None and keep.any():
         cmin, cmax = int(np.min(c[keep])), int(np.max(c[keep]))
         for v in sorted({cmin, cmax}):
@@ -137,11 +151,11 @@ def figure_psgd_vs_pb(log_p_sgd, log_p_b, *, counts=None, color=None, color_labe
 
 def plot_psgd_vs_pb(log_p_sgd, log_p_b, path, *, counts=None, color=None, color_label: str = "",
                     yerr=None, xerr=None, title: str = "P_SGD vs P_B", diagonal: bool = True,
-                    xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)") -> Path:
+                    xlabel: str = "log10 P_B(f|S)", ylabel: str = "log10 P_SGD(f|S)", fit=None) -> Path:
     """Write :func:`figure_psgd_vs_pb` (parameters documented there) as PNG to ``path``; returns it."""
     return save_figure(figure_psgd_vs_pb(log_p_sgd, log_p_b, counts=counts, color=color, color_label=color_label,
                                          yerr=yerr, xerr=xerr, title=title, diagonal=diagonal, xlabel=xlabel,
-                                         ylabel=ylabel), path)
+                                         ylabel=ylabel, fit=fit), path)
 
 
 def _figure_p_vs(value, log_p_sgd, log_p_b, *, xlabel: str, title: str, counts=None, yerr_b=None):

@@ -42,7 +42,7 @@ from typing import Callable
 
 import torch
 
-from sampler.architectures import FCN, Architecture, standard_std
+from sampler.architectures import FCN, Architecture
 from sampler.checks import check_choice, check_device, check_int
 from sampler.seeding import make_generator
 
@@ -238,7 +238,7 @@ def empirical_ntk(
     parameterization : {"standard", "ntk"}
         ``standard``: the gradient with respect to the parameters as they are stored. ``ntk``: each
         parameter tensor's squared Jacobian weighted by its prior variance
-        (:func:`sampler.architectures.standard_std` squared), the gradient with respect to unit
+        (:meth:`sampler.Architecture.parameter_stds` squared), the gradient with respect to unit
         Gaussian parameters; needs the standard initialisation.
     device, dtype :
         Where and in which precision the networks run (float64 by default: the NTK is a sum of many
@@ -266,8 +266,7 @@ def empirical_ntk(
         if not arch.standard_init:
             raise ValueError(f"parameterization='ntk' needs the standard initialisation (sigma_w, sigma_b), which "
                              f"{arch.describe()} does not use; use parameterization='standard'")
-        scales = [standard_std(nm, s, arch.sigma_w, arch.sigma_b) ** 2  # type: ignore[attr-defined]
-                  for nm, s in zip(net.names, net.shapes)]
+        scales = [std ** 2 for std in net.stds]
     else:
         scales = [1.0] * len(net.shapes)
     xd = x64.to(device=device, dtype=dtype)

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import math
 import sys
+import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -51,7 +54,8 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
 
 
 def standard_std(name: str, shape: tuple[int, ...], sigma_w: float, sigma_b: float) -> float:
-    """Prior standard deviation of one parameter tensor: the project's one initialisation rule.
+    """Prior standard deviation of one parameter tensor by its name and shape alone (the rule for
+    parameters no layer describes, :func:`parameter_stds`).
 
     A parameter whose name's last part starts with ``bias`` is a bias (``sigma_b``); anything else
     a weight, ``sigma_w / sqrt(fan_in)`` with ``fan_in`` the product of ``shape[1:]`` (1 for a vector).
@@ -62,17 +66,61 @@ def standard_std(name: str, shape: tuple[int, ...], sigma_w: float, sigma_b: flo
     return sigma_w / math.sqrt(fan_in)
 
 
-def init_standard_(module: nn.Module, sigma_w: float, sigma_b: float, generator: torch.Generator) -> nn.Module:
+def _layer_fan_in(layer: nn.Module, pname: str, p: torch.Tensor) -> int | None | str:
+    """What the layer that owns parameter ``pname`` says of it: its fan-in (a weight), ``None`` (a bias)
+    or ``"unknown"`` (a layer type this rule does not know)."""
+    if isinstance(layer, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention,
+                          nn.LayerNorm, nn.GroupNorm)):
+        if "bias" in pname:
+            return None
+        if isinstance(layer, nn.modules.conv._ConvNd) and layer.transposed:
+            return layer.out_channels // layer.groups * math.prod(layer.kernel_size)
+        if isinstance(layer, (nn.LayerNorm, nn.GroupNorm)):
+            return 1  # an elementwise scale
+        return math.prod(p.shape[1:]) if p.dim() > 1 else 1  # (out, in, *kernel): torch's own layout
+    return "unknown"
+
+
+def parameter_stds(module: nn.Module, sigma_w: float, sigma_b: float) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """The standard rule's prior standard deviation of every parameter of ``module`` (in
+    ``named_parameters()`` order), and the parameters whose role no layer tells.
+
+    A parameter of a layer that knows its fan-in (``nn.Linear``, convolutions, ``nn.MultiheadAttention``;
+    norm layers' scales count as weights of fan-in 1) is a weight ``N(0, sigma_w^2 / fan_in)`` or a bias
+    ``N(0, sigma_b^2)``. Any other (an ``nn.Parameter`` of the user's own module) falls back to
+    :func:`standard_std` (its name and shape), and is listed as ambiguous when that guess may be wrong: a
+    matrix (used as ``x @ W`` its fan-in is ``shape[0]``, not ``shape[1:]``) or a vector not named
+    ``bias*`` (a bias or a scale?).
+    """
+    owner = {}
+    for mod_name, sub in module.named_modules():
+        for pname, p in sub.named_parameters(recurse=False):
+            owner[f"{mod_name}.{pname}" if mod_name else pname] = (sub, pname, p)
+    stds, ambiguous = [], []
+    for name, p in module.named_parameters():
+        sub, pname, _ = owner[name]
+        fan_in = _layer_fan_in(sub, pname, p)
+        if fan_in == "unknown":
+            stds.append(standard_std(name, tuple(p.shape), sigma_w, sigma_b))
+            if p.dim() > 1 or not pname.startswith("bias"):
+                ambiguous.append(f"{name} {tuple(p.shape)}")
+        else:
+            stds.append(sigma_b if fan_in is None else sigma_w / math.sqrt(fan_in))
+    return tuple(stds), tuple(ambiguous)
+
+
+def init_standard_(module: nn.Module, stds, generator: torch.Generator) -> nn.Module:
     """Draw every parameter of ``module`` in place, in ``named_parameters()`` order: ``N(0, 1)``
-    noise of its shape (on its device, in its dtype) times :func:`standard_std`. Returns ``module``."""
+    noise of its shape (on its device, in its dtype) times its standard deviation in ``stds``
+    (:meth:`Architecture.parameter_stds`). Returns ``module``."""
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for (name, p), std in zip(module.named_parameters(), stds, strict=True):
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-            p.copy_(noise * standard_std(name, tuple(p.shape), sigma_w, sigma_b))
+            p.copy_(noise * std)
     return module
 
 
-def draw_standard(named_shapes, n: int, *, sigma_w: float, sigma_b: float, generator: torch.Generator,
+def draw_standard(shapes, stds, n: int, *, generator: torch.Generator,
                   dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """Parameters of ``n`` networks stacked, each parameter drawn as one ``(n, *shape)`` tensor.
 
@@ -81,8 +129,7 @@ def draw_standard(named_shapes, n: int, *, sigma_w: float, sigma_b: float, gener
     generator's device.
     """
     out = []
-    for name, shape in named_shapes:
-        std = standard_std(name, tuple(shape), sigma_w, sigma_b)
+    for shape, std in zip(shapes, stds, strict=True):
         if std == 0:
             out.append(torch.zeros((n, *shape), dtype=dtype, device=generator.device))
             continue
@@ -278,7 +325,12 @@ class Architecture:
 
     def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
         """Draw the parameters of ``module`` (built by this spec) in place from ``generator``."""
-        return init_standard_(module, self.sigma_w, self.sigma_b, generator)  # type: ignore[attr-defined]
+        return init_standard_(module, self.parameter_stds(module), generator)
+
+    def parameter_stds(self, module: nn.Module) -> tuple[float, ...]:
+        """The standard rule's standard deviation of each parameter of ``module`` (built by this spec), in
+        ``named_parameters()`` order (:func:`parameter_stds`)."""
+        return parameter_stds(module, self.sigma_w, self.sigma_b)[0]  # type: ignore[attr-defined]
 
     #: Whether :meth:`init_` is the standard rule (then many members can be drawn as stacked tensors).
     standard_init = True
@@ -547,19 +599,52 @@ def _call_factory(factory: Callable, input_shape: tuple[int, ...], kwargs: dict)
     return factory(input_shape, **kwargs)
 
 
+def is_factory_file(factory) -> bool:
+    """Whether a factory string names a Python file (``"./mynets.py:tanh_mlp"``) rather than a module."""
+    return isinstance(factory, str) and ":" in factory and factory.rsplit(":", 1)[0].endswith(".py")
+
+
+def _module_from_file(factory: str, path: str):
+    """The module of the file ``path`` (absolute), loaded once per path under a private name in
+    ``sys.modules`` (as an import would: the same classes every time it is asked for)."""
+    name = "_sgdbayes_factory_" + hashlib.blake2b(path.encode(), digest_size=6).hexdigest()
+    if name in sys.modules:
+        return sys.modules[name]
+    if not Path(path).is_file():
+        raise ValueError(f"arch.factory {factory!r}: no such file {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ValueError(f"arch.factory {factory!r}: running {path} raised {_first_line(exc)}") from exc
+    return module
+
+
 def resolve_factory(factory) -> Callable:
-    """The callable ``factory`` names: ``"package.module:function"`` (``function`` may be dotted)
-    or the callable itself; otherwise a ``ValueError`` naming ``arch.factory`` and what went wrong."""
+    """The callable ``factory`` names: ``"package.module:function"`` (``function`` may be dotted), a file
+    ``"path/to/nets.py:function"`` (a path relative to the working directory here; configs make it
+    relative to the config file), or the callable itself; otherwise a ``ValueError`` naming
+    ``arch.factory`` and what went wrong."""
     if callable(factory):
         return factory
-    if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
-        raise ValueError(f"arch.factory must be 'package.module:function' (or a callable in Python), got {factory!r}")
-    mod_name, attr = factory.split(":")
-    try:
-        obj = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ValueError(f"arch.factory {factory!r}: cannot import module {mod_name!r} "
-                         f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH?") from None
+    if is_factory_file(factory):
+        path, attr = factory.rsplit(":", 1)
+        obj = _module_from_file(factory, str(Path(path).expanduser().resolve()))
+        mod_name = path
+    elif not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
+        raise ValueError(f"arch.factory must be 'package.module:function' or 'path/to/file.py:function' (or a "
+                         f"callable in Python), got {factory!r}")
+    else:
+        mod_name, attr = factory.split(":")
+        try:
+            obj = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ValueError(f"arch.factory {factory!r}: cannot import module {mod_name!r} "
+                             f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH? (or name the file: "
+                             f"factory = './{mod_name.replace('.', '/')}.py:{attr}')") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"arch.factory {factory!r}: module {mod_name!r} has no attribute {attr!r}")
@@ -718,6 +803,15 @@ class Module(Architecture):
                 raise ValueError(f"arch.factory {module.factory_name!r}: the module's forward pass raised "
                                  f"{_first_line(exc)} on zeros of shape (2, {', '.join(map(str, input_shape))})"
                                  ) from exc
+        if self.init == "standard":
+            ambiguous = [a.removeprefix("net.") for a in parameter_stds(module, self.sigma_w, self.sigma_b)[1]]
+            if ambiguous:
+                warnings.warn(
+                    f"arch.factory {module.factory_name!r}: init = 'standard' cannot tell the role of parameter(s) "
+                    f"{', '.join(ambiguous)}: no layer that knows its fan-in (nn.Linear, a convolution, ...) owns "
+                    f"them, so they are drawn by name and shape (a matrix as a weight of fan-in shape[1:], a vector "
+                    f"not named bias* as a weight of fan-in 1); a matrix used as x @ W has fan-in shape[0]. Put "
+                    f"them in nn.Linear, name biases bias*, or use init = 'module'", UserWarning, stacklevel=4)
         return module
 
     def init_(self, module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -739,6 +833,8 @@ class Module(Architecture):
         """The file of the factory's module (where it is a file)."""
         if not self.importable:
             return ()
+        if is_factory_file(self.factory):
+            return (Path(self.factory.rsplit(":", 1)[0]).expanduser().resolve(),)
         file = getattr(importlib.import_module(self.factory.split(":")[0]), "__file__", None)
         return (Path(file),) if file and Path(file).is_file() else ()
 

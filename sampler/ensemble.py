@@ -62,6 +62,8 @@ class Network:
         self.names = tuple(n for n, _ in named)
         self.shapes = tuple(tuple(p.shape) for _, p in named)
         self.n_params = sum(math.prod(s) for s in self.shapes)
+        #: the standard rule's scale of each parameter (None for a spec with its own initialisation)
+        self.stds = arch.parameter_stds(self._cpu) if arch.standard_init else None
         self.features = arch._batched_features(self.input_shape)
         self._fast_training = arch._training_fast_path()
         image = math.prod(self.input_shape[1:]) if len(self.input_shape) == 3 else 1
@@ -86,8 +88,7 @@ class Network:
         distribution as :meth:`init`, another random stream."""
         if not self.arch.standard_init:
             return self.init([generator] * n)
-        ps = draw_standard(zip(self.names, self.shapes), n, sigma_w=self.arch.sigma_w,  # type: ignore[attr-defined]
-                           sigma_b=self.arch.sigma_b, generator=generator, dtype=self.dtype)  # type: ignore[attr-defined]
+        ps = draw_standard(self.shapes, self.stds, n, generator=generator, dtype=self.dtype)
         return [p.to(self.device) for p in ps]
 
     def member(self, params: Sequence[torch.Tensor], j: int) -> nn.Module:

@@ -186,11 +186,13 @@ class ParamSpec:
 
 
 def param_specs(net, sigma_w: float, sigma_b: float) -> list[ParamSpec]:
-    """The prior scales of the standard rule (:func:`sampler.architectures.standard_std`) of the
-    parameters of ``net`` (a :class:`sampler.ensemble.Network`): weights ``sigma_w / sqrt(fan_in)``,
-    biases ``sigma_b``."""
-    return [ParamSpec(name, name.replace(".", "_") + "_z", shape, float(standard_std(name, shape, sigma_w, sigma_b)))
-            for name, shape in zip(net.names, net.shapes)]
+    """The prior scales of the standard rule (:meth:`sampler.Architecture.parameter_stds`, the same the
+    network's initialisation draws with) of the parameters of ``net`` (a :class:`sampler.ensemble.Network`):
+    weights ``sigma_w / sqrt(fan_in)``, biases ``sigma_b``."""
+    stds = net.stds if net.stds is not None else [standard_std(n, s, sigma_w, sigma_b)
+                                                  for n, s in zip(net.names, net.shapes)]
+    return [ParamSpec(name, name.replace(".", "_") + "_z", shape, float(std))
+            for name, shape, std in zip(net.names, net.shapes, stds)]
 
 
 def _stacked(specs: list[ParamSpec], draws: dict[str, torch.Tensor], n: int, like: torch.Tensor) -> list[torch.Tensor]:

@@ -209,7 +209,9 @@ class ShardProgress:
             raise TypeError(f"progress must be a bool, None, a callable (n_done, n_fit) or a tqdm bar, "
                             f"got {type(progress).__name__}")
         self._own = progress is True
-        self.progress = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, smoothing=0.1) if self._own \
+        # smoothing 0: the rate over the whole call, an estimate that settles (shards of different estimators
+        # and sizes made a moving average swing from hours to minutes)
+        self.progress = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, smoothing=0.0) if self._own \
             else progress or None
         self.done = self.fit = 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -58,11 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="local", choices=EXECUTORS, help="where shards run")
     r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--extend", action="store_true",
+                   help="grow a run folder whose config differs only in a smaller n_runs: add the runs, redo the "
+                        "scoring and the report")
 
     a = sub.add_parser("analyze", help="re-make the statistics, figures and report of a finished run folder")
     a.add_argument("run_dir")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="analysis.KEY=VALUE",
                    help="override an [analysis] or [report] key, e.g. --set analysis.min_count=5")
+    a.add_argument("--out", default=None, help="write the report into this folder instead (variants side by side)")
 
     sub.add_parser("estimators", help="list the registered estimators and their options")
 
@@ -89,7 +94,7 @@ def _cmd_run(args) -> int:
         name = Path(args.config).stem if args.config else "default"
         out = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return _print(run_experiment(load_config(args.config, args.overrides), out, executor=args.executor,
-                                 address=args.address, progress=not args.no_progress))
+                                 address=args.address, progress=not args.no_progress, extend=args.extend))
 
 
 def _cmd_prior_bias(args) -> int:
@@ -105,7 +110,7 @@ def _cmd_prior_bias(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    return _print(analyze_run(args.run_dir, overrides=args.overrides))
+    return _print(analyze_run(args.run_dir, overrides=args.overrides, out=args.out))
 
 
 def _print(result) -> int:
@@ -117,7 +122,9 @@ def _print(result) -> int:
 def _cmd_estimators(args) -> int:
     for name in estimator_names():
         est = get_estimator(name)
-        print(f"{name}  ({est.quantity}, {est.kind}): {(est.__doc__ or '').strip().splitlines()[0]}")
+        line = (est.__doc__ or "").strip().splitlines()[0] if est.__doc__ else "(no description)"
+        line = re.sub(r"\s*\((see )?(the )?module docstring\)", "", line)
+        print(f"{name}  ({est.quantity}, {est.kind}): {line}")
         docs, fields = est.Options.docs(), est.Options.model_fields
         for key, value in est.Options().model_dump().items():
             ann = fields[key].annotation

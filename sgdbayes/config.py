@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from sampler.checks import check_choice, did_you_mean
-from sampler.architectures import ARCHITECTURES, Architecture
+from sampler.architectures import ARCHITECTURES, Architecture, is_factory_file
 
 from .case import Case, DataConfig
 from .estimators import estimator_names, get_estimator
@@ -442,5 +442,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides=()) -> ExperimentConfig:
-    """Read a TOML experiment file (the default experiment when ``path`` is None) and apply overrides."""
-    return parse_config(apply_overrides(read_toml(path) if path is not None else {}, list(overrides)))
+    """Read a TOML experiment file (the default experiment when ``path`` is None) and apply overrides.
+    A module factory named by a relative file (``factory = "./mynets.py:tanh_mlp"``) is relative to the
+    config file, and kept as an absolute path (so the run folder's copy resumes from anywhere)."""
+    raw = apply_overrides(read_toml(path) if path is not None else {}, list(overrides))
+    arch = raw.get("arch")
+    if path is not None and isinstance(arch, dict) and is_factory_file(arch.get("factory")):
+        file, attr = arch["factory"].rsplit(":", 1)
+        if not Path(file).expanduser().is_absolute():
+            arch["factory"] = f"{(Path(path).resolve().parent / file).resolve()}:{attr}"
+    return parse_config(raw)

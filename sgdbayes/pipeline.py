@@ -19,6 +19,7 @@ estimator by name. ``analyze_run(out)`` re-makes the report without running anyt
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -32,7 +33,8 @@ import pyarrow.parquet as pq
 
 import torch
 
-from sampler.store import RunFolder, atomic_write_json, atomic_write_table, atomic_write_text, fingerprint, read_json
+from sampler.store import (RunFolder, atomic_write_json, atomic_write_table, atomic_write_text, fingerprint, read_json,
+                           shard_meta)
 
 from .case import Case, check_case
 from .config import ExperimentConfig, apply_overrides, load_config, parse_config, read_toml
@@ -68,8 +70,9 @@ def _where(case: Case) -> str:
 def estimator_fingerprint(case: Case, spec) -> str:
     """What determines the numbers of ``spec``'s shards in ``case`` (its data, architecture, method
     and options), hashed: each shard carries it, and shards with another one are refused."""
+    options = {k: v for k, v in spec.options.to_table().items() if k not in spec.estimator.growable}
     return fingerprint({"data": case.data.fingerprint_dict(), "arch": case.arch.to_dict(), "method": spec.method,
-                        "options": spec.options.to_table(), "sources": case.digests()})
+                        "options": options, "sources": case.digests()})
 
 
 def run_estimator_shard(task: ShardTask, progress: Callable | None = None) -> int:
@@ -163,13 +166,90 @@ def check_sources(folder: RunFolder, cases, *, required: bool = True) -> None:
                                  f"Restore it, or pass a new --out")
 
 
-def _check_folder_config(folder: RunFolder, config: ExperimentConfig, cases) -> None:
+def config_differences(before: ExperimentConfig, now: ExperimentConfig, *, limit: int = 6) -> str:
+    """The keys in which two configs differ, with both values (``key: folder X, now Y``), at most ``limit``."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(before.to_dict()), flat(now.to_dict())
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    shown = [f"{k}: folder {a.get(k, '<absent>')!r}, now {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ("differs in " + "; ".join(shown) + more) if keys else "differs"
+
+
+def grown_samplers(before: ExperimentConfig, now: ExperimentConfig) -> list[str] | None:
+    """The labels of the estimators whose growable options (:attr:`Estimator.growable`, e.g. the ``sgd``
+    estimator's ``n_runs``) ``now`` raises, where that is the only difference between the two configs;
+    None where anything else differs (or a growable option shrinks)."""
+    def without(config, label):
+        spec = config.estimator(label)
+        kept = {k: v for k, v in spec.options.to_table().items() if k not in spec.estimator.growable}
+        return spec.method, kept
+
+    labels = [s.label for s in now.estimators]
+    if [s.label for s in before.estimators] != labels or before.to_dict(with_sweep=True) | {"estimators": {}} \
+            != now.to_dict(with_sweep=True) | {"estimators": {}}:
+        return None
+    grown = []
+    for label in labels:
+        if without(before, label) != without(now, label):
+            return None
+        spec_b, spec_n = before.estimator(label), now.estimator(label)
+        for key in spec_n.estimator.growable:
+            old, new = getattr(spec_b.options, key), getattr(spec_n.options, key)
+            if new < old:
+                return None
+            if new > old and label not in grown:
+                grown.append(label)
+    return grown or None
+
+
+def _extend_folder(folder: RunFolder, cases, grown: list[str], planned) -> None:
+    """Make room for more samples of the ``grown`` samplers: a last shard the new plan makes larger is
+    redone (its runs are the same pure functions of the seed), and what derives from the samples (scorer
+    shards, ``extras.json``, ``results.parquet``) is made again."""
+    for c in cases:
+        cf = RunFolder(c.folder)
+        for s in c.estimators:
+            if s.estimator.kind == "scorer":
+                for i in cf.shard_indices(s.label):
+                    cf.shard_path(s.label, i).unlink()
+            elif s.label in grown:
+                plan_now = json.loads(json.dumps(planned[c.name, s.label], default=str))
+                for i in cf.shard_indices(s.label):
+                    meta = shard_meta(pq.read_table(cf.shard_path(s.label, i)))[1]
+                    if i >= len(plan_now) or meta.get("shard") != plan_now[i]:
+                        cf.shard_path(s.label, i).unlink()
+        (Path(c.folder) / "extras.json").unlink(missing_ok=True)
+    (folder.path / "results.parquet").unlink(missing_ok=True)
+
+
+def _check_folder_config(folder: RunFolder, config: ExperimentConfig, cases, *, extend: bool = False,
+                         planned=None) -> None:
     """Under the folder's lock: the folder's config must be ``config`` and its data and code those
-    of the prepared ``cases`` (:func:`check_sources`), or the folder is new."""
+    of the prepared ``cases`` (:func:`check_sources`), or the folder is new. With ``extend``, a config
+    that only raises growable options (``n_runs``) is taken: the folder grows (:func:`_extend_folder`)."""
     if folder.config_path.is_file():
-        if load_config(folder.config_path) != config:
-            raise ValueError(f"run folder {folder.path} holds a different config ({folder.config_path}); resume it "
-                             f"with the same config, or pass a new --out")
+        before = load_config(folder.config_path)
+        if before != config:
+            grown = grown_samplers(before, config)
+            if grown is None or not extend:
+                hint = (" (only the number of runs grew: pass --extend to add them to this folder)"
+                        if grown is not None else "")
+                raise ValueError(f"run folder {folder.path} holds a different config ({folder.config_path}): "
+                                 f"{config_differences(before, config)}{hint}; resume it with the same config, or "
+                                 f"pass a new --out")
+            check_sources(folder, cases)
+            _extend_folder(folder, cases, grown, planned)
+            atomic_write_text(folder.config_path, config.to_toml())
+            return
         check_sources(folder, cases)
     else:
         atomic_write_json(folder.path / SOURCES_NAME, _sources(cases))
@@ -262,7 +342,8 @@ def run_samplers(cases, planned, **where):
     results: dict[str, dict[str, EstimatorResult]] = {c.name: {} for c in cases}
     reports = []
     while todo:
-        done, more = run_shards(samplers, planned, todo, desc="samplers", **where)
+        labels = ", ".join(dict.fromkeys(s.label for _, s in samplers))
+        done, more = run_shards(samplers, planned, todo, desc=f"runs and samples ({labels})", **where)
         reports += more
         todo = {}
         for c, s in samplers:
@@ -286,12 +367,13 @@ def found_functions(results: dict[str, EstimatorResult]) -> dict[str, int]:
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str = "local", address: str | None = None,
-                   progress: bool = True) -> ExperimentResult:
+                   progress: bool = True, extend: bool = False) -> ExperimentResult:
     """Run ``config`` into the run folder ``out``, resuming whatever it holds (module docstring).
 
     Everything that can be checked is checked before the folder is written (options against the
     data, the data files, memory, the architecture on the data); then the folder's lock is held
-    for the whole run, the config check and write included.
+    for the whole run, the config check and write included. ``extend``: a folder whose config differs
+    only in a smaller ``n_runs`` (:attr:`Estimator.growable`) grows to this one's.
     """
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
@@ -303,7 +385,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
         check_case(case)
     folder = RunFolder(out)
     with folder.lock():
-        _check_folder_config(folder, config, cases)
+        _check_folder_config(folder, config, cases, extend=extend, planned=planned)
         seeds = {s.label: s.options.seed for s in config.estimators if hasattr(s.options, "seed")}
         folder.start_manifest(seeds={"data": config.data.seed, "analysis": config.analysis.seed, **seeds},
                               device=",".join(sorted({getattr(s.options, "device", "cpu") for s in config.estimators})),
@@ -319,7 +401,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
         t = time.perf_counter()
         scorers = [(c, s) for c in cases for s in c.estimators if s.estimator.kind == "scorer"]
         planned.update({(c.name, s.label): plan(c, s, found_functions(results[c.name])) for c, s in scorers})
-        done, reports = run_shards(scorers, planned, desc="scorers", **where)
+        labels = ", ".join(dict.fromkeys(s.label for _, s in scorers))
+        done, reports = run_shards(scorers, planned, desc=f"functions scored ({labels})", **where)
         for (name, label), res in done.items():
             results[name][label] = res
         _record(folder, "scorers", t, reports,
@@ -373,9 +456,11 @@ def read_results(table: pa.Table, cases, extras: Mapping[str, Mapping[str, dict]
     return out
 
 
-def analyze_folder(folder: RunFolder, config: ExperimentConfig, cases=None) -> ExperimentResult:
+def analyze_folder(folder: RunFolder, config: ExperimentConfig, cases=None, *, out: str | Path | None = None
+                   ) -> ExperimentResult:
     """The report (statistics, figures, ``functions.parquet``, ``summary.json``, ``report.md``)
-    from ``results.parquet`` and the cases' ``extras.json``; ``cases``: the config's, prepared."""
+    from ``results.parquet`` and the cases' ``extras.json``; ``cases``: the config's, prepared; written
+    into ``out`` (with the config used, ``config.toml``) where given, else into the run folder."""
     path = folder.path / "results.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"run folder {folder.path} has no results.parquet: the run did not finish; rerun "
@@ -388,9 +473,14 @@ def analyze_folder(folder: RunFolder, config: ExperimentConfig, cases=None) -> E
     cases = cases if cases is not None else prepare_cases(config.cases(), folder.path)
     extras = {c.name: read_json(p, advice="rerun `sgdbayes run` to remake it") if p.is_file() else {}
               for c in cases for p in [Path(c.folder) / "extras.json"]}
-    summary, report = make_report(folder.path, config, cases, read_results(table, cases, extras), extras,
+    target = folder.path if out is None else Path(out)
+    if out is not None:
+        if target.resolve() == folder.path.resolve():
+            raise ValueError(f"--out {out} is the run folder itself; leave --out out to remake its own report")
+        atomic_write_text(target / "config.toml", config.to_toml())
+    summary, report = make_report(target, config, cases, read_results(table, cases, extras), extras,
                                   manifest=folder.read_manifest())
-    return ExperimentResult(folder.path, summary, report, tuple(summary_rows(config)))
+    return ExperimentResult(target, summary, report, tuple(summary_rows(config)))
 
 
 def missing_shards(folder: RunFolder, cases) -> list[str]:
@@ -406,9 +496,11 @@ def missing_shards(folder: RunFolder, cases) -> list[str]:
     return gone
 
 
-def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
+def analyze_run(run_dir: str | Path, *, overrides=(), out: str | Path | None = None) -> ExperimentResult:
     """Re-make the report of a finished run folder; ``overrides`` may change ``[analysis]`` and
-    ``[report]`` keys only."""
+    ``[report]`` keys only. ``out``: write the report (``report.md``, ``summary.json``, ``functions.parquet``,
+    ``pairs.csv``, figures, the config used) into that folder instead, so variants sit side by side and the
+    run's own report stays as it is."""
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
@@ -428,4 +520,4 @@ def analyze_run(run_dir: str | Path, *, overrides=()) -> ExperimentResult:
             shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
             raise FileNotFoundError(f"run folder {folder.path} lacks {len(gone)} shard file(s) of its run: {shown}; "
                                     f"rerun `sgdbayes run` with --out {folder.path} to redo them")
-        return analyze_folder(folder, config, cases)
+        return analyze_folder(folder, config, cases, out=out)

@@ -157,19 +157,47 @@ def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str,
 
 
 # --- per case ------------------------------------------------------------------------------------------
-def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mapping[str, dict], checks
-                 ) -> dict[str, Any]:
-    """The summary of one case: its primary pair's statistics at top level, every pair's
-    (``pairs``), the :func:`error_bar_checks` (``checks``) and the estimators' extras."""
+def primary_pair(config, est: Mapping[str, EstimatorResult]) -> tuple[str, str] | None:
+    """A case's primary pair: the config's first ``(a, b)``, except where ``b`` is a scorer without error
+    bars (EP, biased: ``benchmarks/ep_bias.py``) and a scorer with them of the same target (tilting,
+    unbiased), which the config also pairs with ``a``, scored every function the pair ``(a, b)`` compares:
+    then ``(a, that scorer)``, the more accurate P_B on the same functions."""
+    if not config.pairs:
+        return None
+    a, b = config.pairs[0]
+    eb = config.estimator(b).estimator
+    if eb.kind != "scorer" or eb.has_error_bars:
+        return a, b
+    min_count = config.analysis.min_count
+    common = est[a].seen(min_count) & est[b].seen(min_count)
+    for x, r in config.pairs[1:]:
+        er = config.estimator(r).estimator
+        if x != a or er.kind != "scorer" or not er.has_error_bars or er.target != eb.target:
+            continue
+        lp = est[r].by_function()
+        if common and all(math.isfinite(lp.get(f, math.nan)) for f in common):
+            return a, r
+    return a, b
+
+
+def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mapping[str, dict], checks,
+                 primary: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The summary of one case: its primary pair's (:func:`primary_pair`) statistics at top level, every
+    pair's (``pairs``), the :func:`error_bar_checks` (``checks``) and the estimators' extras."""
+    primary_labels = primary or primary_pair(config, est)
     a_cfg = config.analysis
     pairs = [pair_stats(est[a], est[b], min_count=a_cfg.min_count, n_boot=a_cfg.n_boot, seed=a_cfg.seed)
              for a, b in config.pairs]
     split = case.split()
     summary: dict[str, Any] = {"case": case.name, "settings": dict(case.settings), "min_count": a_cfg.min_count}
     if config.pairs:
-        a, b = (est[x] for x in config.pairs[0])
-        primary = pairs[0]
-        summary["primary_pair"] = list(config.pairs[0])
+        a, b = (est[x] for x in primary_labels)
+        primary = pairs[list(config.pairs).index(tuple(primary_labels))]
+        summary["primary_pair"] = list(primary_labels)
+        if tuple(primary_labels) != tuple(config.pairs[0]):
+            summary["primary_pair_note"] = (f"{primary_labels[1]} (with error bars) scored every function the "
+                                            f"pair {config.pairs[0][0]}-{config.pairs[0][1]} compares: it is the "
+                                            f"primary reference instead of {config.pairs[0][1]}")
         if a.is_sampler:
             by_f = a.by_function("counts")
             counts = a.counts.astype(float)
@@ -185,7 +213,7 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
                 "sgd_entropy": float(-np.sum(p * np.log(p))) if a.n_fit else None})
         summary.update({k: v for k, v in primary.items() if k not in ("a", "b", "note")})
         summary["correlation_note"] = primary["note"]
-        for label in [config.pairs[0][0], config.pairs[0][1]] + list(extras):
+        for label in [*primary_labels] + list(extras):
             summary.update({k: v for k, v in extras.get(label, {}).items()
                             if k not in summary and k not in ("n_samples", "n_fit")})
         # the bound from the more accurate log P(S): tilting's (unbiased) where it ran, EP's (biased low,
@@ -213,7 +241,8 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
 
 
 def functions_table(case, config, est: Mapping[str, EstimatorResult],
-                    columns: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> pa.Table:
+                    columns: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+                    primary: tuple[str, str] | None = None) -> pa.Table:
     """The wide view of one case: one row per function any estimator has, most frequent first by
     the primary P_SGD estimator: ``function``, ``count``, ``log_p_sgd``, ``log_pb`` (the primary
     pair), complexity and test error, ``<label>:count``/``:log_p``/``:log_p_se`` per estimator (no
@@ -221,7 +250,7 @@ def functions_table(case, config, est: Mapping[str, EstimatorResult],
     each per-function column an estimator's extras give (``columns[label][name][function]``, nan
     where absent: the ``sgd`` estimator's sharpness means), ``case``."""
     split = case.split()
-    a, b = config.pairs[0] if config.pairs else (None, None)
+    a, b = primary or primary_pair(config, est) or (None, None)
     fs = list(dict.fromkeys([*(est[a].functions if a else ()), *(f for e in est.values() for f in e.functions)]))
     nan = math.nan
     maps = {label: [e.by_function(c) for c in ("counts", "log_p", "log_p_se")] for label, e in est.items()}
@@ -245,15 +274,22 @@ def functions_table(case, config, est: Mapping[str, EstimatorResult],
     return pa.table(cols)
 
 
-def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dict[str, str]:
+def case_figures(folder: Path, case, config, est, wide: pa.Table, checks, summary: Mapping | None = None,
+                 primary: tuple[str, str] | None = None) -> dict[str, str]:
     """The primary pair's five figures and the error-bar figures of one case, in
-    ``figures/<case>/``; returns name -> path relative to ``folder``."""
+    ``figures/<case>/``; returns name -> path relative to ``folder``. With the case's ``summary``, the
+    P_SGD-vs-P_B figures draw its fitted line, r and slope."""
+    fit = None
+    if summary and summary.get("slope_log") is not None:
+        fit = {"slope": summary["slope_log"], "intercept": summary["intercept_log"], "r": summary["pearson_log"],
+               "r_ci": summary.get("pearson_log_ci"),
+               "note": f"over {summary.get('n_common')} functions seen >= {summary.get('min_count')} times by both"}
     fig_dir = folder / "figures" / case.name
     out: dict[str, Path] = {}
     f = wide.to_pandas()
     if config.pairs and "log_pb" in f:
         f = f[np.isfinite(f["log_pb"].to_numpy(float)) & (f["count"].to_numpy() > 0)]
-        a, b = config.pairs[0]
+        a, b = primary or primary_pair(config, est)
         if len(f):
             lpb, lsgd, count = f["log_pb"].to_numpy(), f["log_p_sgd"].to_numpy(), f["count"].to_numpy()
             for name, key, label, title in (("psgd_vs_pb", "test_error", "test error", f" ({len(f)} functions)"),
@@ -261,7 +297,7 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
                                              ", coloured by LZ complexity")):
                 out[name] = plots.plot_psgd_vs_pb(
                     lsgd, lpb, fig_dir / f"{name}.png", counts=count, color=f[key].to_numpy(), color_label=label,
-                    title=f"{a} vs {b}{title}", xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}")
+                    title=f"{a} vs {b}{title}", xlabel=f"log10 P(f|S), {b}", ylabel=f"log10 P(f|S), {a}", fit=fit)
             out["p_vs_complexity"] = plots.plot_p_vs_complexity(f["lz_complexity"].to_numpy(), lsgd, lpb,
                                                                 fig_dir / "p_vs_complexity.png")
             out["p_vs_error"] = plots.plot_p_vs_error(f["test_error"].to_numpy(), lsgd, lpb, fig_dir / "p_vs_error.png")
@@ -269,9 +305,8 @@ def case_figures(folder: Path, case, config, est, wide: pa.Table, checks) -> dic
     for c in checks:
         if c["functions"]:
             name = f"errorbars_{c['estimator']}_vs_{c['reference']}"
-            se = np.array(c["se_ref"]) / math.log(10)
-            out[name] = plots.plot_psgd_vs_pb(
-                c["log_p"], c["log_p_ref"], fig_dir / f"{name}.png", xerr=se,
+            out[name] = plots.plot_psgd_vs_pb(  # xerr in natural-log units: the plot draws them in log10
+                c["log_p"], c["log_p_ref"], fig_dir / f"{name}.png", xerr=np.array(c["se_ref"]),
                 title=f"{c['estimator']} against {c['reference']} (+- 1 s.e.), median |z| = "
                       f"{fmt(c['median_abs_z'], 3)}", xlabel=f"log10 P_B(f|S), {c['reference']}",
                 ylabel=f"log10 P_B(f|S), {c['estimator']}")
@@ -339,8 +374,16 @@ def summary_lines(summary: Mapping[str, Any], rows=()) -> list[str]:
     lines = [f"{label:<{width}}  {fmt(summary.get(key))}" for key, label in rows if key in summary]
     if summary.get("correlation_note"):
         lines.append(f"note: {summary['correlation_note']}")
-    if len(summary.get("cases", [])) > 1:
-        lines.append(f"({len(summary['cases'])} cases; the numbers above are the first's; see report.md)")
+    cases = summary.get("cases", [])
+    if len(cases) > 1:
+        lines += ["", f"{len(cases)} cases (the numbers above are the first's); every case:"]
+        for c in cases:
+            ci = c.get("pearson_log_ci")
+            lines.append(f"  {c.get('case')}: fit {fmt(c.get('n_fit'))}/{fmt(c.get('n_runs'))}, "
+                         f"{fmt(c.get('n_functions'))} functions, r {fmt(c.get('pearson_log'))}"
+                         + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+                         + f", slope {fmt(c.get('slope_log'))}, TV {fmt(c.get('dist_tv'))}, "
+                           f"log P(S) {fmt(c.get('log_p_s'))}, test error {fmt(c.get('sgd_mean_test_error'))}")
     return lines
 
 
@@ -357,11 +400,12 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
         checks = error_bar_checks(case, est)
         own = {label: {k: v for k, v in d.items() if k != "function_columns"}
                for label, d in extras.get(case.name, {}).items()}  # per-function columns go to the wide table
-        s = case_summary(case, config, est, own, checks)
+        prim = primary_pair(config, est)
+        s = case_summary(case, config, est, own, checks, prim)
         wide = functions_table(case, config, est, {label: d["function_columns"]
                                                    for label, d in extras.get(case.name, {}).items()
-                                                   if "function_columns" in d})
-        s["figures"] = case_figures(folder, case, config, est, wide, checks)
+                                                   if "function_columns" in d}, prim)
+        s["figures"] = case_figures(folder, case, config, est, wide, checks, s, prim)
         summaries.append(s)
         wides.append(wide)
         pair_rows += [[case.name] + [p.get(k) for k, _ in PAIR_COLUMNS] for p in s["pairs"]]
@@ -384,7 +428,7 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
     if config.pairs:
         first = summaries[0]
         head += ["## Verdict" + (f" (case {first['case']}; each case's is in its section)" if len(cases) > 1 else ""),
-                 "", *verdict_lines(first, config.pairs[0]), ""]
+                 "", *verdict_lines(first), ""]
     head += ["## All pairs", "", markdown_table(header, pair_rows), ""]
     if pairs_fig:
         head += [f"![{FIGURES['pairs']}]({pairs_fig})", ""]
@@ -413,10 +457,12 @@ def _median(x) -> float | None:
 def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
     if config.pairs and config.sweep is not None:
-        lines += ["Verdict:", "", *verdict_lines(s, config.pairs[0]), ""]
+        lines += ["Verdict:", "", *verdict_lines(s), ""]
     if config.pairs:
         rows = [[label.strip(), s.get(key)] for key, label in summary_rows(config) if key in s]
-        lines += [f"Primary pair: {config.pairs[0][0]} against {config.pairs[0][1]}.", "",
+        a, b = s["primary_pair"]
+        lines += [f"Primary pair: {a} against {b}"
+                  + (f" ({s['primary_pair_note']})." if s.get("primary_pair_note") else "."), "",
                   markdown_table(["quantity", "value"], rows), ""]
     if s.get("correlation_note"):
         lines += [f"**Note:** {s['correlation_note']}.", ""]

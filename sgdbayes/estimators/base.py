@@ -236,6 +236,9 @@ class Estimator:
     target : str
         Which distribution a ``p_b`` scorer estimates (``"nngp"``: the 0-1-likelihood posterior); the
         error-bar checks compare only scorers of the same target.
+    growable : tuple of str
+        Options that only say how many samples to draw, whose samples a larger value extends (the first
+        ones unchanged): left out of the shards' fingerprint, so ``sgdbayes run --extend`` can grow them.
     """
 
     name: ClassVar[str] = ""
@@ -247,6 +250,7 @@ class Estimator:
     reference: ClassVar[bool] = False
     summary_rows: ClassVar[tuple[tuple[str, str], ...]] = ()
     target: ClassVar[str] = "nngp"
+    growable: ClassVar[tuple[str, ...]] = ()
 
     def plan(self, case, options, functions: Sequence[str] | None = None) -> list[dict]:
         raise NotImplementedError

@@ -29,8 +29,8 @@ class ESSOptions(Options):
     n_chains: int = Field(64, ge=1, description="Independent chains.")
     burn_in: int = Field(500, ge=0, description="First steps of each chain discarded.")
     thin: int = Field(25, ge=1, description="Steps per kept state.")
-    seed: int = Field(0, ge=0)
-    device: Literal[DEVICES] = "cpu"
+    seed: int = Field(0, ge=0, description="seeds the chains (same seed, same samples)")
+    device: Literal[DEVICES] = Field("cpu", description="where the chains run (cuda: a GPU; auto: one where there is one)")
 
 
 @register_estimator("ess")

@@ -48,7 +48,7 @@ class GaussianOptions(ScorerOptions):
     orthant: Literal["tilting", "ep"] = Field(
         "tilting", description="tilting: unbiased with a standard error (and EP beside it); ep: EP only")
     n_samples: int = Field(2000, ge=2, description="importance samples per orthant probability (tilting)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds the importance samples (tilting)")
 
 
 def fit_union_bound(g: GaussianOnPoints, y_train: torch.Tensor) -> float:

@@ -20,9 +20,9 @@ class NUTSOptions(Options):
 
     n_samples: int = Field(200, ge=1, description="Kept draws per chain.")
     n_warmup: int = Field(200, ge=1, description="Warm-up steps per chain.")
-    n_chains: int = Field(4, ge=1)
+    n_chains: int = Field(4, ge=1, description="independent chains (R-hat needs 2 or more)")
     temperature: float = Field(0.1, gt=0.0, description="Likelihood temperature, in output units.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds the chains")
     max_tree_depth: int = Field(6, ge=1, description="NUTS tree depth.")
     target_accept: float = Field(0.8, gt=0.0, le=1.0, description="NUTS target acceptance rate.")
 

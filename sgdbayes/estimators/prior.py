@@ -34,8 +34,8 @@ class PriorOptions(Options):
         "How networks are drawn (``method`` of :func:`sampler.sample_prior`): the same distribution of functions, "
         "not the same draws for a seed; ``auto`` draws FCNs' pre-activations on the split's points (faster) and "
         "builds other networks from weights."))
-    seed: int = Field(0, ge=0)
-    device: Literal[DEVICES] = "cpu"
+    seed: int = Field(0, ge=0, description="sample i is a pure function of (seed, i)")
+    device: Literal[DEVICES] = Field("cpu", description="where the networks are drawn and evaluated")
 
 
 @register_estimator("prior")

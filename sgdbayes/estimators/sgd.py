@@ -46,7 +46,7 @@ class _Knobs(Options):
     n_runs: int = Field(8192, ge=1, le=MAX_RUNS, description="runs started, each from a fresh initialisation")
     ensemble: int = Field(512, ge=1, description="networks trained at once")
     seed: int = Field(0, ge=0, description="run i is a pure function of (seed, i)")
-    device: Literal[DEVICES] = "cpu"
+    device: Literal[DEVICES] = Field("cpu", description="where the ensemble trains (cuda: TF32 matmuls)")
     shard_size: int = Field(1024, ge=1, description="runs per shard")
 
 
@@ -86,6 +86,7 @@ SGDOptions = create_model(
 @register_estimator("sgd")
 class SGDEstimator(Estimator):
     """P_SGD by counting the functions of ``n_runs`` independently trained networks."""
+    growable = ("n_runs",)  # run i is a pure function of (seed, i): more runs leave the first ones as they are
 
     quantity = "p_sgd"
     Options = SGDOptions

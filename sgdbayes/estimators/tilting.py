@@ -41,7 +41,7 @@ class TiltingOptions(ScorerOptions):
     top: int = Field(50, ge=0)
     group: int = Field(10, ge=1)
     n_samples: int = Field(2000, ge=2, description="Importance samples per orthant probability (>= 2).")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds the importance samples")
 
 
 def _log_ps_fit(options) -> str:

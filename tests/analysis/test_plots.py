@@ -41,6 +41,27 @@ def test_psgd_vs_pb_content():
     assert any("1 point(s) not shown" in t.get_text() for t in ax.texts)
 
 
+def test_psgd_vs_pb_draws_the_fit_with_r_and_slope():
+    lpb, lsgd, counts, _ = _data()
+    c = analysis.correlate(lsgd, lpb, n_boot=50, seed=0)
+    fit = {"slope": c.slope, "intercept": c.intercept, "r": c.pearson, "r_ci": c.pearson_ci, "note": "over 30"}
+    ax = plots.figure_psgd_vs_pb(lsgd, lpb, counts=counts, fit=fit).axes[0]
+    line = [ln for ln in ax.lines if ln.get_label().startswith("fit")][0]
+    gx, gy = line.get_data()
+    # the line of ln P_SGD = a + b ln P_B, in log10 units on both axes
+    np.testing.assert_allclose(gy * math.log(10), c.intercept + c.slope * gx * math.log(10), rtol=1e-12)
+    np.testing.assert_allclose(gx, [lpb.min() / math.log(10), lpb.max() / math.log(10)])
+    text = [t.get_text() for t in ax.texts if t.get_text().startswith("r = ")][0]
+    assert f"r = {c.pearson:.2f}" in text and f"slope {c.slope:.2f}" in text and "over 30" in text
+
+
+def test_error_bars_are_drawn_in_log10_units():
+    lpb, lsgd, _, _ = _data()
+    ax = plots.figure_psgd_vs_pb(lsgd, lpb, xerr=np.full(30, math.log(10))).axes[0]
+    segments = ax.collections[1].get_segments()  # one horizontal bar per point: +-1 in log10
+    assert np.allclose([s[1][0] - s[0][0] for s in segments], 2.0)
+
+
 def test_plots_write_pngs(tmp_path):
     lpb, lsgd, counts, err = _data()
     lz = np.random.default_rng(1).uniform(10, 60, size=30)

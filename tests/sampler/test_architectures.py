@@ -94,7 +94,7 @@ def test_stacked_draws_follow_the_init_rule(sigma_b):
     arch = sampler.FCN(depth=2, width=6, sigma_w=1.4, sigma_b=sigma_b)
     net = arch.build((3,), generator=make_generator(4, "x"), dtype=torch.float64)
     shapes = [(n, tuple(p.shape)) for n, p in net.named_parameters()]
-    stacked = draw_standard(shapes, 1, sigma_w=1.4, sigma_b=sigma_b, generator=make_generator(4, "x"),
+    stacked = draw_standard([s for _, s in shapes], arch.parameter_stds(net), 1, generator=make_generator(4, "x"),
                             dtype=torch.float64)
     if sigma_b:
         for p, q in zip(net.parameters(), stacked):

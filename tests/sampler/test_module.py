@@ -1,6 +1,7 @@
 """sampler.Module: the user's own torch module as an architecture (spec, init, training, refusals)."""
 
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -169,3 +170,52 @@ def test_module_instance_is_refused_saying_what_to_pass(digits):
         sampler.Module(factory=_NetClass())
     with pytest.raises(TypeError, match=r"got _NetClass; for your own torch.nn.Module pass sampler.Module"):
         sampler.sample_sgd(_NetClass(), digits, 4, seed=0, progress=False)
+
+
+# --- the standard initialisation takes fan-in from the layers that know it (issue 25) -----------------
+class _RawParams(nn.Module):  # weights as x @ W, a bias named b: no layer tells their roles
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(64, 16))
+        self.b = nn.Parameter(torch.empty(16))
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.out(torch.tanh(x.flatten(1) @ self.W + self.b))
+
+
+class _Layers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.norm = nn.LayerNorm(3 * 64)
+        self.lin = nn.Linear(3 * 64, 5)
+        self.out = nn.Linear(5, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.lin(self.norm(self.conv(x).flatten(1)))))
+
+
+def test_standard_init_takes_fan_in_from_the_layers():
+    from sampler.architectures import parameter_stds
+    arch = sampler.Module(factory=_Layers, sigma_w=1.5, sigma_b=0.2)
+    net = arch.build((1, 8, 8), generator=make_generator(0))
+    stds = dict(zip([n for n, _ in net.named_parameters()], parameter_stds(net, 1.5, 0.2)[0]))
+    assert stds["net.conv.weight"] == pytest.approx(1.5 / 3)      # fan-in 1 x 3 x 3
+    assert stds["net.lin.weight"] == pytest.approx(1.5 / 192 ** 0.5) and stds["net.lin.bias"] == 0.2
+    assert stds["net.norm.weight"] == 1.5 and stds["net.norm.bias"] == 0.2
+    assert parameter_stds(net, 1.5, 0.2)[1] == ()                 # every role known: nothing ambiguous
+    # the drawn values follow the rule (independent check: empirical std of the conv weights and biases)
+    big = sampler.Module(factory=_Layers, sigma_w=1.5, sigma_b=0.2)
+    draws = torch.stack([big.build((1, 8, 8), generator=make_generator(i)).net.lin.weight for i in range(20)])
+    assert draws.std().item() == pytest.approx(1.5 / 192 ** 0.5, rel=0.05)
+
+
+def test_parameters_whose_role_cannot_be_told_are_named(digits):
+    arch = sampler.Module(factory=_RawParams)
+    with pytest.warns(UserWarning, match=r"cannot tell the role of parameter\(s\) W \(64, 16\), b \(16,\)"):
+        arch.build((1, 8, 8), generator=make_generator(0))
+    own = sampler.Module(factory=_RawParams, init="module")  # the user's own init: nothing to tell
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        own.build((1, 8, 8), generator=make_generator(0))

@@ -62,3 +62,14 @@ def test_glossary_explains_every_pair_column():
         assert any(part.strip() in terms for part in title.split("/")), title
     assert "PAC-Bayes bound, reference form" in terms and len(TAIL_ROWS) >= 2
     assert glossary_lines()[0] == "## Glossary"
+
+
+def test_a_sweep_prints_every_case():
+    from sgdbayes.report import summary_lines
+    cases = [{"case": name, "n_fit": 60, "n_runs": 64, "n_functions": 12, "pearson_log": r,
+              "pearson_log_ci": [r - 0.1, r + 0.1], "slope_log": 1.2, "dist_tv": 0.3, "log_p_s": -9.0,
+              "sgd_mean_test_error": 0.2} for name, r in (("corrupt_fraction=0", 0.7), ("corrupt_fraction=0.5", 0.2))]
+    text = "\n".join(summary_lines({**cases[0], "cases": cases}))
+    assert "2 cases" in text
+    for c in cases:
+        assert f"  {c['case']}: fit 60/64, 12 functions, r {c['pearson_log']}" in text
