@@ -456,6 +456,15 @@ def _median(x) -> float | None:
 
 def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
+    data = case.data
+    notes = ([f"label noise: {round(data.label_noise * data.n_train)} of the {data.n_train} labels of S flipped "
+              f"(seeded by data.seed; E keeps its true labels)"] if data.label_noise else []) \
+        + ([f"inputs: the pool's {data.pca_dim} leading principal components (whitened)"]
+           if data.pca_dim else []) \
+        + ([f"label corruption: {data.corrupt_fraction:g} of S's labels replaced by random bits"]
+           if data.corrupt_fraction else [])
+    if notes:
+        lines += ["Data: " + "; ".join(notes) + ".", ""]
     if config.pairs and config.sweep is not None:
         lines += ["Verdict:", "", *verdict_lines(s), ""]
     if config.pairs:

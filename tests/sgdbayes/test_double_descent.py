@@ -70,6 +70,9 @@ def test_double_descent_config_runs_tiny_and_draws_the_sweep(tmp_path):
     # the same curves from sweep.json's points (no extras there: the summaries' top level)
     again = curves(cfg.cases(), [p["summary"] for p in sweep["points"]])
     assert [c["sgd_test_error_mean"] for c in again] == [c["sgd_test_error_mean"] for c in got]
+    report = (tmp_path / "report.md").read_text()  # the label noise is said in each noisy case's section
+    assert report.count("label noise: 10 of the 40 labels of S flipped") == 2
+    assert report.count("the pool's 6 leading principal components") == 4
 
 
 def test_new_data_keys_at_their_defaults_leave_fingerprints_as_before():
