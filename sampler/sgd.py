@@ -553,7 +553,9 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
         (:func:`iter_runs`) also ``measures`` (``{name: [value of each fitted run]}``, run order) and
         ``measured_function`` (each fitted run's function, run order). With ``spec.stop = "budget"``
         also ``budget``: ``{"fit", "train_error", "test_error", "train_loss", "test_loss": [value of
-        each run]}``, every run started (fitted or not) in run order (:class:`RunsChunk`).
+        each run]}``, every run started (fitted or not) in run order (:class:`RunsChunk`). Where runs did
+        not fit: ``unfit`` = ``{"n", "best_train_accuracy", "epochs"}`` (how many, the best training accuracy
+        they reached, the most epochs one of them ran).
     """
     counts: Counter = Counter()
     fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
@@ -565,7 +567,7 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
         first_layer = c.first_layer
         counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
         fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
-        every_run.append((c.runs, c.fit, c.train_error, c.test_error, c.final_loss, c.test_loss))
+        every_run.append((c.runs, c.fit, c.train_error, c.test_error, c.final_loss, c.test_loss, c.epochs))
         if measure is not None:
             functions += [f for f, ok in zip(c.functions, c.fit) if ok]
             measured.append({k: v[c.fit] for k, v in c.measures.items()})
@@ -573,8 +575,13 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
     by_run = np.argsort(order, kind="stable")
     info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device)),
             **first_layer}
+    runs_all, *columns, epochs_all = (np.concatenate(parts) for parts in zip(*every_run))
+    unfit = ~columns[0]
+    if unfit.any():  # what the runs that never fit reached: for the warning and the report
+        acc = 1.0 - columns[1][unfit]
+        info["unfit"] = {"n": int(unfit.sum()), "best_train_accuracy": float(np.nanmax(acc)) if np.isfinite(acc).any()
+                         else None, "epochs": int(epochs_all[unfit].max())}
     if spec.stop == "budget":
-        runs_all, *columns = (np.concatenate(parts) for parts in zip(*every_run))
         order_all = np.argsort(runs_all, kind="stable")
         info["budget"] = {name: [v.item() for v in col[order_all]] for name, col in
                           zip(("fit", "train_error", "test_error", "train_loss", "test_loss"), columns)}

@@ -79,7 +79,8 @@ def run_task(task: ShardTask, progress: Callable[[int, int], None] | None = None
 
 
 def execute(tasks: Sequence[ShardTask], *, executor: str = "local", address: str | None = None,
-            progress: bool = True, desc: str = "shards") -> list[ShardReport]:
+            progress: bool = True, desc: str = "shards",
+            on_report: Callable[[ShardTask, ShardReport], None] | None = None) -> list[ShardReport]:
     """Run every task (skipping finished ones) and return their reports in task order.
 
     Parameters
@@ -91,6 +92,8 @@ def execute(tasks: Sequence[ShardTask], *, executor: str = "local", address: str
         ``address`` is None and none is running).
     progress : bool
         Show a progress bar of items done (``task.items`` per task) and shards done.
+    on_report : callable, optional
+        ``on_report(task, report)`` on the driver as each task finishes (e.g. to warn early).
     """
     check_choice("executor", executor, EXECUTORS)
     reports: list[Any] = [None] * len(tasks)
@@ -101,6 +104,8 @@ def execute(tasks: Sequence[ShardTask], *, executor: str = "local", address: str
         for n, (i, report) in enumerate(finished, 1):
             reports[i], items = report, items + tasks[i].items
             bar.to(items, bar.fit)
+            if on_report is not None:
+                on_report(tasks[i], report)
             if bar.progress is not None:
                 bar.progress.set_postfix_str(f"shards {n}/{len(tasks)}, last on {report.node}")
     return reports

@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ from .config import ExperimentConfig, apply_overrides, load_config, parse_config
 from .estimators.base import RESULT_SCHEMA, EstimatorResult
 from .fanout import ShardTask, execute
 from .report import make_report, summary_lines, summary_rows
+from .verdict import FEW_FIT
 
 
 @dataclass(frozen=True)
@@ -321,7 +323,7 @@ def plan_samplers(cases) -> dict[tuple[str, str], list[dict]]:
     return {(c.name, s.label): plan(c, s) for c in cases for s in c.estimators if s.estimator.kind == "sampler"}
 
 
-def run_shards(pairs, planned, todo=None, *, desc: str, **where) -> tuple[dict, list]:
+def run_shards(pairs, planned, todo=None, *, desc: str, on_report=None, **where) -> tuple[dict, list]:
     """Run the shards ``todo[(case, label)]`` (default: all planned) of each ``(case, spec)`` of
     ``pairs`` through :func:`execute` (``where``: executor, address, progress). Returns
     ``{(case, label): EstimatorResult}`` over all planned shards of the pairs that ran, and the reports."""
@@ -330,8 +332,33 @@ def run_shards(pairs, planned, todo=None, *, desc: str, **where) -> tuple[dict, 
     for c, s in pairs:  # before anything runs: refuse foreign or copied shard files, move corrupt ones aside
         RunFolder(c.folder).check_shards(s.label, estimator_fingerprint(c, s), plan=planned[c.name, s.label])
     reports = execute([shard_task(c, s, i, shard) for c, s in pairs for i, shard in enumerate(planned[c.name, s.label])
-                       if shard in todo[c.name, s.label]], desc=desc, **where)
+                       if shard in todo[c.name, s.label]], desc=desc, on_report=on_report, **where)
     return {(c.name, s.label): read_result(c, s, planned[c.name, s.label]) for c, s in pairs}, reports
+
+
+def few_fit_warning(samplers):
+    """An ``on_report`` for :func:`execute`: after the first shard of each P_SGD sampler that ran, warn at once
+    (not after hours) where fewer than :data:`FEW_FIT` of its runs fit S, with how close the others came."""
+    seen: set[tuple[str, str]] = set()
+    p_sgd = {(str(Path(c.folder).resolve()), s.label) for c, s in samplers if s.estimator.quantity == "p_sgd"}
+
+    def check(task, report):
+        key = (str(Path(task.output).resolve().parents[2]), task.kind)  # <case folder>/shards/<label>/<i>.parquet
+        if report.skipped or key in seen or (key[0], task.kind) not in p_sgd:
+            return
+        seen.add(key)
+        table = pq.read_table(task.output)
+        n, info = shard_meta(table)
+        n_fit = int(sum(table.column("count").to_pylist()))
+        if n and n_fit < FEW_FIT * n:
+            unfit = info.get("unfit") or {}
+            best = unfit.get("best_train_accuracy")
+            warnings.warn(f"{task.kind}: only {n_fit} of the first shard's {n} runs fit S"
+                          + (f" (the best of the others reached training accuracy {best:.3f} in {unfit.get('epochs')} "
+                             f"epochs)" if best is not None else "")
+                          + "; raise max_epochs or lr, or check the data and the network (the report will say the "
+                            "same)", RuntimeWarning, stacklevel=2)
+    return check
 
 
 def run_samplers(cases, planned, **where):
@@ -339,11 +366,13 @@ def run_samplers(cases, planned, **where):
     ``{case name: {label: EstimatorResult}}``, the shard reports and the final plans."""
     samplers = [(c, s) for c in cases for s in c.estimators if s.estimator.kind == "sampler"]
     planned, todo = dict(planned), dict(planned)
+    warn_few = few_fit_warning(samplers)
     results: dict[str, dict[str, EstimatorResult]] = {c.name: {} for c in cases}
     reports = []
     while todo:
         labels = ", ".join(dict.fromkeys(s.label for _, s in samplers))
-        done, more = run_shards(samplers, planned, todo, desc=f"runs and samples ({labels})", **where)
+        done, more = run_shards(samplers, planned, todo, desc=f"runs and samples ({labels})",
+                                on_report=warn_few, **where)
         reports += more
         todo = {}
         for c, s in samplers:

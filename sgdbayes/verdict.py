@@ -23,6 +23,8 @@ STRENGTH = ((0.7, "strongly"), (0.4, "moderately"), (0.2, "weakly"))
 BIAS_Z = 3.0
 #: Chi-square p-values below this reject equality.
 ALPHA = 0.05
+#: A fraction of runs fit below this is said first.
+FEW_FIT = 0.1
 
 
 def _pct(x: float) -> str:
@@ -44,6 +46,13 @@ def verdict_lines(s: Mapping[str, Any], pair: tuple[str, str] | None = None) -> 
     """Bulleted sentences answering "is P_SGD close to P_B here?" for one case summary ``s``."""
     a, b = (f"P_{x}" for x in (pair or s.get("primary_pair") or ("SGD", "B")))
     out: list[str] = []
+    frac = s.get("fit_fraction")
+    if frac is not None and frac < FEW_FIT:
+        best = s.get("sgd_unfit_best_train_accuracy")
+        out.append(f"**Few runs fit S:** {s.get('n_fit')} of {s.get('n_runs')} ({_pct(frac)})"
+                   + (f"; the best of the others reached training accuracy {best:.3f} in "
+                      f"{s.get('sgd_unfit_max_epochs')} epochs" if best is not None else "")
+                   + ": P_SGD rests on the few that did (raise max_epochs or lr).")
     n = s.get("n_common") or 0
     if n < MIN_COMMON:
         out.append(f"**Too few functions to judge:** {a} and {b} share {n} function(s) seen at least "

@@ -115,6 +115,11 @@ class SGDEstimator(Estimator):
                  "sgd_span_rank": next((i["span_rank"] for i in result.infos if i.get("span_rank")), None)}
         if options.stop == "budget":  # every run's train and test error and loss (sgdbayes.double_descent)
             layer.update(budget_extras(result.infos, n_parameters(case.arch, case.split().input_shape)))
+        unfit = [i["unfit"] for i in result.infos if i.get("unfit")]
+        if unfit:  # how close the runs that never fit came (the report says it where few fit)
+            best = [u["best_train_accuracy"] for u in unfit if u["best_train_accuracy"] is not None]
+            layer.update(sgd_unfit_runs=sum(u["n"] for u in unfit), sgd_unfit_best_train_accuracy=max(best, default=None),
+                         sgd_unfit_max_epochs=max(u["epochs"] for u in unfit))
         if epochs.size == 0:
             return {"sgd_mean_epochs": None, "sgd_median_epochs": None, "sgd_mean_final_loss": None, **layer}
         return {"sgd_mean_epochs": float(epochs.mean()), "sgd_median_epochs": float(np.median(epochs)),

@@ -1,6 +1,8 @@
 """A researcher's variants of one run (issue 25): `sgdbayes analyze --out` writes beside, not over, the run's
 report; a refused folder says which keys differ."""
 
+import json
+
 import pytest
 
 from sgdbayes.cli import main
@@ -70,3 +72,18 @@ def test_extend_grows_a_run_to_what_a_fresh_run_gives(tmp_path, capsys):
     other = last + ["--set", "estimators.sgd.lr=0.3"]
     assert main(["run", "--out", str(grow), "--no-progress", "--extend"] + other) == 2
     assert "estimators.sgd.lr" in capsys.readouterr().err
+
+
+def test_few_runs_fit_is_said_after_the_first_shard(tmp_path, capsys):
+    """A run where almost nothing fits warns after its first shard, saying how close the others came, and the
+    extras keep it (issue 25: a tiny CNN fitted 0 of 512 runs and exited 0 with a report of n/a)."""
+    out = tmp_path / "run"
+    argv = ["run", "--out", str(out), "--no-progress"] + TINY_RUN + ["--set", "estimators.sgd.max_epochs=1",
+                                                                      "--set", "estimators.sgd.lr=0.001"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "sgd: only 0 of the first shard's 4 runs fit S (the best of the others reached training accuracy" in err
+    assert err.count("of the first shard's") == 1  # once, not per shard
+    extras = json.loads((out / "summary.json").read_text())["extras"]["sgd"]
+    assert extras["sgd_unfit_runs"] == 8 and extras["sgd_unfit_max_epochs"] == 1
+    assert 0.0 < extras["sgd_unfit_best_train_accuracy"] < 1.0

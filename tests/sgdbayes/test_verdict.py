@@ -73,3 +73,10 @@ def test_a_sweep_prints_every_case():
     assert "2 cases" in text
     for c in cases:
         assert f"  {c['case']}: fit 60/64, 12 functions, r {c['pearson_log']}" in text
+
+
+def test_few_runs_fit_is_said_first():
+    lines = verdict_lines({**BASE, "fit_fraction": 0.02, "n_fit": 2, "n_runs": 100,
+                           "sgd_unfit_best_train_accuracy": 0.875, "sgd_unfit_max_epochs": 200})
+    assert lines[0].startswith("- **Few runs fit S:** 2 of 100 (2%)") and "0.875 in 200 epochs" in lines[0]
+    assert not any("Few runs" in line for line in verdict_lines({**BASE, "fit_fraction": 0.5}))
