@@ -74,10 +74,34 @@ def _diagonal(ax, lo: float, hi: float, **style) -> None:
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", zorder=1, **style)
 
 
+def wrap_titles(fig) -> None:
+    """Break every axes title and the figure's title into lines that fit their width (a long title is
+    otherwise cut at the figure's edge)."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    fig_width = fig.bbox.width
+    texts = [(ax.title, ax.get_window_extent(renderer).width) for ax in fig.axes]
+    if getattr(fig, "_suptitle", None) is not None:
+        texts.append((fig._suptitle, 0.95 * fig_width))
+    for text, width in texts:
+        content = text.get_text()
+        extent = text.get_window_extent(renderer).width
+        if not content or extent <= width or width <= 0:
+            continue
+        chars = max(10, int(len(content.replace("\n", " ")) * width / extent) - 1)
+        text.set_text(textwrap.fill(content.replace("\n", " "), chars))
+
+
 def save_figure(fig, path) -> Path:
-    """Render ``fig`` as PNG and write it atomically to ``path`` (folders created)."""
+    """Render ``fig`` as PNG (titles wrapped to fit: :func:`wrap_titles`) and write it atomically to
+    ``path`` (folders created)."""
     from sampler.atomic import atomic_write_bytes  # lazily: importing sampler imports torch (slow)
 
+    wrap_titles(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(Path(path), buf.getvalue())

@@ -340,7 +340,8 @@ def few_fit_warning(samplers):
     """An ``on_report`` for :func:`execute`: after the first shard of each P_SGD sampler that ran, warn at once
     (not after hours) where fewer than :data:`FEW_FIT` of its runs fit S, with how close the others came."""
     seen: set[tuple[str, str]] = set()
-    p_sgd = {(str(Path(c.folder).resolve()), s.label) for c, s in samplers if s.estimator.quantity == "p_sgd"}
+    p_sgd = {(str(Path(c.folder).resolve()), s.label) for c, s in samplers  # a fixed budget need not fit
+             if s.estimator.quantity == "p_sgd" and getattr(s.options, "stop", "fit") == "fit"}
 
     def check(task, report):
         key = (str(Path(task.output).resolve().parents[2]), task.kind)  # <case folder>/shards/<label>/<i>.parquet

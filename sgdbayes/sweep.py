@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from analysis.plots import save_figure, wrap_titles
 from sampler.store import atomic_write_json
 
 from .tables import markdown_table
@@ -209,9 +210,10 @@ def sweep_section(folder: Path, config, cases, summaries: Sequence[dict]) -> lis
 
     kind, folder = SWEEP_KINDS[config.sweep.kind], Path(folder)
     fig, path = kind.draw(plt, cases, summaries), folder / "figures" / "sweep.png"
+    fig.set_dpi(120)
+    wrap_titles(fig)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)  # atomic, like every other figure
     plt.close(fig)
     atomic_write_json(folder / "sweep.json", {"kind": config.sweep.kind, "points": [
         {"name": c.name, "settings": dict(c.settings), "summary": {k: v for k, v in s.items()

@@ -109,3 +109,18 @@ def test_plot_input_errors(tmp_path):
     with pytest.raises(ValueError, match="non-negative"):
         analysis.plot_psgd_vs_pb(lsgd, lpb, tmp_path / "x.png", yerr=-np.ones(30))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_long_titles_are_wrapped_to_fit(tmp_path):
+    """pairs.png and the sweep figure cut their titles at the figure's edge (issue 25)."""
+    from analysis.compare_plots import Panel, Series, figure_compare
+
+    lpb, lsgd, _, _ = _data()
+    long = "each estimator against its reference (functions seen by both, counts >= min_count) " * 2
+    panels = [Panel(title="main: vs ep, " + long, reference="ep", series=(Series("sgd", lpb, lsgd),))]
+    fig = figure_compare(panels, ncols=1, title=long)
+    plots.save_figure(fig, tmp_path / "f.png")
+    renderer = fig.canvas.get_renderer()
+    for text, width in ((fig.axes[0].title, fig.axes[0].get_window_extent(renderer).width),
+                        (fig._suptitle, fig.bbox.width)):
+        assert "\n" in text.get_text() and text.get_window_extent(renderer).width <= width
