@@ -15,6 +15,8 @@ defaulted fields and ``_make(input_shape) -> nn.Module``, decorated with
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -599,19 +601,37 @@ def _call_factory(factory: Callable, input_shape: tuple[int, ...], kwargs: dict)
     return factory(input_shape, **kwargs)
 
 
+#: Whether a Module spec imports its factory when it is made (the default: a bad name fails at once).
+#: :func:`unresolved_factories` turns it off for the extent of a ``with`` block only: re-reading a finished
+#: run folder's config needs no network and must not need the user's code on the path.
+_RESOLVE_FACTORIES: contextvars.ContextVar[bool] = contextvars.ContextVar("resolve_factories", default=True)
+
+
+@contextlib.contextmanager
+def unresolved_factories():
+    """Within the block, :class:`Module` specs keep their factory's name without importing it."""
+    token = _RESOLVE_FACTORIES.set(False)
+    try:
+        yield
+    finally:
+        _RESOLVE_FACTORIES.reset(token)
+
+
 def is_factory_file(factory) -> bool:
     """Whether a factory string names a Python file (``"./mynets.py:tanh_mlp"``) rather than a module."""
     return isinstance(factory, str) and ":" in factory and factory.rsplit(":", 1)[0].endswith(".py")
 
 
 def _module_from_file(factory: str, path: str):
-    """The module of the file ``path`` (absolute), loaded once per path under a private name in
-    ``sys.modules`` (as an import would: the same classes every time it is asked for)."""
-    name = "_sgdbayes_factory_" + hashlib.blake2b(path.encode(), digest_size=6).hexdigest()
-    if name in sys.modules:
-        return sys.modules[name]
+    """The module of the file ``path`` (absolute), loaded once per path and version (modification time and
+    size) under a private name in ``sys.modules`` (as an import would: the same classes every time)."""
     if not Path(path).is_file():
         raise ValueError(f"arch.factory {factory!r}: no such file {path}")
+    stat = Path(path).stat()  # a file changed since it was loaded is loaded again
+    name = "_sgdbayes_factory_" + hashlib.blake2b(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode(),
+                                                  digest_size=6).hexdigest()
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -753,8 +773,10 @@ class Module(Architecture):
                 same = False
             if same:
                 object.__setattr__(self, "factory", name)
-        else:
+        elif _RESOLVE_FACTORIES.get():
             resolve_factory(f)
+        elif not isinstance(f, str) or f.count(":") < 1 or not all(f.rsplit(":", 1)):
+            raise ValueError(f"arch.factory must be 'package.module:function' or 'path/to/file.py:function', got {f!r}")
         kw = self.kwargs
         if isinstance(kw, Mapping):
             object.__setattr__(self, "kwargs", _freeze(kw))
@@ -834,8 +856,13 @@ class Module(Architecture):
         if not self.importable:
             return ()
         if is_factory_file(self.factory):
-            return (Path(self.factory.rsplit(":", 1)[0]).expanduser().resolve(),)
-        file = getattr(importlib.import_module(self.factory.split(":")[0]), "__file__", None)
+            path = Path(self.factory.rsplit(":", 1)[0]).expanduser().resolve()
+            return (path,) if path.is_file() or _RESOLVE_FACTORIES.get() else ()
+        try:  # found without running the module (a package's parents are imported)
+            spec = importlib.util.find_spec(self.factory.split(":")[0])
+        except (ImportError, ValueError):
+            spec = None
+        file = spec.origin if spec is not None else None
         return (Path(file),) if file and Path(file).is_file() else ()
 
     def to_dict(self) -> dict[str, Any]:

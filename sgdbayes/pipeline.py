@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 import torch
 
+from sampler.architectures import unresolved_factories
 from sampler.store import (RunFolder, atomic_write_json, atomic_write_table, atomic_write_text, fingerprint, read_json,
                            shard_meta)
 
@@ -540,9 +541,10 @@ def analyze_run(run_dir: str | Path, *, overrides=(), out: str | Path | None = N
     for text in overrides:
         if not text.strip().startswith(("analysis.", "report.")):
             raise ValueError(f"analyze only takes [analysis] and [report] overrides, got --set {text!r}")
-    changed = parse_config(apply_overrides(read_toml(folder.config_path), list(overrides)))
-    config = replace(load_config(folder.config_path), analysis=changed.analysis, report=changed.report)
-    cases = prepare_cases(config.cases(), folder.path)
+    with unresolved_factories():  # the statistics need no network: a module factory need not be importable
+        changed = parse_config(apply_overrides(read_toml(folder.config_path), list(overrides)))
+        config = replace(load_config(folder.config_path), analysis=changed.analysis, report=changed.report)
+        cases = prepare_cases(config.cases(), folder.path)
     with folder.lock():
         check_sources(folder, cases, required=False)
         gone = missing_shards(folder, cases)

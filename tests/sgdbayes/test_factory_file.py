@@ -74,3 +74,16 @@ def test_a_missing_factory_file_is_one_line(project, capsys):
     assert main(["run", str(project / "proj" / "my.toml"), "--out", str(project / "run2"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no such file" in err and "nope.py" in err and len(err.splitlines()) == 1
+
+
+def test_analyze_needs_no_factory(project, monkeypatch, capsys):
+    """`sgdbayes analyze` only redoes statistics: it works with the factory's file gone (issue 25)."""
+    out = project / "run"
+    assert main(["run", str(project / "proj" / "my.toml"), "--out", str(out), "--no-progress"]) == 0
+    (project / "proj" / "nets" / "mynets.py").rename(project / "elsewhere" / "mynets.py")
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--set", "analysis.min_count=2"]) == 0, capsys.readouterr().err
+    assert "report:" in capsys.readouterr().out
+    # a run still needs it, and says which file is missing
+    assert main(["run", str(project / "proj" / "my.toml"), "--out", str(project / "run2"), "--no-progress"]) == 2
+    assert "no such file" in capsys.readouterr().err
