@@ -32,7 +32,7 @@ about H*W times more: for 28 x 28 images that is hundreds of times slower.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -130,21 +130,42 @@ class AnalyticKernel:
         return 2048
 
 
-_KERNELS: dict[type, AnalyticKernel] = {}
+class SpecRegistry:
+    """Closed forms keyed by architecture spec type: a spec finds the first one registered along its
+    class's MRO (a subclass inherits its parent's unless it registers its own), which may still decline
+    it (``supports``). The NNGP kernels here and the NTKs of :mod:`nngp.ntk` are two of them."""
+
+    def __init__(self):
+        self._impls: dict[type, Any] = {}
+
+    def register(self, spec_cls: type):
+        """Class decorator: an instance of the decorated class serves every spec of type ``spec_cls``."""
+        def deco(cls):
+            self._impls[spec_cls] = cls()
+            return cls
+        return deco
+
+    def __iter__(self):
+        """The spec types registered."""
+        return iter(self._impls)
+
+    def lookup(self, arch):
+        """The implementation serving ``arch``, or None."""
+        impl = next((self._impls[c] for c in type(arch).__mro__ if c in self._impls), None)
+        return impl if impl is not None and impl.supports(arch) else None
+
+
+_KERNELS = SpecRegistry()
 
 
 def register_kernel(spec_cls: type):
     """Class decorator: the :class:`AnalyticKernel` subclass it decorates is the closed form of
     every spec of type ``spec_cls`` (and its subclasses)."""
-    def deco(cls):
-        _KERNELS[spec_cls] = cls()
-        return cls
-    return deco
+    return _KERNELS.register(spec_cls)
 
 
 def _analytic(arch) -> AnalyticKernel | None:
-    impl = next((_KERNELS[c] for c in type(arch).__mro__ if c in _KERNELS), None)
-    return impl if impl is not None and impl.supports(arch) else None
+    return _KERNELS.lookup(arch)
 
 
 def has_analytic_kernel(arch: Architecture) -> bool:

@@ -46,7 +46,7 @@ from sampler.architectures import FCN, Architecture
 from sampler.checks import check_choice, check_device, check_int
 from sampler.seeding import make_generator
 
-from .kernels import _FCNKernel, _expectations, as_float64
+from .kernels import SpecRegistry, _FCNKernel, _expectations, as_float64
 
 PARAMETERIZATIONS = ("standard", "ntk")
 #: Jacobian entries (members x inputs x parameters) held at once by :func:`empirical_ntk`.
@@ -101,21 +101,17 @@ class AnalyticNTK:
         raise NotImplementedError
 
 
-_NTKS: dict[type, AnalyticNTK] = {}
+_NTKS = SpecRegistry()
 
 
 def register_ntk(spec_cls: type):
     """Class decorator: the :class:`AnalyticNTK` subclass it decorates is the closed-form NTK of
     every spec of type ``spec_cls`` (and its subclasses); as :func:`nngp.register_kernel`."""
-    def deco(cls):
-        _NTKS[spec_cls] = cls()
-        return cls
-    return deco
+    return _NTKS.register(spec_cls)
 
 
 def _analytic_ntk(arch) -> AnalyticNTK | None:
-    impl = next((_NTKS[c] for c in type(arch).__mro__ if c in _NTKS), None)
-    return impl if impl is not None and impl.supports(arch) else None
+    return _NTKS.lookup(arch)
 
 
 def has_analytic_ntk(arch: Architecture) -> bool:

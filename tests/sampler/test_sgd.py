@@ -45,7 +45,8 @@ def _trajectories(arch, split, spec, runs, ensemble):
     for chunk in iter_runs(arch, split, spec, runs, seed=5, ensemble=ensemble, dtype=D64, on_step=on_step):
         for i, r in enumerate(chunk.runs.tolist()):
             rows[r] = {"function": chunk.functions[i], "fit": bool(chunk.fit[i]), "epochs": int(chunk.epochs[i]),
-                       "final_loss": float(chunk.final_loss[i])}
+                       "final_loss": float(chunk.final_loss[i]), "train_error": float(chunk.train_error[i]),
+                       "test_error": float(chunk.test_error[i]), "test_loss": float(chunk.test_loss[i])}
     return traj, rows
 
 

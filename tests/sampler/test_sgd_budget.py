@@ -8,6 +8,8 @@ import sampler
 from sampler.store import shard_meta
 from sampler.sgd import TrainSpec, iter_runs, reference_run, sgd_shard
 
+from test_sgd import _trajectories
+
 D64 = torch.float64
 
 
@@ -18,20 +20,7 @@ def digits():
 
 
 def _engine(arch, split, spec, runs, ensemble):
-    traj = {r: [] for r in runs}
-
-    def on_step(slot_runs, params):
-        for j, r in enumerate(slot_runs.tolist()):
-            if r in traj:
-                traj[r].append([p[j].detach().clone() for p in params])
-
-    rows = {}
-    for c in iter_runs(arch, split, spec, runs, seed=5, ensemble=ensemble, dtype=D64, on_step=on_step):
-        for i, r in enumerate(c.runs.tolist()):
-            rows[r] = {"function": c.functions[i], "fit": bool(c.fit[i]), "epochs": int(c.epochs[i]),
-                       "final_loss": float(c.final_loss[i]), "train_error": float(c.train_error[i]),
-                       "test_error": float(c.test_error[i]), "test_loss": float(c.test_loss[i])}
-    return traj, rows
+    return _trajectories(arch, split, spec, runs, ensemble)  # test_sgd's: per run, its parameters after each step
 
 
 @pytest.mark.parametrize("optimizer,lr,loss", [("sgd", 0.3, "ce"), ("adam", 0.02, "mse")])
