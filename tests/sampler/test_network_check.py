@@ -10,8 +10,6 @@ import sys
 import textwrap
 
 import pytest
-import torch
-from torch import nn
 
 import sampler
 from sampler.network_check import check_network

@@ -2,10 +2,8 @@
 at tiny size through the pipeline."""
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 from scipy import stats
 
