@@ -372,8 +372,8 @@ class FolderLock:
         tmp.unlink(missing_ok=True)  # left by a crashed process that had our pid
         try:
             self._write_new(tmp, record)
-        except OSError:
-            pass  # e.g. a full disk: the direct write below says so, naming the lock file
+        except OSError:  # e.g. a full disk: the direct write below says so, naming the lock file
+            tmp.unlink(missing_ok=True)
         else:
             try:
                 os.link(tmp, self.path)
@@ -524,6 +524,14 @@ class RunFolder:
         os.replace(path, aside)
         warnings.warn(f"shard file {path} is corrupt ({type(exc).__name__}: {exc}); moved it aside to {aside.name} "
                       f"and it will be redone", RuntimeWarning, stacklevel=3)
+
+    def shards_off_plan(self, kind: str, plan: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Indices of the shard files of ``kind`` whose parameters (metadata ``shard``) are not ``plan``'s
+        for their index, or that lie beyond it: what a changed plan (more samples) must redo."""
+        expected = json.loads(json.dumps(list(plan), default=_json_default))
+        return [i for i in self.shard_indices(kind)
+                if i >= len(expected) or _metadata(pq.read_schema(self.shard_path(kind, i)).metadata).get("shard")
+                != expected[i]]
 
     def check_shards(self, kind: str, fingerprint: str | None = None, *,
                      plan: Sequence[Mapping[str, Any]] | None = None) -> list[int]:

@@ -19,7 +19,6 @@ estimator by name. ``analyze_run(out)`` re-makes the report without running anyt
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -225,11 +224,8 @@ def _extend_folder(folder: RunFolder, cases, grown: list[str], planned) -> None:
                 for i in cf.shard_indices(s.label):
                     cf.shard_path(s.label, i).unlink()
             elif s.label in grown:
-                plan_now = json.loads(json.dumps(planned[c.name, s.label], default=str))
-                for i in cf.shard_indices(s.label):
-                    meta = shard_meta(pq.read_table(cf.shard_path(s.label, i)))[1]
-                    if i >= len(plan_now) or meta.get("shard") != plan_now[i]:
-                        cf.shard_path(s.label, i).unlink()
+                for i in cf.shards_off_plan(s.label, planned[c.name, s.label]):
+                    cf.shard_path(s.label, i).unlink()
         (Path(c.folder) / "extras.json").unlink(missing_ok=True)
     (folder.path / "results.parquet").unlink(missing_ok=True)
 

@@ -61,7 +61,10 @@ def test_extend_grows_a_run_to_what_a_fresh_run_gives(tmp_path, capsys):
     more = TINY_RUN + ["--set", "estimators.sgd.n_runs=10"]
     assert main(["run", "--out", str(grow), "--no-progress"] + more) == 2
     assert "pass --extend" in capsys.readouterr().err
+    first = grow / "cases" / "main" / "shards" / "sgd" / "000000.parquet"
+    kept = first.stat().st_ino
     assert main(["run", "--out", str(grow), "--no-progress", "--extend"] + more) == 0  # a partial last shard
+    assert first.stat().st_ino == kept  # full shards of the old plan are kept, not retrained
     last = TINY_RUN + ["--set", "estimators.sgd.n_runs=12"]
     assert main(["run", "--out", str(grow), "--no-progress", "--extend"] + last) == 0  # which is redone
     fresh = tmp_path / "fresh"
