@@ -881,12 +881,17 @@ class Module(Architecture):
         return f"module {name}({kw}) ({init})"
 
 
-def check_arch_split(arch, split) -> None:
-    """Raise ``TypeError`` unless ``arch`` is an :class:`Architecture` and ``split`` a ``sampler.Split``."""
+def check_arch(arch) -> None:
+    """Raise ``TypeError`` unless ``arch`` is an :class:`Architecture` (a module instance is told what to pass)."""
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}"
                         + ("; for your own torch.nn.Module pass sampler.Module(factory=<its class or a function that "
                            "builds it>)" if isinstance(arch, nn.Module) else ""))
+
+
+def check_arch_split(arch, split) -> None:
+    """Raise ``TypeError`` unless ``arch`` is an :class:`Architecture` and ``split`` a ``sampler.Split``."""
+    check_arch(arch)
     if not isinstance(split, Split):
         raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_choice, check_device
-from .architectures import Architecture, _check_input_shape, draw_standard, readout
+from .architectures import Architecture, _check_input_shape, check_arch, draw_standard, init_standard_, readout
 
 LOSSES = ("ce", "mse")
 
@@ -47,10 +47,7 @@ class Network:
 
     def __init__(self, arch: Architecture, input_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu"):
-        if not isinstance(arch, Architecture):
-            raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}"
-                            + ("; for your own torch.nn.Module pass sampler.Module(factory=<its class or a function "
-                               "that builds it>)" if isinstance(arch, torch.nn.Module) else ""))
+        check_arch(arch)
         self.arch = arch
         self.input_shape = _check_input_shape(input_shape)
         self.dtype = dtype
@@ -76,7 +73,10 @@ class Network:
         appearing several times draws its members in sequence)."""
         staged = [torch.empty((len(generators), *s), dtype=self.dtype) for s in self.shapes]
         for t, gen in enumerate(generators):
-            self.arch.init_(self._cpu, gen)
+            if self.stds is not None:  # the standard rule with the scales computed once (arch.init_ would redo them)
+                init_standard_(self._cpu, self.stds, gen)
+            else:
+                self.arch.init_(self._cpu, gen)
             for buf, p in zip(staged, self._cpu.parameters()):
                 buf[t].copy_(p)
         return [b.to(self.device) for b in staged]

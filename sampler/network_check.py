@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .architectures import Architecture, _first_line
+from .architectures import Architecture, _first_line, check_arch_split
 from .checks import check_int
 from .data import Split
 from .seeding import make_generator
@@ -55,10 +55,7 @@ def check_network(arch: Architecture, split: Split, *, n_members: int = N_MEMBER
     seed : int
         Seed of the members' generators (the check draws nothing from global RNGs).
     """
-    if not isinstance(arch, Architecture):
-        raise TypeError(f"arch must be an Architecture spec (FCN, CNN, LSTM, Module), got {type(arch).__name__}")
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a sampler.Split, got {type(split).__name__}")
+    check_arch_split(arch, split)
     n_members = check_int("n_members", n_members, minimum=1)
     max_points = check_int("max_points", max_points, minimum=1)
     try:

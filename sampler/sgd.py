@@ -558,25 +558,22 @@ def sgd_shard(arch: Architecture, split: Split, spec: TrainSpec, *, seed: int, s
         they reached, the most epochs one of them ran).
     """
     counts: Counter = Counter()
-    fitted = []  # (runs, epochs, final_loss) of the fitted runs of each chunk
-    first_layer: dict = {}
     functions, measured = [], []  # with measure: each fitted run's function and measures
-    every_run = []  # with stop = "budget": (runs, fit, train_error, test_error, train_loss, test_loss) per chunk
-    for c in _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
-                           dtype=dtype, tf32=tf32, span=span, measure=measure):
-        first_layer = c.first_layer
+    every_run = []  # (runs, fit, train_error, test_error, train_loss, test_loss, epochs) per chunk
+    chunks = _shard_chunks(arch, split, spec, seed, start, stop, progress, ensemble=ensemble, device=device,
+                           dtype=dtype, tf32=tf32, span=span, measure=measure)
+    for c in chunks:
         counts.update(f for f, ok in zip(c.functions, c.fit) if ok)
-        fitted.append((c.runs[c.fit], c.epochs[c.fit], c.final_loss[c.fit]))
         every_run.append((c.runs, c.fit, c.train_error, c.test_error, c.final_loss, c.test_loss, c.epochs))
         if measure is not None:
             functions += [f for f, ok in zip(c.functions, c.fit) if ok]
             measured.append({k: v[c.fit] for k, v in c.measures.items()})
-    order, epochs, losses = (np.concatenate(parts) for parts in zip(*fitted))
-    by_run = np.argsort(order, kind="stable")
-    info = {"epochs": epochs[by_run].tolist(), "final_loss": losses[by_run].tolist(), "device": str(resolve_device(device)),
-            **first_layer}
     runs_all, *columns, epochs_all = (np.concatenate(parts) for parts in zip(*every_run))
-    unfit = ~columns[0]
+    fit_all = columns[0]
+    by_run = np.argsort(runs_all[fit_all], kind="stable")  # the fitted runs in run order
+    info = {"epochs": epochs_all[fit_all][by_run].tolist(), "final_loss": columns[3][fit_all][by_run].tolist(),
+            "device": str(resolve_device(device)), **c.first_layer}  # every chunk has the shard's one path
+    unfit = ~fit_all
     if unfit.any():  # what the runs that never fit reached: for the warning and the report
         acc = 1.0 - columns[1][unfit]
         info["unfit"] = {"n": int(unfit.sum()), "best_train_accuracy": float(np.nanmax(acc)) if np.isfinite(acc).any()
@@ -616,7 +613,7 @@ def sample_sgd(arch: Architecture, split: Split, n_runs: int, *, optimizer: str 
         not retrained, so an interrupted call resumes; shards of another seed, training,
         architecture, split or shard layout are refused. Without it, the runs are one shard in memory.
     progress : bool, callable or tqdm bar
-        True: a tqdm bar over the ``n_runs`` runs (``smoothing=0.1``: the latest runs weigh most)
+        True: a tqdm bar over the ``n_runs`` runs (its estimate from the whole call's rate)
         with the fit fraction; a callable gets ``(n_done, n_fit)``.
     device, ensemble, dtype, span
         As in :func:`iter_runs` (``span``: the first layer in the span of the inputs; the same
@@ -674,7 +671,7 @@ def reference_run(arch: Architecture, split: Split, spec: TrainSpec, *, seed: in
                 loss = float(reference_loss(out, y, spec.loss))
                 if fit_at is None and fits:
                     fit_at = steps
-                    end = steps + spec.epochs_after_fit * spe if spec.stop == "fit" else end
+                    end = steps + spec.epochs_after_fit * spe  # budget mode: epochs_after_fit is 0
                 if steps >= end:
                     break
     with torch.no_grad():
