@@ -78,7 +78,7 @@ class DataConfig:
 
     def fingerprint_dict(self) -> dict:
         """The keys as a dict for fingerprints, ``label_noise`` and ``pca_dim`` left out at their defaults
-        (off), so that fingerprints from before these keys existed stay valid."""
+        (off): a config that does not use them is fingerprinted (and written) as one without the keys."""
         d = dataclasses.asdict(self)
         for key in ("label_noise", "pca_dim"):
             if not d[key]:

@@ -69,12 +69,16 @@ def _where(case: Case) -> str:
     return f"case {case.name}, " if case.settings else ""
 
 
+def fixed_options(spec) -> dict:
+    """``spec``'s options without its growable ones (:attr:`Estimator.growable`): what its samples depend on."""
+    return {k: v for k, v in spec.options.to_table().items() if k not in spec.estimator.growable}
+
+
 def estimator_fingerprint(case: Case, spec) -> str:
     """What determines the numbers of ``spec``'s shards in ``case`` (its data, architecture, method
     and options), hashed: each shard carries it, and shards with another one are refused."""
-    options = {k: v for k, v in spec.options.to_table().items() if k not in spec.estimator.growable}
     return fingerprint({"data": case.data.fingerprint_dict(), "arch": case.arch.to_dict(), "method": spec.method,
-                        "options": options, "sources": case.digests()})
+                        "options": fixed_options(spec), "sources": case.digests()})
 
 
 def run_estimator_shard(task: ShardTask, progress: Callable | None = None) -> int:
@@ -192,8 +196,7 @@ def grown_samplers(before: ExperimentConfig, now: ExperimentConfig) -> list[str]
     None where anything else differs (or a growable option shrinks)."""
     def without(config, label):
         spec = config.estimator(label)
-        kept = {k: v for k, v in spec.options.to_table().items() if k not in spec.estimator.growable}
-        return spec.method, kept
+        return spec.method, fixed_options(spec)
 
     labels = [s.label for s in now.estimators]
     if [s.label for s in before.estimators] != labels or before.to_dict(with_sweep=True) | {"estimators": {}} \
@@ -337,12 +340,12 @@ def few_fit_warning(samplers):
     """An ``on_report`` for :func:`execute`: after the first shard of each P_SGD sampler that ran, warn at once
     (not after hours) where fewer than :data:`FEW_FIT` of its runs fit S, with how close the others came."""
     seen: set[tuple[str, str]] = set()
-    p_sgd = {(str(Path(c.folder).resolve()), s.label) for c, s in samplers  # a fixed budget need not fit
+    p_sgd = {(c.name, s.label) for c, s in samplers  # a fixed budget need not fit
              if s.estimator.quantity == "p_sgd" and getattr(s.options, "stop", "fit") == "fit"}
 
     def check(task, report):
-        key = (str(Path(task.output).resolve().parents[2]), task.kind)  # <case folder>/shards/<label>/<i>.parquet
-        if report.skipped or key in seen or (key[0], task.kind) not in p_sgd:
+        key = (task.payload[0].name, task.kind)  # a shard task's payload: (case, shard, fingerprint)
+        if report.skipped or key in seen or key not in p_sgd:
             return
         seen.add(key)
         table = pq.read_table(task.output)

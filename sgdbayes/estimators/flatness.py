@@ -22,7 +22,7 @@ from sampler.sharpness import MEASURES, MeasureSpec, check_rescalable, make_meas
 from .base import Options
 
 #: The option keys this module adds; left out of the options table (and so of the shards'
-#: fingerprint) when ``sharpness`` is empty, so run folders made before these options still resume.
+#: fingerprint) when ``sharpness`` is empty: a run that measures nothing reads as one without these options.
 KEYS = ("sharpness", "sharpness_epsilon", "sharpness_steps", "hessian_probes", "lanczos_iterations", "rescale_alpha")
 
 

@@ -117,18 +117,15 @@ class GaussianScorer(Scorer):
         return ("kernel", self._fit_name(case, options))
 
     def make_fit(self, case, options, name):
-        """The Gaussian (mean, covariance on S then E), whether P(fit S) is 1, log P(fits S) by the
-        orthant method (and EP), and the subclass's facts."""
+        """The Gaussian (mean, covariance on the first ``n_train`` points, S, then E), whether P(fit S) is 1,
+        log P(fits S) by the orthant method (and EP), and the subclass's facts."""
         if name == "kernel":
             return super().make_fit(case, options, name)
         split = case.split()
         g, facts = self.gaussian(case, options)
         m = split.n_train
         if g.n_train == 0:  # the test block alone (a subclass at large m): P(fits S) is not computed
-            mean = torch.cat([torch.zeros(m, dtype=torch.float64), g.mean])
-            cov = torch.zeros(m + len(g.mean), m + len(g.mean), dtype=torch.float64)
-            cov[m:, m:] = g.cov
-            return {"mean": mean, "cov": cov, "n_train": m, "condition": False, "log_p_fit": math.nan,
+            return {"mean": g.mean, "cov": g.cov, "n_train": 0, "condition": False, "log_p_fit": math.nan,
                     "log_p_fit_se": math.nan, "log_p_fit_ep": math.nan, "fit_union_bound": math.nan, "facts": facts}
         bound = fit_union_bound(g, split.y_train)
         certain = bound < FIT_BOUND

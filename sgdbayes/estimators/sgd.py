@@ -62,7 +62,7 @@ class _SamplingOptions(FlatnessOptions, _Knobs):  # fields in the order knobs, s
 
     def to_table(self):
         table = {**super().to_table(), "check_every": self.check_every or 0}
-        if table.get("stop") == "fit":  # the default, left out: fingerprints from before the key stay valid
+        if table.get("stop") == "fit":  # the default, left out: a fit-mode run reads as one without the key
             del table["stop"]
         return table
 
