@@ -143,14 +143,22 @@ def empirical_kernel(
             acc.add_(per_net.sum(0))
             if acc2 is not None:
                 acc2.add_((per_net * per_net).sum(0))
-    mean = acc / n_samples
-    mean = 0.5 * (mean + mean.T)
+    return mc_mean(acc, acc2, n_samples, "the Monte Carlo kernel", symmetrise=True)
+
+
+def mc_mean(acc: torch.Tensor, acc2: torch.Tensor | None, n: int, what: str, *, symmetrise: bool = False):
+    """The Monte Carlo mean ``acc / n`` of ``n`` draws, on the CPU, and with ``acc2`` (the sum of squares)
+    its standard error per entry (the unbiased variance over ``n``); ``FloatingPointError`` naming ``what``
+    where it is not finite. The Monte Carlo NNGP kernel and the empirical NTK share it."""
+    mean = acc / n
+    if symmetrise:
+        mean = 0.5 * (mean + mean.T)
     if not torch.isfinite(mean).all():
-        raise FloatingPointError("the Monte Carlo kernel has non-finite entries (overflowing activations?)")
-    if not return_stderr:
+        raise FloatingPointError(f"{what} has non-finite entries (overflowing activations?)")
+    if acc2 is None:
         return mean.cpu()
-    var = (acc2 / n_samples - mean * mean).clamp_min(0.0) * (n_samples / (n_samples - 1))
-    return mean.cpu(), (var / n_samples).sqrt().cpu()
+    var = (acc2 / n - mean * mean).clamp_min(0.0) * (n / (n - 1))
+    return mean.cpu(), (var / n).sqrt().cpu()
 
 
 @dataclass(frozen=True)

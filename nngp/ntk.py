@@ -46,6 +46,7 @@ from sampler.architectures import FCN, Architecture
 from sampler.checks import check_choice, check_device, check_int
 from sampler.seeding import make_generator
 
+from .empirical import mc_mean
 from .kernels import SpecRegistry, _FCNKernel, _expectations, as_float64
 
 PARAMETERIZATIONS = ("standard", "ntk")
@@ -289,13 +290,7 @@ def empirical_ntk(
         acc.add_(theta.sum(0))
         if acc2 is not None:
             acc2.add_((theta * theta).sum(0))
-    mean = acc / n_init
-    if not torch.isfinite(mean).all():
-        raise FloatingPointError("the empirical NTK has non-finite entries (overflowing activations?)")
-    if not return_stderr:
-        return mean.cpu()
-    var = (acc2 / n_init - mean * mean).clamp_min(0.0) * (n_init / (n_init - 1))
-    return mean.cpu(), (var / n_init).sqrt().cpu()
+    return mc_mean(acc, acc2, n_init, "the empirical NTK")
 
 
 def ntk_for(arch: Architecture, x, *, parameterization: str = "standard", input_shape=None, n_init: int = 64,
