@@ -210,7 +210,9 @@ def _reduce_far_violation(K, y, mean, **how) -> OrthantResult | None:
     method (and reduced again if another constraint is as far off). EP itself cannot take such a mean:
     its site precisions reach ``z^2`` and its posterior mean cancels terms of size ``z^3`` (issue 26: a
     mean of 1e4 against its label gave 'non-finite site parameters'). None when no constraint is that
-    far off."""
+    far off. Its cost grows as ``N_LAGUERRE ** j`` with the number j of such constraints (each node reduces
+    the next one): with every one of n variables far off (K = I + 0.1, means -100), 0.5 s at n = 4 and 6.3 s
+    at n = 5 on the 2-core CPU, about 16 times more for each further one."""
     if mean is None:
         return None
     s = 2.0 * y - 1.0
@@ -227,11 +229,12 @@ def _reduce_far_violation(K, y, mean, **how) -> OrthantResult | None:
     cond_K = 0.5 * (cond_K + cond_K.T)
     nodes, weights = np.polynomial.laguerre.laggauss(N_LAGUERRE)
     lam = abs(m_i) / var_i
+    determined = float(cond_K.abs().max()) <= 1e-12 * float(K.abs().max())  # the rest is determined by g_i
     logs, subs = [], []
     for x, w in zip(nodes, weights):
         t = x / lam
         cond_mean = mean[rest] + k_ri / var_i * (s_i * t - m_i)
-        if float(cond_K.abs().max()) <= 1e-12 * float(K.abs().max()):  # the rest is determined by g_i
+        if determined:
             sub = OrthantResult(exact_log_orthant(torch.zeros_like(cond_K), y[rest], cond_mean), 0.0, True, 0,
                                 "exact")
         else:
