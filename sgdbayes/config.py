@@ -408,10 +408,15 @@ def parse_override(text: str, raw: Mapping[str, Any] | None = None) -> tuple[lis
         if len(literal) >= 2 and literal[0] == literal[-1] and literal[0] in "'\"":
             literal = literal[1:-1]
         return path, literal
+    return path, toml_literal(literal)
+
+
+def toml_literal(text: str):
+    """``text`` read as a TOML value (``3``, ``[1.0, 2.0]``, ``"a"``), else the string itself."""
     try:
-        return path, tomllib.loads(f"v = {literal}")["v"]
+        return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        return path, literal
+        return text
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides) -> dict[str, Any]:

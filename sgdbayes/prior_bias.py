@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
@@ -49,7 +48,7 @@ from sampler.packed import PackedCounts
 from sampler.prior_functions import sample_prior_functions
 from sampler.seeding import derive_seed
 
-from .config import parse_arch, parse_model, read_toml
+from .config import parse_arch, parse_model, read_toml, toml_literal
 from .validation import SECTION
 
 _MODEL = dict(frozen=True, kw_only=True, config=pydantic.ConfigDict(**SECTION, arbitrary_types_allowed=True))
@@ -182,10 +181,7 @@ def load_prior_bias_config(path: str | Path, overrides=()) -> PriorBiasConfig:
         if not sep or not key or parts[0] == "cases" or len(parts) > 2 or (len(parts) == 2 and parts[0] != "sweep"):
             raise ValueError(f"--set expects KEY=VALUE for a top-level key or sweep.KEY (cases are set in the "
                              f"file), got {text!r}")
-        try:
-            value = tomllib.loads(f"v = {literal}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = literal
+        value = toml_literal(literal)
         node = raw.setdefault("sweep", {}) if len(parts) == 2 else raw
         if not isinstance(node, dict):
             raise TypeError(f"--set {text!r}: sweep must be a table, got {node!r}")
@@ -264,8 +260,10 @@ def measure_case(case: PriorCase, arch: Architecture, *, n_samples: int, seed: i
     rank, freq = rank_frequency(counts.counts, n_samples)
     top = []
     for i in range(min(20, counts.n_functions)):
-        f = strings[i] if i < len(strings) and rows[i] == i else counts.strings(i)[0]
-        row = {"function": f, "count": int(counts.counts[i]), "log_p": float(log_p[i]), "lz": lz_complexity(f),
+        sampled = i < len(rows) and rows[i] == i  # its complexity is already computed
+        f = strings[i] if sampled else counts.strings(i)[0]
+        row = {"function": f, "count": int(counts.counts[i]), "log_p": float(log_p[i]),
+               "lz": float(lz[i]) if sampled else lz_complexity(f),
                "ones": f.count("1")}
         if i < n_ep:
             row["log_p_nngp_ep"] = float(scores["ep"][i])
@@ -280,7 +278,7 @@ def measure_case(case: PriorCase, arch: Architecture, *, n_samples: int, seed: i
                                                                                      min_count=min_count),
                "bound_slope": bound.slope, "bound_slope_log10": bound.slope / math.log(10),
                "bound_intercept": bound.intercept, "bound_r": bound.r, "bound_levels": int(bound.levels.size),
-               "complexity_sample": int(rows.size), "p_constant": _constant_share(counts),
+               "complexity_sample": int(rows.size), "p_constant": float(p_t[0] + p_t[-1]),
                "mean_ones": float((np.arange(counts.k + 1) * p_t).sum()), "top_functions": top}
     if n_ep:
         finite = np.isfinite(scores["ep"])
@@ -293,12 +291,6 @@ def measure_case(case: PriorCase, arch: Architecture, *, n_samples: int, seed: i
                            nngp_complexity=lz[:n_ep] if np.array_equal(rows[:n_ep], np.arange(n_ep))
                            else np.array([lz_complexity(s) for s in counts.strings(slice(0, n_ep))]))
     return counts, CaseResult(summary, figure_data)
-
-
-def _constant_share(counts: PackedCounts) -> float:
-    """Fraction of samples that are a constant function (all 0 or all 1)."""
-    ones = counts.ones()
-    return float(counts.counts[(ones == 0) | (ones == counts.k)].sum() / counts.n_samples)
 
 
 # --- the command -----------------------------------------------------------------------------------------
