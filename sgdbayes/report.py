@@ -151,8 +151,13 @@ def error_bar_checks(case, est: Mapping[str, EstimatorResult]) -> list[dict[str,
             fs = [f for f in r.functions if f in le and math.isfinite(lr[f]) and math.isfinite(le[f])]
             row = {"log_p": [le[f] for f in fs], "log_p_ref": [lr[f] for f in fs], "se_ref": [se[f] for f in fs]}
             z = analysis.z_scores(row["log_p"], row["log_p_ref"], row["se_ref"])
+            zf, d = z.z[np.isfinite(z.z)], np.subtract(row["log_p"], row["log_p_ref"])
             out.append({"estimator": e.label, "reference": r.label, "functions": fs, **row, "z": z.z.tolist(),
-                        "median_abs_z": z.median_abs_z, "median_se_ref": z.median_se})
+                        "median_abs_z": z.median_abs_z, "median_se_ref": z.median_se, "n_z": int(zf.size),
+                        "mean_z": float(zf.mean()) if zf.size else None,
+                        "median_z": float(np.median(zf)) if zf.size else None,
+                        "sd_z": float(zf.std(ddof=1)) if zf.size > 1 else None,
+                        "mean_dlog": float(d.mean()) if d.size else None})
     return out
 
 
@@ -226,13 +231,9 @@ def case_summary(case, config, est: Mapping[str, EstimatorResult], extras: Mappi
             summary["pac_bayes_bound_from"] = source
     if checks:
         c = checks[0]
-        z, d = np.asarray(c["z"], dtype=float), np.asarray(c["log_p"]) - np.asarray(c["log_p_ref"])
-        z = z[np.isfinite(z)]
         summary.update(ep_tilting_median_abs_z=c["median_abs_z"], ep_tilting_pair=[c["estimator"], c["reference"]],
-                       ep_tilting_n=int(z.size), ep_tilting_mean_z=float(z.mean()) if z.size else None,
-                       ep_tilting_median_z=float(np.median(z)) if z.size else None,
-                       ep_tilting_sd_z=float(z.std(ddof=1)) if z.size > 1 else None,
-                       ep_tilting_mean_dlog=float(d.mean()) if d.size else None)
+                       ep_tilting_n=c["n_z"], ep_tilting_mean_z=c["mean_z"], ep_tilting_median_z=c["median_z"],
+                       ep_tilting_sd_z=c["sd_z"], ep_tilting_mean_dlog=c["mean_dlog"])
     summary["pairs"] = pairs
     keep = ("estimator", "reference", "median_abs_z", "median_se_ref")
     summary["checks"] = [{k: c[k] for k in keep} | {"n_functions": len(c["functions"])} for c in checks]
@@ -442,18 +443,6 @@ def make_report(folder: str | Path, config, cases, results: Mapping[str, Mapping
     return summary, report
 
 
-def _mean(x) -> float | None:
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else None
-
-
-def _median(x) -> float | None:
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else None
-
-
 def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
     lines = [f"## Case {case.name}", ""]
     data = case.data
@@ -479,8 +468,8 @@ def _case_section(case, config, s, wide: pa.Table, checks) -> list[str]:
         lines += [f"### {c['estimator']} against {c['reference']}, with error bars", "",
                   f"{len(c['functions'])} functions; median |z| = {fmt(c['median_abs_z'], 3)} where z = "
                   f"(ln P_{c['estimator']} - ln P_{c['reference']}) / s.e.; with its sign: mean z = "
-                  f"{fmt(_mean(c['z']), 3)}, median z = {fmt(_median(c['z']), 3)}; mean ln P difference "
-                  f"{fmt(_mean(np.subtract(c['log_p'], c['log_p_ref'])), 3)} nats; median s.e. "
+                  f"{fmt(c['mean_z'], 3)}, median z = {fmt(c['median_z'], 3)}; mean ln P difference "
+                  f"{fmt(c['mean_dlog'], 3)} nats; median s.e. "
                   f"{fmt(c['median_se_ref'], 3)} nats.", "",
                   markdown_table(["function on E", c["estimator"], c["reference"], "s.e.", "z"],
                                  [[f"`{f}`", x, y, e, z] for f, x, y, e, z in
